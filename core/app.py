@@ -1,0 +1,193 @@
+"""The app factory and the per-app ``Portal`` object that every hook receives."""
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import uuid
+
+import requests
+import urllib3
+from flask import Flask, g, request
+from flask_sock import Sock
+
+from . import config as cfg
+from .dispatch import ChatRecordDispatcher
+from .errors import AuthError, PortalError, StartupError, error_response, register_error_handlers
+from .logs import configure_logging
+from .plugin_manager import build_plugin_manager, validate_plugin_sections
+from .routing import register_routes
+from .tokens import install_jwt
+from .types import ROLE_RANK
+
+log = logging.getLogger("agent_portal.app")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_BEARER_PREFIX = "bearer "
+
+
+class Portal:
+    """Everything one app shares: config, the plugin manager, HTTP clients, plugin state.
+
+    Plugins keep their per-app state in ``portal.extensions[plugin_name]``; nothing lives at
+    module level, so a test may build as many apps as it likes.
+    """
+
+    def __init__(self, config: dict, pm, sources: dict):
+        self.config = config
+        self.pm = pm
+        self.hook = pm.hook
+        self.sources = sources
+        self.extensions: dict = {}
+        self.routes: list[dict] = []
+        self.access_by_endpoint: dict[str, str] = {}
+        self.ready = False
+        self.app: Flask | None = None
+        # ``requests`` off the hot path (health, usage, admin proxies); urllib3 on it.
+        self.http = requests.Session()
+        self.pool = urllib3.PoolManager(num_pools=32, maxsize=256, block=False, retries=False)
+        self.dispatcher = ChatRecordDispatcher(self)
+        self._actor_sources: list = []
+        self.jwt_keys: dict = {}  # issuer (None: no iss claim) -> HS256 secret
+        self._engine = None
+        self._closed = False
+
+    # --- config ---------------------------------------------------------------------------
+    def plugin_config(self, name: str) -> dict:
+        """Return the (validated, defaults filled) section ``plugins.<name>``; {} when absent."""
+        return self.config.get("plugins", {}).get(name) or {}
+
+    @property
+    def settings(self) -> dict:
+        """Return the core's own ``portal`` section."""
+        return self.config["portal"]
+
+    # --- shared database --------------------------------------------------------------------
+    def database(self):
+        """Return the SQLAlchemy engine for ``portal.database_url`` (created once per app)."""
+        if self._engine is None:
+            from .database import create_engine_for
+
+            self._engine = create_engine_for(self.settings["database_url"])
+        return self._engine
+
+    # --- who is calling ---------------------------------------------------------------------
+    def order_actor_sources(self) -> None:
+        order = self.config["auth"]["order"]
+        impls = self.hook.portal_actor_from_request.get_hookimpls()
+        rank = {name: i for i, name in enumerate(order)}
+        impls = sorted(impls, key=lambda impl: rank.get(impl.plugin_name, len(rank)))
+        self._actor_sources = [(impl.plugin_name, impl.function) for impl in impls]
+
+    def actor_from_request(self, req):
+        """Return the caller of ``req`` from the first actor source that knows it, or None.
+
+        Sources run in ``auth.order``; one that raises :class:`AuthError` ends the search.
+        """
+        for _name, source in self._actor_sources:
+            actor = source(portal=self, request=req)
+            if actor is not None:
+                return actor
+        return None
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Flush queued records and let every plugin release what it holds; runs once."""
+        if self._closed:
+            return
+        self._closed = True
+        self.dispatcher.stop()
+        for name, plugin in self.pm.list_name_plugin():
+            impl = getattr(plugin, "portal_shutdown", None)
+            if impl is None:
+                continue
+            try:
+                impl(portal=self)
+            except Exception:
+                log.exception("plugin %s failed to shut down", name)
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def create_app(config: dict | str | None = None, environ=None) -> Flask:
+    """Build one portal app from a config mapping, a YAML path, or ``$AGENT_PORTAL_CONFIG``.
+
+    Returns the Flask app; ``app.extensions["agent_portal"]`` is its :class:`Portal`.
+    Raises :class:`StartupError` listing every config mistake at once.
+    """
+    raw = config if isinstance(config, dict) else cfg.load_config_file(config)
+    missing: list[str] = []
+    filled = cfg.fill_environment(raw, environ, missing=missing)
+    errors = list(missing)
+    errors += cfg.schema_errors(filled, cfg.CORE_SCHEMA, "")
+    cfg.raise_if_errors(errors)
+    merged = cfg.merge_defaults(filled)
+    pm, sources = build_plugin_manager(merged)
+    cfg.raise_if_errors(validate_plugin_sections(pm, merged))
+
+    configure_logging(merged["portal"]["log_level"])
+    portal = Portal(merged, pm, sources)
+    app = Flask("agent_portal", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = merged["portal"]["max_body_bytes"]
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": merged["portal"]["max_body_bytes"],
+                                         "ping_interval": 25}
+    app.json.sort_keys = False
+    app.extensions["agent_portal"] = portal
+    portal.app = app
+    register_error_handlers(app)
+
+    install_jwt(app, portal)
+    pm.hook.portal_startup(portal=portal)
+    portal.order_actor_sources()
+    register_routes(portal, app, Sock(app))
+    _install_request_hooks(portal, app)
+    portal.ready = True
+    atexit.register(portal.shutdown)
+    return app
+
+
+def _install_request_hooks(portal: Portal, app: Flask) -> None:
+    access_by_endpoint = portal.access_by_endpoint
+    trust_request_id = portal.settings["trust_request_id"]
+
+    @app.before_request
+    def _identify_and_authorise():
+        incoming = request.headers.get("X-Request-ID") if trust_request_id else None
+        g.request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        access = access_by_endpoint.get(request.endpoint)
+        if access is None or access == "public":
+            return None  # public, or no such route: Flask answers 404/405 itself
+        if "access_token" in request.args or "token" in request.args:
+            raise AuthError("Credentials are not accepted in the URL; send an Authorization header.",
+                            code="token_in_url", status=400)
+        try:
+            actor = portal.actor_from_request(request)
+        except AuthError as exc:
+            if exc.status == 401:
+                exc.headers.setdefault("WWW-Authenticate", 'Bearer realm="agent-portal"')
+            raise
+        if actor is None:
+            if getattr(app.view_functions.get(request.endpoint), "auth_in_first_message", False):
+                g.actor = None
+                return None
+            return error_response(401, "Authentication required.", code="unauthenticated",
+                                  headers={"WWW-Authenticate": 'Bearer realm="agent-portal"'})
+        if actor.role == "pending":
+            return error_response(403, "Your account is pending approval.", code="pending_user")
+        if ROLE_RANK.get(actor.role, -1) < ROLE_RANK[access]:
+            return error_response(403, f"This route needs the {access} role.", code="forbidden")
+        g.actor = actor
+        return None
+
+    @app.after_request
+    def _tag_response(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+
+def portal_of(app: Flask) -> Portal:
+    """Return the :class:`Portal` of ``app``."""
+    return app.extensions["agent_portal"]
+
+
+__all__ = ["Portal", "create_app", "portal_of", "StartupError", "PortalError"]

@@ -1,0 +1,170 @@
+"""Loading, environment filling, validation and masking of the portal's YAML config."""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from .errors import StartupError
+
+ENV_VAR = "AGENT_PORTAL_CONFIG"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_SECRET_WORDS = ("secret", "password", "token", "key")
+_URL_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]+)(@)")
+MASK = "********"
+
+CORE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "portal": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "secret_key": {"type": ["string", "null"], "minLength": 16},
+                "database_url": {"type": "string", "minLength": 1},
+                "redis_url": {"type": ["string", "null"]},
+                "max_body_bytes": {"type": "integer", "minimum": 1024},
+                "log_level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
+                "blocked_plugins": {"type": "array", "items": {"type": "string"}},
+                "trust_request_id": {"type": "boolean"},
+            },
+        },
+        "auth": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "order": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            },
+        },
+        "plugins": {
+            "type": "object",
+            "additionalProperties": {"type": ["object", "null"]},
+        },
+    },
+}
+
+DEFAULTS = {
+    "portal": {
+        "secret_key": None,
+        "database_url": "sqlite:///agent-portal.db",
+        "redis_url": None,
+        "max_body_bytes": 4 * 1024 * 1024,
+        "log_level": "INFO",
+        "blocked_plugins": [],
+        "trust_request_id": True,
+    },
+    "auth": {"order": ["portal_tokens", "openwebui_header", "openwebui_session", "api_keys"]},
+    "plugins": {},
+}
+
+
+def load_config_file(path: str | None) -> dict:
+    """Return the parsed YAML of ``path`` (or ``$AGENT_PORTAL_CONFIG``), env filled; {} if none."""
+    path = path or os.environ.get(ENV_VAR)
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except FileNotFoundError as exc:
+        raise StartupError(f"config file {path!r} not found") from exc
+    except yaml.YAMLError as exc:
+        raise StartupError(f"config file {path!r} is not valid YAML: {exc}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise StartupError(f"config file {path!r} must hold a mapping at the top level")
+    return raw
+
+
+def fill_environment(value: Any, environ=None, where: str = "", missing=None) -> Any:
+    """Return ``value`` with ``${VAR}`` and ``${VAR:-default}`` filled from ``environ``.
+
+    A string that is one placeholder and fills to "" becomes None, so ``${REDIS_URL:-}`` means
+    "not set". Names of unset variables without a default are appended to ``missing``.
+    """
+    environ = os.environ if environ is None else environ
+    missing = [] if missing is None else missing
+    if isinstance(value, dict):
+        return {k: fill_environment(v, environ, f"{where}.{k}" if where else str(k), missing)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_environment(v, environ, f"{where}[{i}]", missing) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match):
+        name, default = match.group(1), match.group(2)
+        if name in environ and environ[name] != "":
+            return environ[name]
+        if default is not None:
+            return default
+        missing.append(f"{where}: ${{{name}}} is not set in the environment")
+        return ""
+
+    filled = _PLACEHOLDER.sub(replace, value)
+    if filled == "" and _PLACEHOLDER.fullmatch(value):
+        return None
+    return filled
+
+
+def merge_defaults(config: dict) -> dict:
+    """Return ``config`` with the core's defaults under every missing core key."""
+    merged = copy.deepcopy(DEFAULTS)
+    for section, values in config.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return merged
+
+
+def schema_errors(instance: Any, schema: dict, prefix: str) -> list[str]:
+    """Return one readable message per place ``instance`` breaks ``schema``."""
+    validator = jsonschema.Draft202012Validator(schema)
+    messages = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.path)):
+        path = ".".join([prefix] + [str(p) for p in error.path]) if prefix else ".".join(
+            str(p) for p in error.path)
+        messages.append(f"{path or '(top level)'}: {_describe(error)}")
+    return messages
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"unknown setting(s) {', '.join(map(repr, extra))}"
+    if is_secret_key(str(error.path[-1]) if error.path else ""):
+        return f"invalid value ({error.validator} {error.validator_value!r} not met)"
+    return error.message
+
+
+def is_secret_key(name: str) -> bool:
+    """Return True when a config key of this name holds a secret to mask."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith(("_order",))
+
+
+def masked(value: Any, key: str = "") -> Any:
+    """Return a copy of ``value`` with every secret replaced by a mask, for printing."""
+    if isinstance(value, dict):
+        return {k: masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, key) for v in value]
+    if value is not None and is_secret_key(key) and not isinstance(value, bool):
+        return MASK
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\1{MASK}\3", value)
+    return value
+
+
+def raise_if_errors(errors: Iterable[str]) -> None:
+    """Raise one :class:`StartupError` listing every message, when there is any."""
+    errors = list(errors)
+    if errors:
+        raise StartupError("invalid config:\n  - " + "\n  - ".join(errors))

@@ -1,0 +1,119 @@
+"""The hooks a plugin may implement, grouped by phase.
+
+Every hook is called with keyword arguments. Unless a hook says "first result wins",
+pluggy gathers every plugin's non-None answer into a list.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("agent_portal")
+
+
+# --- configuration and startup -------------------------------------------------------
+
+
+@hookspec
+def portal_config_schema():
+    """Describe this plugin's config section.
+
+    Returns ``{plugin_name: json_schema}`` for the section ``plugins.<plugin_name>``; the core
+    validates the section against it at startup and reports every error at once.
+    """
+
+
+@hookspec
+def portal_startup(portal):
+    """Validate and prepare this plugin for the app ``portal``.
+
+    Returns nothing. Raise :class:`agent_portal.StartupError` to refuse to boot; the message
+    should name the plugin and the config key at fault.
+    """
+
+
+@hookspec
+def portal_shutdown(portal):
+    """Release what ``portal_startup`` acquired (threads, connections) and flush queued work.
+
+    Returns nothing. Called once per app at process exit; must not block for long.
+    """
+
+
+# --- routes and who is calling -------------------------------------------------------------
+
+
+@hookspec
+def portal_register_routes(portal):
+    """Declare this plugin's HTTP and WebSocket routes.
+
+    Returns a list of :class:`agent_portal.Route`; each declares its access (``public``,
+    ``user`` or ``admin``). The core refuses to start when a route declares no access or two
+    plugins claim the same path and method.
+    """
+
+
+@hookspec(firstresult=True)
+def portal_actor_from_request(portal, request):
+    """Find the caller of ``request``. First result wins; the order comes from ``auth.order``.
+
+    Returns an :class:`agent_portal.Actor`, or None when the request carries no credential of
+    this plugin's kind. Raise :class:`agent_portal.AuthError` when it does carry one and that
+    credential is bad (expired, forged, revoked, or its issuer cannot be reached).
+    """
+
+
+# --- what the stack offers -------------------------------------------------------------------
+
+
+@hookspec
+def portal_health_checks(portal):
+    """Name this plugin's health checks.
+
+    Returns a list of :class:`agent_portal.HealthCheck`. The core runs every check
+    concurrently, each under its own timeout, so one that raises or hangs shows as that
+    component's failure only.
+    """
+
+
+@hookspec
+def portal_usage_providers(portal):
+    """Name this plugin's usage providers.
+
+    Returns a list of :class:`agent_portal.UsageProvider`; each answers one
+    :class:`agent_portal.UsageQuery` with a list of usage rows (see ``agent_portal.usage``).
+    """
+
+
+@hookspec
+def portal_models(portal, actor):
+    """List the models ``actor`` may use through this plugin.
+
+    Returns a list of :class:`agent_portal.ModelInfo` (empty when none).
+    """
+
+
+@hookspec(firstresult=True)
+def portal_chat_backend(portal, model):
+    """Find the backend that serves the public model name ``model``. First result wins.
+
+    Returns a :class:`agent_portal.ChatTarget` (backend plus upstream model name and price),
+    or None when this plugin does not serve that model.
+    """
+
+
+@hookspec
+def portal_chat_completed(portal, record):
+    """Receive one :class:`agent_portal.ChatRecord` per chat call, streamed or not.
+
+    Returns nothing. Called off the request path, one plugin at a time; an exception is logged
+    and never reaches the caller or the other plugins.
+    """
+
+
+@hookspec
+def portal_embeds(portal):
+    """Name the admin UIs this plugin can embed.
+
+    Returns a list of :class:`agent_portal.Embed`.
+    """
+

@@ -1,0 +1,35 @@
+"""JSON-lines logging with the request id on every line."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from flask import g, has_request_context
+from pythonjsonlogger.json import JsonFormatter
+
+_MARK = "_agent_portal_handler"
+
+
+class RequestIdFilter(logging.Filter):
+    """Add ``request_id`` to every record logged inside a request (None outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id") if has_request_context() else None
+        return True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send the ``agent_portal`` loggers to stderr as JSON lines; safe to call once per app."""
+    logger = logging.getLogger("agent_portal")
+    logger.setLevel(level)
+    if any(getattr(h, _MARK, False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+        rename_fields={"levelname": "level", "asctime": "time", "name": "logger"},
+    ))
+    handler.addFilter(RequestIdFilter())
+    setattr(handler, _MARK, True)
+    logger.addHandler(handler)
+    logger.propagate = False

@@ -1,0 +1,78 @@
+"""Collecting every plugin's routes, checking their access and mounting them on the app."""
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Flask, jsonify
+from flask_sock import Sock
+
+from .errors import StartupError
+from .types import ACCESS_LEVELS, Route
+
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def core_routes(portal) -> list[Route]:
+    """Return the core's own routes: liveness and readiness."""
+
+    def health():
+        return jsonify(status="ok")
+
+    def ready():
+        if not portal.ready:
+            return jsonify(status="starting"), 503
+        return jsonify(status="ready", plugins=sorted(portal.sources))
+
+    return [Route("/health", health, access="public"), Route("/ready", ready, access="public")]
+
+
+def _path_key(path: str) -> str:
+    """Return ``path`` with variable names erased, so ``/a/<x>`` and ``/a/<y>`` collide."""
+    return _CONVERTER.sub("<>", path.rstrip("/") or "/")
+
+
+def register_routes(portal, app: Flask, sock: Sock) -> None:
+    """Mount the core's and every plugin's routes; raise :class:`StartupError` on a bad one.
+
+    Refuses a route without a valid access level and two routes claiming one path and method.
+    """
+    declared = [("core", route) for route in core_routes(portal)]
+    for impl in portal.hook.portal_register_routes.get_hookimpls():
+        for route in impl.function(portal=portal) or []:
+            declared.append((impl.plugin_name, route))
+
+    claimed: dict[tuple[str, str], str] = {}
+    errors = []
+    for plugin, route in declared:
+        if route.access not in ACCESS_LEVELS:
+            errors.append(f"plugin {plugin!r}: route {route.path} declares access {route.access!r};"
+                          f" it must be one of {', '.join(ACCESS_LEVELS)}")
+        for method in route.methods:
+            key = (_path_key(route.path), method.upper())
+            if key in claimed:
+                errors.append(f"plugin {plugin!r}: {method} {route.path} is already claimed by"
+                              f" plugin {claimed[key]!r}")
+            claimed[key] = plugin
+    if errors:
+        raise StartupError("invalid routes:\n  - " + "\n  - ".join(errors))
+
+    blueprints: dict[str, Blueprint] = {}
+    for plugin, route in declared:
+        bp = blueprints.setdefault(plugin, Blueprint(plugin, __name__))
+        name = route.name or route.view.__name__
+        if route.websocket:
+            sock.route(route.path, bp=bp, endpoint=name)(route.view)
+        else:
+            bp.add_url_rule(route.path, endpoint=name, view_func=route.view,
+                            methods=list(route.methods))
+        endpoint = f"{plugin}.{name}"
+        portal.access_by_endpoint[endpoint] = route.access
+        portal.routes.append({"path": route.path, "methods": sorted(m.upper() for m in route.methods),
+                              "access": route.access, "plugin": plugin,
+                              "websocket": route.websocket, "endpoint": endpoint})
+    for bp in blueprints.values():
+        app.register_blueprint(bp)
+    for endpoint, view in app.view_functions.items():
+        if endpoint in portal.access_by_endpoint:
+            continue
+        raise StartupError(f"route endpoint {endpoint!r} was added without declaring its access")

@@ -1,0 +1,195 @@
+"""Relaying an upstream's OpenAI-style SSE stream: chunk by chunk, usage kept, failures visible."""
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+
+DATA, EOF, FAILED = 0, 1, 2
+HEARTBEAT = b": keep-alive\n\n"
+DONE = b"[DONE]"
+
+
+def sse_error(message: str, code: str, type_: str = "upstream_error") -> bytes:
+    """Return one SSE frame carrying an OpenAI error object (clients raise on it)."""
+    return b"data: " + json.dumps({"error": {"message": message, "type": type_, "code": code}}).encode() + b"\n\n"
+
+
+def close_upstream(response) -> None:
+    """Close ``response``'s connection at once, so the upstream sees the caller leave."""
+    connection = getattr(response, "connection", None) or getattr(response, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    try:
+        response.close()
+    except Exception:
+        pass
+
+
+def pump(response, blocks: queue.Queue, size: int = 65536) -> None:
+    """Read ``response`` in the background, putting ``(kind, payload)`` on ``blocks``."""
+    try:
+        while True:
+            data = response.read1(size)
+            if not data:
+                blocks.put((EOF, None))
+                return
+            blocks.put((DATA, data))
+    except Exception as exc:
+        blocks.put((FAILED, exc))
+
+
+class StreamState:
+    """What one relayed stream has seen: usage, cost, the output text, how it ended."""
+
+    __slots__ = ("usage", "cost", "call_id", "done", "chunks", "error", "outcome", "text",
+                 "capture_text", "strip_usage")
+
+    def __init__(self, strip_usage: bool, capture_text: bool):
+        self.usage = None
+        self.cost = None
+        self.call_id = None
+        self.done = False
+        self.chunks = 0
+        self.error = None
+        self.outcome = "ok"
+        self.text = [] if capture_text else None
+        self.capture_text = capture_text
+        self.strip_usage = strip_usage
+
+
+def filter_events(block: bytes, state: StreamState) -> bytes:
+    """Return the complete SSE events of ``block`` to forward, updating ``state``.
+
+    Parses each ``data:`` line: records usage and cost, drops the usage-only chunk when the
+    client did not ask for it, notes ``[DONE]``; raises ValueError on a malformed event.
+    """
+    out = []
+    for event in block.split(b"\n\n"):
+        if not event.strip():
+            continue
+        data = None
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                data = line[5:].strip()
+            elif line and not line.startswith((b":", b"event:", b"id:", b"retry:")):
+                raise ValueError("an SSE line that is neither data, event, id nor comment")
+        if data is None:
+            out.append(event)
+            continue
+        if data == DONE:
+            state.done = True
+            out.append(event)
+            continue
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError("an SSE data line that is not a JSON object")
+        if "error" in chunk and chunk["error"]:
+            state.error = chunk["error"]
+            state.outcome = "upstream_error"
+            out.append(event)
+            continue
+        state.chunks += 1
+        if state.call_id is None:
+            state.call_id = chunk.get("id")
+        usage = chunk.get("usage")
+        choices = chunk.get("choices")
+        if usage:
+            state.usage = usage
+            cost = chunk.get("cost", usage.get("cost") if isinstance(usage, dict) else None)
+            if cost is not None:
+                state.cost = cost
+            if state.strip_usage and _usage_only(choices):
+                continue
+        if state.capture_text and choices:
+            for choice in choices:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                    state.text.append(delta["content"])
+        out.append(event)
+    return b"".join(e + b"\n\n" for e in out)
+
+
+def _usage_only(choices) -> bool:
+    """True for OpenAI's ``choices: []`` and LiteLLM's ``[{"index": 0, "delta": {}}]``."""
+    if not choices:
+        return True
+    return all(isinstance(c, dict) and not c.get("delta") and not c.get("finish_reason")
+               for c in choices)
+
+
+def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: float,
+          stall_seconds: float, on_end):
+    """Yield the client's SSE bytes from ``response``, then call ``on_end(state)`` exactly once.
+
+    Sends heartbeats while the upstream is silent; ends with an error event (never ``[DONE]``)
+    when the upstream resets, stalls past ``stall_seconds``, sends a malformed chunk or ends
+    without ``[DONE]``. If the client leaves, the upstream connection is closed at once.
+    """
+    blocks: queue.Queue = queue.Queue()
+    buffer = b""
+    pending = first_block
+    reader = None
+    try:
+        last_data = time.monotonic()
+        while True:
+            if pending:
+                buffer += pending
+                pending = b""
+                cut = buffer.rfind(b"\n\n")
+                if cut >= 0:
+                    complete, buffer = buffer[:cut + 2], buffer[cut + 2:]
+                    try:
+                        forward = filter_events(complete, state)
+                    except ValueError as exc:
+                        state.outcome = "upstream_malformed"
+                        state.error = f"malformed chunk from upstream: {exc}"
+                        yield sse_error("The upstream sent a malformed chunk; the answer is incomplete.",
+                                        "upstream_malformed")
+                        return
+                    if forward:
+                        yield forward
+                if state.done or state.error:
+                    return
+            if reader is None:
+                reader = threading.Thread(target=pump, args=(response, blocks), daemon=True)
+                reader.start()
+            try:
+                kind, payload = blocks.get(timeout=heartbeat_seconds)
+            except queue.Empty:
+                if time.monotonic() - last_data > stall_seconds:
+                    state.outcome = "upstream_stalled"
+                    state.error = f"no data from upstream for {stall_seconds:g}s"
+                    yield sse_error("The upstream stopped sending; the answer is incomplete.",
+                                    "upstream_timeout", "upstream_timeout")
+                    return
+                yield HEARTBEAT
+                continue
+            if kind == DATA:
+                pending = payload
+                last_data = time.monotonic()
+                continue
+            if kind == FAILED:
+                state.outcome = "upstream_reset"
+                state.error = f"{type(payload).__name__}: {payload}"
+                yield sse_error("The upstream connection failed mid-answer; the answer is incomplete.",
+                                "upstream_reset")
+                return
+            # EOF without [DONE]
+            state.outcome = "upstream_incomplete"
+            state.error = "the upstream ended the stream without [DONE]"
+            yield sse_error("The upstream ended the stream early; the answer is incomplete.",
+                            "upstream_incomplete")
+            return
+    except GeneratorExit:
+        state.outcome = "client_disconnected"
+        raise
+    finally:
+        close_upstream(response)
+        on_end(state)

@@ -1,0 +1,103 @@
+"""An OpenAI-compatible upstream: where to send chat, how to attribute it, which models it has."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+log = logging.getLogger("agent_portal.upstream")
+
+
+class OpenAIUpstream:
+    """A chat backend speaking OpenAI's API at ``base_url`` (which ends before ``/chat``).
+
+    Models come from ``models`` when given, else from ``GET {base_url}/models``, refreshed in the
+    background every ``refresh_seconds`` so that a model added upstream appears on its own.
+    """
+
+    kind = "openai_compat"
+
+    def __init__(self, portal, name: str, base_url: str, api_key: str | None = None,
+                 headers: dict | None = None, models: list | None = None,
+                 refresh_seconds: float = 30.0, timeout_seconds: float = 3.0):
+        self.portal = portal
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.chat_url = self.base_url + "/chat/completions"
+        self.models_url = self.base_url + "/models"
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.static_models = list(models) if models else None
+        self.refresh_seconds = refresh_seconds
+        self.timeout_seconds = timeout_seconds
+        self._models: list[str] | None = None
+        self._loaded_at = 0.0
+        self._refreshing = False
+        self._lock = threading.Lock()
+        self.reachable: bool | None = None
+        self.last_error: str | None = None
+
+    # --- models -------------------------------------------------------------------------------
+    def model_ids(self) -> list[str]:
+        """Return the upstream model names this backend serves (possibly slightly stale)."""
+        if self.static_models is not None:
+            return self.static_models
+        if self._models is None:
+            self.refresh()
+        elif time.monotonic() - self._loaded_at > self.refresh_seconds and not self._refreshing:
+            self._refreshing = True
+            threading.Thread(target=self.refresh, daemon=True).start()
+        return self._models or []
+
+    def refresh(self) -> list[str]:
+        """Fetch the model list now; returns it (the old one, or [], when the upstream fails)."""
+        try:
+            response = self.portal.http.get(self.models_url, headers=self.headers,
+                                            timeout=self.timeout_seconds)
+            response.raise_for_status()
+            data = response.json().get("data")
+            ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+            with self._lock:
+                self._models, self._loaded_at = ids, time.monotonic()
+            self.reachable, self.last_error = True, None
+        except Exception as exc:
+            self.reachable, self.last_error = False, f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                # retry sooner than a full period, but never on every request
+                self._loaded_at = time.monotonic() - self.refresh_seconds + min(5.0, self.refresh_seconds)
+                if self._models is None:
+                    self._models = []
+            log.warning("backend %s: model list unavailable: %s", self.name, exc)
+        finally:
+            self._refreshing = False
+        return self._models or []
+
+    # --- attribution --------------------------------------------------------------------------
+    def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:
+        """Put the caller into the outgoing body (OpenAI's ``user`` field)."""
+        payload["user"] = actor.id
+
+    def request_headers(self, request_id: str, actor) -> dict:
+        """Return the headers for one chat call, with the portal's request id."""
+        headers = dict(self.headers)
+        headers["X-Request-ID"] = request_id
+        return headers
+
+
+class LiteLLMUpstream(OpenAIUpstream):
+    """A LiteLLM proxy: also fills ``metadata`` so LiteLLM's own callbacks see the caller."""
+
+    kind = "litellm"
+
+    def attribute(self, payload, actor, request_id, session_id):
+        super().attribute(payload, actor, request_id, session_id)
+        metadata = payload.get("metadata")
+        metadata = dict(metadata) if isinstance(metadata, dict) else {}
+        metadata["trace_user_id"] = actor.id
+        metadata["portal_request_id"] = request_id
+        if session_id:
+            metadata["session_id"] = session_id
+        tags = metadata.get("tags") if isinstance(metadata.get("tags"), list) else []
+        metadata["tags"] = [t for t in tags if isinstance(t, str)] + ["agent-portal", f"role:{actor.role}"]
+        payload["metadata"] = metadata

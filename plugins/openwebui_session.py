@@ -1,0 +1,98 @@
+"""Open WebUI session JWTs: signature checked locally, role and liveness from Open WebUI."""
+from __future__ import annotations
+
+import time
+
+import requests
+
+from agent_portal import Actor, AuthError, StartupError, hookimpl, HealthCheck
+from agent_portal.cache import TTLCache
+from agent_portal.tokens import PORTAL_ISSUER, bearer_token, looks_like_jwt, unverified_issuer, verify_jwt
+
+NAME = "openwebui_session"
+ROLES = ("admin", "user", "pending")
+
+
+@hookimpl
+def portal_config_schema():
+    return {NAME: {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url", "secret"],
+        "properties": {
+            "url": {"type": "string", "pattern": "^https?://"},
+            "secret": {"type": "string", "minLength": 8},
+            "cache_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 30},
+            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 3},
+        },
+    }}
+
+
+@hookimpl
+def portal_startup(portal):
+    settings = portal.plugin_config(NAME)
+    if len(settings["secret"]) == 44:
+        portal.app.logger.warning("a 44-character WEBUI_SECRET_KEY crashes Open WebUI 0.12.4 unless "
+                                  "its OAuth encryption keys are set")
+    if None in portal.jwt_keys:
+        raise StartupError(f"plugin {NAME!r}: another plugin already claims tokens without an issuer")
+    portal.jwt_keys[None] = settings["secret"]
+    portal.extensions[NAME] = TTLCache()
+
+
+@hookimpl
+def portal_actor_from_request(portal, request):
+    token = bearer_token(request)
+    if not token or not looks_like_jwt(token) or unverified_issuer(token) == PORTAL_ISSUER:
+        return None
+    cache = portal.extensions[NAME]
+    actor = cache.get(token)
+    if actor is not None:
+        return actor
+    claims = verify_jwt(token)
+    settings = portal.plugin_config(NAME)
+    who = _whoami(portal, settings, token)
+    if who.get("id") != claims["id"]:
+        raise AuthError("The session does not belong to the token's user.", code="invalid_token")
+    role = who.get("role")
+    if role not in ROLES:
+        raise AuthError("Open WebUI answered an unknown role.", code="invalid_token")
+    actor = Actor(id=claims["id"], role=role, via="webui-session", email=who.get("email"),
+                  name=who.get("name"))
+    cache.put(token, actor, min(settings["cache_seconds"], claims["exp"] - time.time()))
+    return actor
+
+
+def _whoami(portal, settings, token) -> dict:
+    try:
+        response = portal.http.get(f"{settings['url'].rstrip('/')}/api/v1/auths/",
+                                   headers={"Authorization": f"Bearer {token}"},
+                                   timeout=settings["timeout_seconds"])
+    except requests.RequestException as exc:
+        raise AuthError("Open WebUI cannot be reached to check the session.", status=503,
+                        code="identity_provider_unavailable") from exc
+    if response.status_code in (401, 403):
+        raise AuthError("Open WebUI refused the session (expired, revoked or signed out).",
+                        code="session_revoked")
+    if response.status_code != 200:
+        raise AuthError(f"Open WebUI answered {response.status_code} when checking the session.",
+                        status=503, code="identity_provider_unavailable")
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise AuthError("Open WebUI answered the session check with something other than JSON.",
+                        status=503, code="identity_provider_unavailable") from exc
+    if not isinstance(body, dict):
+        raise AuthError("Open WebUI's session check answered an unexpected shape.", status=503,
+                        code="identity_provider_unavailable")
+    return body
+
+
+@hookimpl
+def portal_health_checks(portal):
+    def check(portal):
+        url = portal.plugin_config(NAME)["url"].rstrip("/") + "/health"
+        response = portal.http.get(url, timeout=3)
+        return {"status": "up" if response.ok else "down", "detail": f"HTTP {response.status_code}"}
+
+    return [HealthCheck("openwebui", check, timeout=3.0)]

@@ -1,0 +1,208 @@
+"""A small, fast OpenAI-compatible upstream that can fail on purpose.
+
+The model name picks the behaviour (the tests, the LiteLLM integration suite and the benchmark
+all use it):
+
+    echo             answers at once; streams ``max_tokens`` chunks (default 5), usage as OpenAI
+    echo-ll          like echo, usage chunk shaped like LiteLLM's (choices [{index, delta: {}}], cost)
+    slow-<ms>        like echo, ``<ms>`` milliseconds before each chunk
+    reset-before     resets the connection without answering
+    hang-before      answers nothing for 30 s
+    status-<code>    answers that HTTP status with an OpenAI error body (429 adds Retry-After: 0)
+    flaky-<code>     answers <code> on the first call for a given ``user``, then behaves as echo
+    reset-mid        streams 2 chunks, then resets the connection
+    stall-mid        streams 2 chunks, then goes silent for 30 s
+    malformed-mid    streams 2 chunks, then a chunk that is not JSON
+    no-done          streams every chunk and usage, then ends without ``[DONE]``
+    long             100 chunks 50 ms apart; counts callers who leave early in ``disconnects``
+
+Run alone: ``python tests/fake_upstream.py --port 9100``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODELS = ["echo", "echo-ll", "slow-20", "slow-200", "reset-before", "hang-before", "status-400",
+          "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
+          "stall-mid", "malformed-mid", "no-done", "long"]
+
+
+def completion_chunk(model: str, i: int, content: str) -> bytes:
+    chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+             "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+class FakeUpstream:
+    """The server and what it saw: request bodies, streams the caller left, calls per user."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.disconnects = 0
+        self.completed_streams = 0
+        self.seen_users: dict[str, int] = {}
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self._json(200, {"object": "list", "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODELS]})
+                elif self.path.startswith("/health"):
+                    self._json(200, {"status": "healthy"})
+                else:
+                    self._json(404, {"error": {"message": "no such path", "type": "not_found"}})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with fake.lock:
+                    fake.requests.append(body)
+                    fake.headers.append(dict(self.headers))
+                model = body.get("model", "echo")
+                fake.answer(self, model, body)
+
+            def _json(self, status, data, extra=None):
+                payload = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.handler = Handler
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base_url = f"http://{host}:{self.port}/v1"
+        self._thread = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "FakeUpstream":
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --- behaviours --------------------------------------------------------------------------
+    def answer(self, h, model: str, body: dict) -> None:
+        user = str(body.get("user"))
+        if model == "reset-before":
+            return self._reset(h)
+        if model == "hang-before":
+            time.sleep(30)
+            return self._reset(h)
+        if model.startswith("status-"):
+            return self._status(h, int(model.split("-")[1]))
+        if model.startswith("flaky-"):
+            with self.lock:
+                count = self.seen_users.get(user + model, 0)
+                self.seen_users[user + model] = count + 1
+            if count == 0:
+                return self._status(h, int(model.split("-")[1]))
+        chunks = int(body.get("max_tokens") or 5)
+        if model == "long":
+            chunks = 100
+        if not body.get("stream"):
+            text = " ".join(f"tok{i}" for i in range(chunks))
+            return h._json(200, {
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": chunks, "total_tokens": 7 + chunks}},
+                {"x-litellm-call-id": "call-fake"} if model == "echo-ll" else None)
+        self._stream(h, model, body, chunks)
+
+    def _status(self, h, code: int) -> None:
+        extra = {"Retry-After": "0"} if code == 429 else None
+        h._json(code, {"error": {"message": f"fake upstream says {code}", "type": "fake_error",
+                                 "code": str(code)}}, extra)
+
+    def _reset(self, h) -> None:
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.connection.close()
+        h.close_connection = True
+
+    def _stream(self, h, model: str, body: dict, chunks: int) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("x-litellm-call-id", f"call-{model}")
+        h.end_headers()
+        delay = 0.0
+        if model.startswith("slow-"):
+            delay = int(model.split("-")[1]) / 1000
+        elif model == "long":
+            delay = 0.05
+
+        def send(data: bytes) -> None:
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            h.wfile.flush()
+
+        try:
+            for i in range(chunks):
+                if delay:
+                    time.sleep(delay)
+                if i == 2 and model == "reset-mid":
+                    return self._reset(h)
+                if i == 2 and model == "stall-mid":
+                    time.sleep(30)
+                    return self._reset(h)
+                if i == 2 and model == "malformed-mid":
+                    send(b"data: {this is not json\n\n")
+                    continue
+                send(completion_chunk(model, i, f"tok{i} "))
+            final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                     "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            send(b"data: " + json.dumps(final).encode() + b"\n\n")
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": 7, "completion_tokens": chunks, "total_tokens": 7 + chunks}
+                if model == "echo-ll":
+                    tail = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                            "choices": [{"index": 0, "delta": {}}], "usage": {**usage, "cost": 0.0042}}
+                else:
+                    tail = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                            "choices": [], "usage": usage}
+                send(b"data: " + json.dumps(tail).encode() + b"\n\n")
+            if model != "no-done":
+                send(b"data: [DONE]\n\n")
+            h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+            with self.lock:
+                self.completed_streams += 1
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            with self.lock:
+                self.disconnects += 1
+            h.close_connection = True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    fake = FakeUpstream(args.host, args.port)
+    print(f"fake upstream on {fake.base_url}", flush=True)
+    fake.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
