@@ -168,3 +168,20 @@ def raise_if_errors(errors: Iterable[str]) -> None:
     errors = list(errors)
     if errors:
         raise StartupError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | None) -> int | None:
+    """Return the seconds of ``30d``, ``12h``, ``15m`` or ``60s`` (None for None or "").
+
+    Raises ValueError for anything else.
+    """
+    if not text:
+        return None
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30d, 12h, 15m or 60s")
+    return int(match.group(1)) * _UNITS[match.group(2)]

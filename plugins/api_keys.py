@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 import time
@@ -15,13 +14,12 @@ from flask import g, request
 
 from agent_portal import Actor, AuthError, PortalError, Route, hookimpl
 from agent_portal.cache import TTLCache
+from agent_portal.config import parse_duration
 from agent_portal.tokens import bearer_token
 
 NAME = "api_keys"
 PREFIX = "ap-"
 ROLES = ("user", "admin")
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 metadata = sa.MetaData()
 api_keys = sa.Table(
@@ -52,14 +50,6 @@ def _aware(value):
 def digest(key: str) -> str:
     """Return the SHA-256 hex digest under which a key is stored."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def parse_duration(text: str) -> timedelta:
-    """Return the timedelta of ``30d``, ``12h``, ``15m`` or ``60s``; ValueError otherwise."""
-    match = _DURATION.match(text or "")
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 30d, 12h, 15m or 60s")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 class KeyStore:
@@ -201,7 +191,8 @@ def portal_register_routes(portal):
         if expires is not None and not isinstance(expires, str):
             raise PortalError("expires_in must be a duration string such as '30d'.")
         try:
-            created = store.create(owner, role, name, parse_duration(expires) if expires else None)
+            seconds = parse_duration(expires)
+            created = store.create(owner, role, name, timedelta(seconds=seconds) if seconds else None)
         except ValueError as exc:
             raise PortalError(str(exc)) from exc
         created["created_by"] = g.actor.id

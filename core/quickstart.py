@@ -1,0 +1,144 @@
+"""``agent-portal up``: a local LiteLLM proxy with offline demo models, and the portal in front of it."""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from . import config as cfg
+
+
+def _wait_for(url: str, seconds: float, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with code {process.returncode} before it was ready")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{what} was not ready at {url} after {seconds:.0f}s")
+
+
+def _secret(path: Path, make) -> str:
+    """Return the secret kept in ``path``, making it once so tokens survive a restart."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def up(args) -> int:
+    """Start LiteLLM and the portal, print a token and examples, run until interrupted."""
+    state = Path(".cache")
+    litellm_bin = Path(args.litellm_bin)
+    if not litellm_bin.exists():
+        raise SystemExit(f"LiteLLM is not installed at {litellm_bin}; run scripts/run.sh, which installs it")
+    config_path = os.path.abspath(args.config or "config/portal.example.yaml")
+    env = dict(os.environ)
+    env.setdefault("PORTAL_SECRET_KEY", _secret(state / "portal-secret", lambda: secrets.token_urlsafe(32)))
+    env.setdefault("LITELLM_MASTER_KEY", _secret(state / "litellm-master-key",
+                                                 lambda: "sk-" + secrets.token_hex(16)))
+    env.setdefault("FAKE_UPSTREAM_BASE", "http://127.0.0.1:9/v1")
+    env["LITELLM_URL"] = f"http://127.0.0.1:{args.litellm_port}"
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env[cfg.ENV_VAR] = config_path
+
+    children: list[subprocess.Popen] = []
+
+    def stop(*_):
+        for child in reversed(children):
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    try:
+        print(f"starting LiteLLM on 127.0.0.1:{args.litellm_port} (log: .cache/litellm.log) ...", flush=True)
+        state.mkdir(exist_ok=True)
+        log = open(state / "litellm.log", "ab")
+        children.append(subprocess.Popen(
+            [str(litellm_bin), "--config", args.litellm_config, "--host", "127.0.0.1",
+             "--port", str(args.litellm_port), "--num_workers", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT))
+        _wait_for(f"{env['LITELLM_URL']}/health/liveliness", 120, children[0], "LiteLLM")
+
+        from .cli import gunicorn_argv
+
+        print(f"starting the portal on {args.host}:{args.port} ...", flush=True)
+        portal_env = {**env, "PORTAL_WORKERS": str(args.workers)}
+        children.append(subprocess.Popen(gunicorn_argv(config_path, args.host, args.port, args.workers),
+                                         env=portal_env))
+        started = time.monotonic()
+        base = f"http://{args.host}:{args.port}"
+        _wait_for(f"{base}/ready", 30, children[1], "the portal")
+        print(f"portal ready in {time.monotonic() - started:.2f}s", flush=True)
+
+        token = _admin_token(config_path, env)
+        print(_examples(base, token), flush=True)
+        children[1].wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+    return 0
+
+
+def _admin_token(config_path: str, env: dict) -> str:
+    from .app import create_app, portal_of
+    from agent_portal.plugins.portal_tokens import mint_token
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        portal = portal_of(create_app(config_path))
+        return mint_token(portal, "admin", "admin", 12 * 3600, email="admin@localhost")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _examples(base: str, token: str) -> str:
+    return f"""
+== Agent Portal is up ==================================================================
+An admin token, valid 12 hours:
+
+  export PORTAL_TOKEN={token}
+
+Chat, streamed:
+
+  curl -N {base}/v1/chat/completions -H "Authorization: Bearer $PORTAL_TOKEN" \\
+    -H 'Content-Type: application/json' \\
+    -d '{{"model": "demo-chat", "stream": true, "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+With the openai client:
+
+  python - <<'PY'
+  import os
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}/v1", api_key=os.environ["PORTAL_TOKEN"])
+  for chunk in client.chat.completions.create(model="demo-chat", stream=True,
+                                              messages=[{{"role": "user", "content": "Hello"}}]):
+      print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
+  PY
+
+What it cost, per user and model:  curl {base}/observability/usage?group_by=user,model -H "Authorization: Bearer $PORTAL_TOKEN"
+Is everything up:                  curl {base}/observability/health -H "Authorization: Bearer $PORTAL_TOKEN"
+Stop with Ctrl-C.
+========================================================================================
+"""

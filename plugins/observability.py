@@ -1,0 +1,191 @@
+"""The observability API: usage per user and model, stack health, models per backend, live calls."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import queue
+import threading
+import time
+
+from flask import Response, g, request
+
+from agent_portal import PortalError, Route, hookimpl
+from agent_portal.upstream import OpenAIUpstream
+from agent_portal.observe import collect_usage_providers, run_health, run_usage
+from agent_portal.usage import GROUPS, METRICS, parse_query
+
+NAME = "observability"
+
+
+@hookimpl
+def portal_config_schema():
+    return {NAME: {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "health_cache_seconds": {"type": "number", "minimum": 0, "default": 5},
+            "required": {"type": "array", "items": {"type": "string"}, "default": []},
+            "usage_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "events_queue": {"type": "integer", "minimum": 10, "default": 1000},
+        },
+    }}
+
+
+class EventHub:
+    """Fans each completed call out to the live ``/ws/events`` subscribers (bounded, lossy)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.subscribers: set[queue.Queue] = set()
+        self.lock = threading.Lock()
+
+    def subscribe(self) -> queue.Queue:
+        q: queue.Queue = queue.Queue(maxsize=self.size)
+        with self.lock:
+            self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue) -> None:
+        with self.lock:
+            self.subscribers.discard(q)
+
+    def publish(self, event: dict) -> None:
+        with self.lock:
+            targets = list(self.subscribers)
+        for q in targets:
+            try:
+                q.put_nowait(event)
+            except queue.Full:  # a slow dashboard loses events, never slows the portal
+                pass
+
+
+class HealthCache:
+    """The last health answer, reused for ``seconds`` so a polling dashboard cannot hammer upstreams."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.value = None
+        self.at = 0.0
+        self.lock = threading.Lock()
+
+    def get(self, portal, required: set) -> dict:
+        with self.lock:
+            if self.value is not None and time.monotonic() - self.at < self.seconds:
+                return self.value
+            self.value = run_health(portal, required)
+            self.at = time.monotonic()
+            return self.value
+
+
+@hookimpl
+def portal_startup(portal):
+    settings = portal.plugin_config(NAME)
+    portal.extensions[NAME] = {"events": EventHub(settings["events_queue"]),
+                               "health": HealthCache(settings["health_cache_seconds"])}
+
+
+@hookimpl
+def portal_chat_completed(portal, record):
+    portal.extensions[NAME]["events"].publish({"type": "call", **record.to_dict()})
+
+
+def _wants_csv() -> bool:
+    if request.args.get("format") == "csv":
+        return True
+    if request.args.get("format") not in (None, "", "json"):
+        raise PortalError("format must be json or csv.", code="invalid_format")
+    return "text/csv" in (request.headers.get("Accept") or "")
+
+
+def _csv(rows: list[dict], groups: tuple) -> Response:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["source", *groups, *METRICS], extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=usage.csv"})
+
+
+def usage_view(portal):
+    actor = g.actor
+    query = parse_query(request.args)
+    if actor.role != "admin":
+        if query.user and query.user != actor.id:
+            raise PortalError("You may only see your own usage.", status=403, code="forbidden")
+        query = type(query)(query.start, query.end, query.group_by, actor.id, query.model)
+    providers = collect_usage_providers(portal)
+    source = request.args.get("source") or "ledger"
+    if source == "all":
+        chosen = providers
+    elif source in providers:
+        chosen = {source: providers[source]}
+    else:
+        raise PortalError(f"Unknown source {source!r}; use all or one of {', '.join(sorted(providers))}.",
+                          code="invalid_source")
+    answers = run_usage(portal, chosen, query, portal.plugin_config(NAME)["usage_timeout_seconds"])
+    meta = {"from": query.start.isoformat(), "to": query.end.isoformat(),
+            "group_by": list(query.group_by), "user": query.user, "model": query.model}
+    if _wants_csv():
+        rows = [{"source": name, **row} for name, answer in answers.items() if answer["ok"]
+                for row in answer["data"]]
+        return _csv(rows, query.group_by)
+    if source != "all":
+        answer = answers[source]
+        if not answer["ok"]:
+            raise PortalError(f"The usage source {source!r} failed: {answer['error']}", status=502,
+                              code="source_failed")
+        return {"query": meta, "source": source, "data": answer["data"]}
+    return {"query": meta, "source": "all", "sources": answers}
+
+
+@hookimpl
+def portal_register_routes(portal):
+    state = portal.extensions[NAME]
+    required = set(portal.plugin_config(NAME)["required"])
+
+    def usage():
+        return usage_view(portal)
+
+    def health():
+        answer = state["health"].get(portal, required)
+        return answer, (503 if answer["status"] == "down" else 200)
+
+    def models():
+        backends: dict = {}
+        for impl in portal.hook.portal_models.get_hookimpls():
+            try:
+                for info in impl.function(portal=portal, actor=g.actor) or []:
+                    backends.setdefault(info.backend, []).append(info.id)
+            except Exception as exc:
+                backends.setdefault(impl.plugin_name, [])
+                state.setdefault("model_errors", {})[impl.plugin_name] = str(exc)
+        reachable = {}
+        for ext in portal.extensions.values():
+            for backend in (ext.values() if isinstance(ext, dict) else [ext]):
+                if isinstance(backend, OpenAIUpstream):
+                    reachable[backend.name] = {"reachable": backend.reachable, "error": backend.last_error}
+        return {"backends": [{"backend": b, "models": sorted(set(m)), **reachable.get(b, {})}
+                             for b, m in sorted(backends.items())]}
+
+    def events(ws):
+        hub = state["events"]
+        q = hub.subscribe()
+        try:
+            ws.send(json.dumps({"type": "hello", "groups": list(GROUPS)}))
+            while True:
+                try:
+                    event = q.get(timeout=20)
+                except queue.Empty:
+                    event = {"type": "ping", "at": time.time()}
+                ws.send(json.dumps(event))
+        finally:
+            hub.unsubscribe(q)
+
+    return [
+        Route("/observability/usage", usage, access="user"),
+        Route("/observability/health", health, access="admin"),
+        Route("/observability/models", models, access="admin"),
+        Route("/ws/events", events, access="admin", websocket=True),
+    ]
