@@ -158,8 +158,9 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
         if access is None or access == "public":
             return None  # public, or no such route: Flask answers 404/405 itself
         if "access_token" in request.args or "token" in request.args:
-            raise AuthError("Credentials are not accepted in the URL; send an Authorization header.",
-                            code="token_in_url", status=400)
+            return error_response(401, "Credentials are not accepted in the URL; send an "
+                                  "Authorization header.", code="token_in_url",
+                                  headers={"WWW-Authenticate": 'Bearer realm="agent-portal"'})
         try:
             actor = portal.actor_from_request(request)
         except AuthError as exc:

@@ -1,0 +1,137 @@
+"""Shared fixtures: apps built from config dicts, a fake upstream, live servers, real services."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import uuid
+
+import pytest
+from werkzeug.serving import make_server
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from fake_upstream import FakeUpstream  # noqa: E402
+
+from agent_portal import create_app, portal_of  # noqa: E402
+from agent_portal.plugins.portal_tokens import mint_token  # noqa: E402
+
+SECRET = "test-portal-secret-0123456789abcdef"
+PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def service_up(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is missing on a laptop; fail in CI, where a skip would hide it."""
+    if service_up(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: a missing service fails the suite)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def fake_upstream():
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+def base_config(tmp_path, **plugins) -> dict:
+    """Return a config with a fresh SQLite file, portal tokens on and the given plugin sections."""
+    sections = {"portal_tokens": {}}
+    sections.update(plugins)
+    return {"portal": {"secret_key": SECRET, "database_url": f"sqlite:///{tmp_path}/portal-{uuid.uuid4().hex}.db",
+                       "log_level": "WARNING"},
+            "plugins": sections}
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Build an app from plugin sections (or a whole config with ``config=``); shut down after."""
+    apps = []
+
+    def build(config=None, **plugins):
+        app = create_app(config if config is not None else base_config(tmp_path, **plugins))
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        portal_of(app).shutdown()
+
+
+def chat_plugins(fake, **chat) -> dict:
+    """Plugin sections for chat through ``fake`` with short timeouts, the ledger and observability."""
+    return {"chat": {"between_chunks_timeout_seconds": 1.5, "heartbeat_seconds": 0.3,
+                     "first_byte_timeout_seconds": 2, "retries": 1, "retry_max_wait_seconds": 0.2,
+                     **chat},
+            "openai_compat": {"upstreams": {"fake": {"base_url": fake.base_url}}},
+            "ledger": {"flush_seconds": 0.05}, "observability": {"health_cache_seconds": 0},
+            "metrics": {}, "api_keys": {}}
+
+
+def bearer(app, user: str = "alice", role: str = "user") -> dict:
+    """Return an Authorization header with a fresh portal token."""
+    return {"Authorization": f"Bearer {mint_token(portal_of(app), user, role)}"}
+
+
+class LiveServer:
+    """The app on a real socket (threaded werkzeug), for clients that need HTTP and WebSockets."""
+
+    def __init__(self, app):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def live_server():
+    servers = []
+
+    def start(app):
+        server = LiveServer(app)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url():
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS portal_chat_calls, portal_api_keys"))
+    engine.dispose()
+    return PG_URL
+
+
+@pytest.fixture
+def redis_url():
+    need_service("Redis", "127.0.0.1", 6379)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()

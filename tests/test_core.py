@@ -1,0 +1,354 @@
+"""The core: factory, config validation, plugins, isolation, routes, errors, request ids, logs."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import pytest
+
+from agent_portal import HealthCheck, Route, StartupError, create_app, hookimpl, portal_of
+from agent_portal.config import fill_environment, masked
+from agent_portal.isolation import run_isolated
+from agent_portal.observe import run_health
+
+from conftest import base_config, bearer, chat_plugins
+
+
+def test_factory_builds_independent_apps(make_app):
+    first, second = make_app(), make_app()
+    assert portal_of(first) is not portal_of(second)
+    assert portal_of(first).pm is not portal_of(second).pm
+    assert first.test_client().get("/health").json == {"status": "ok"}
+
+
+def test_ready_answers_once_startup_completed(make_app):
+    response = make_app().test_client().get("/ready")
+    assert response.status_code == 200
+    assert response.json["status"] == "ready"
+    assert "portal_tokens" in response.json["plugins"]
+
+
+def test_config_reports_every_error_at_once(tmp_path):
+    config = base_config(tmp_path, chat={"retries": "many", "heartbeat_seconds": -1})
+    config["portal"]["max_body_bytes"] = "big"
+    with pytest.raises(StartupError) as caught:
+        create_app(config)
+    message = str(caught.value)
+    assert "portal.max_body_bytes" in message
+    with pytest.raises(StartupError) as caught:
+        config["portal"]["max_body_bytes"] = 4096
+        create_app(config)
+    assert "plugins.chat.retries" in str(caught.value)
+    assert "plugins.chat.heartbeat_seconds" in str(caught.value)
+
+
+def test_unknown_plugin_stops_startup_naming_it(tmp_path):
+    with pytest.raises(StartupError, match=r"plugins\.no_such_thing: no plugin named 'no_such_thing'"):
+        create_app(base_config(tmp_path, no_such_thing={}))
+
+
+def test_unknown_setting_is_named_with_its_plugin(tmp_path):
+    with pytest.raises(StartupError, match=r"plugins\.litellm: unknown setting\(s\) 'ulr'"):
+        create_app(base_config(tmp_path, litellm={"ulr": "http://x"}))
+
+
+def test_unknown_core_key_is_refused(tmp_path):
+    config = base_config(tmp_path)
+    config["portal"]["secret"] = "x"
+    with pytest.raises(StartupError, match=r"portal: unknown setting\(s\) 'secret'"):
+        create_app(config)
+
+
+def test_missing_environment_variable_is_reported(tmp_path, monkeypatch):
+    monkeypatch.delenv("PORTAL_TEST_UNSET", raising=False)
+    config = base_config(tmp_path)
+    config["portal"]["secret_key"] = "${PORTAL_TEST_UNSET}"
+    with pytest.raises(StartupError, match=r"portal\.secret_key: \$\{PORTAL_TEST_UNSET\} is not set"):
+        create_app(config)
+
+
+def test_environment_fills_placeholders_and_defaults():
+    env = {"A": "alpha", "EMPTY": ""}
+    value = {"x": "${A}", "y": "pre-${A}-post", "z": "${B:-fallback}", "n": "${EMPTY:-}", "list": ["${A}"]}
+    assert fill_environment(value, env) == {"x": "alpha", "y": "pre-alpha-post", "z": "fallback",
+                                            "n": None, "list": ["alpha"]}
+
+
+def test_secret_errors_never_print_the_secret(tmp_path):
+    config = base_config(tmp_path)
+    config["portal"]["secret_key"] = "short-secret"
+    with pytest.raises(StartupError) as caught:
+        create_app(config)
+    assert "short-secret" not in str(caught.value)
+    assert "portal.secret_key" in str(caught.value)
+
+
+def test_masking_hides_secrets_and_url_passwords():
+    shown = masked({"portal": {"secret_key": "s3cr3t", "database_url": "postgresql://u:pw@db/x"},
+                    "plugins": {"litellm": {"api_key": "sk-abc", "url": "http://h"}}})
+    text = json.dumps(shown)
+    assert "s3cr3t" not in text and "sk-abc" not in text and ":pw@" not in text
+    assert shown["plugins"]["litellm"]["url"] == "http://h"
+
+
+def test_builtin_plugin_is_registered_only_when_enabled(make_app):
+    app = make_app(ledger={"enabled": False}, metrics={})
+    sources = portal_of(app).sources
+    assert "metrics" in sources and "ledger" not in sources and "chat" not in sources
+
+
+def test_blocked_plugin_is_not_registered(tmp_path):
+    config = base_config(tmp_path, metrics={})
+    config["portal"]["blocked_plugins"] = ["metrics"]
+    app = create_app(config)
+    assert "metrics" not in portal_of(app).sources
+    assert app.test_client().get("/metrics").status_code == 404
+
+
+# --- entry points: a small third-party distribution on sys.path ------------------------------
+
+THIRD_PARTY = '''
+from agent_portal import Route, hookimpl
+
+@hookimpl
+def portal_register_routes(portal):
+    def hello():
+        return {"hello": portal.plugin_config("hello_plugin").get("greeting", "world")}
+    return [Route("/hello", hello, access="public")]
+
+@hookimpl
+def portal_config_schema():
+    return {"hello_plugin": {"type": "object", "properties": {"greeting": {"type": "string"}},
+                             "additionalProperties": False}}
+'''
+
+
+@pytest.fixture
+def third_party_dist(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "hello_portal_plugin.py").write_text(THIRD_PARTY)
+    dist = site / "hello_portal_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hello-portal-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[agent_portal]\nhello_plugin = hello_portal_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield
+    sys.modules.pop("hello_portal_plugin", None)
+
+
+def test_entry_point_plugin_is_discovered_and_configured(third_party_dist, tmp_path):
+    app = create_app(base_config(tmp_path, hello_plugin={"greeting": "portal"}))
+    assert portal_of(app).sources["hello_plugin"].startswith("entry point")
+    assert app.test_client().get("/hello").json == {"hello": "portal"}
+
+
+def test_entry_point_plugin_can_be_blocked(third_party_dist, tmp_path):
+    config = base_config(tmp_path)
+    config["portal"]["blocked_plugins"] = ["hello_plugin"]
+    app = create_app(config)
+    assert "hello_plugin" not in portal_of(app).sources
+    assert app.test_client().get("/hello").status_code == 404
+
+
+def test_entry_point_plugin_bad_setting_is_named(third_party_dist, tmp_path):
+    with pytest.raises(StartupError, match=r"plugins\.hello_plugin\.greeting"):
+        create_app(base_config(tmp_path, hello_plugin={"greeting": 5}))
+
+
+# --- isolation ---------------------------------------------------------------------------------
+
+
+class FlakyChecks:
+    @hookimpl
+    def portal_health_checks(self, portal):
+        def boom(portal):
+            raise RuntimeError("disk on fire")
+
+        def hang(portal):
+            time.sleep(5)
+            return {"status": "up"}
+
+        def fine(portal):
+            return {"status": "up", "detail": "ok"}
+
+        return [HealthCheck("boom", boom, timeout=1, required=True),
+                HealthCheck("hang", hang, timeout=0.3), HealthCheck("fine", fine, timeout=1)]
+
+
+def test_failing_and_hanging_health_checks_are_isolated(make_app):
+    app = make_app()
+    portal = portal_of(app)
+    portal.pm.register(FlakyChecks(), name="flaky")
+    started = time.monotonic()
+    health = run_health(portal)
+    assert time.monotonic() - started < 1.5
+    components = health["components"]
+    assert components["fine"]["status"] == "up"
+    assert components["boom"]["status"] == "down" and "disk on fire" in components["boom"]["detail"]
+    assert components["hang"]["status"] == "down" and "timed out" in components["hang"]["detail"]
+    assert health["status"] == "down"  # boom is required
+
+
+def test_run_isolated_keeps_each_result_apart():
+    results = run_isolated([("ok", lambda: 42, 1), ("bad", lambda: 1 / 0, 1)])
+    assert results["ok"]["value"] == 42 and results["ok"]["ok"]
+    assert not results["bad"]["ok"] and "ZeroDivisionError" in results["bad"]["error"]
+
+
+# --- routes ----------------------------------------------------------------------------------------
+
+
+class DuplicateRoute:
+    @hookimpl
+    def portal_register_routes(self, portal):
+        return [Route("/health", lambda: "x", access="public", name="mine")]
+
+
+class NoAccessRoute:
+    @hookimpl
+    def portal_register_routes(self, portal):
+        return [Route("/open", lambda: "x")]
+
+
+@pytest.fixture
+def app_with_plugin(tmp_path, monkeypatch):
+    """Build an app with an extra plugin object registered as ``intruder``."""
+    from agent_portal import plugin_manager
+
+    original = plugin_manager.build_plugin_manager
+
+    def build(plugin):
+        def with_plugin(config):
+            pm, sources = original(config)
+            pm.register(plugin, name="intruder")
+            return pm, sources
+
+        monkeypatch.setattr("agent_portal.app.build_plugin_manager", with_plugin)
+        return create_app(base_config(tmp_path))
+
+    return build
+
+
+def test_two_plugins_claiming_one_path_stop_startup(app_with_plugin):
+    with pytest.raises(StartupError, match=r"GET /health is already claimed by plugin 'core'"):
+        app_with_plugin(DuplicateRoute())
+
+
+def test_route_without_access_stops_startup(app_with_plugin):
+    with pytest.raises(StartupError, match=r"route /open declares access None"):
+        app_with_plugin(NoAccessRoute())
+
+
+def test_misspelt_hook_stops_startup(tmp_path, monkeypatch):
+    class Misspelt:
+        @hookimpl
+        def portal_helth_checks(self, portal):
+            return []
+
+    from agent_portal import plugin_manager
+
+    original_register = plugin_manager.pluggy.PluginManager.register
+
+    def register(self, plugin, name=None):
+        result = original_register(self, plugin, name)
+        if name == "portal_tokens":
+            original_register(self, Misspelt(), "misspelt")
+        return result
+
+    monkeypatch.setattr(plugin_manager.pluggy.PluginManager, "register", register)
+    with pytest.raises(StartupError, match="misspelt"):
+        create_app(base_config(tmp_path))
+
+
+# --- errors, request ids, logs --------------------------------------------------------------------
+
+
+def _assert_error_shape(response, status):
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    error = response.json["error"]
+    assert set(error) == {"message", "type", "code", "request_id"}
+    assert error["request_id"] == response.headers["X-Request-ID"]
+    return error
+
+
+def test_not_found_has_the_json_error_shape(make_app):
+    _assert_error_shape(make_app().test_client().get("/nowhere"), 404)
+
+
+def test_method_not_allowed_has_the_json_error_shape(make_app):
+    response = make_app().test_client().delete("/health")
+    _assert_error_shape(response, 405)
+    assert "GET" in response.headers["Allow"]
+
+
+def test_body_over_the_limit_is_413_json(make_app, fake_upstream, tmp_path):
+    config = base_config(tmp_path, **chat_plugins(fake_upstream))
+    config["portal"]["max_body_bytes"] = 2048
+    app = make_app(config=config)
+    response = app.test_client().post("/v1/chat/completions", data="x" * 5000,
+                                      headers={**bearer(app), "Content-Type": "application/json"})
+    _assert_error_shape(response, 413)
+
+
+def test_malformed_json_body_is_400_json(make_app):
+    app = make_app(api_keys={})
+    response = app.test_client().post("/admin/keys", data="{nope",
+                                      headers={**bearer(app, "root", "admin"), "Content-Type": "application/json"})
+    error = _assert_error_shape(response, 400)
+    assert "JSON" in error["message"]
+
+
+def test_unexpected_exception_is_500_json_without_details(app_with_plugin):
+    class Broken:
+        @hookimpl
+        def portal_register_routes(self, portal):
+            def explode():
+                raise RuntimeError("secret internals")
+            return [Route("/explode", explode, access="public")]
+
+    response = app_with_plugin(Broken()).test_client().get("/explode")
+    error = _assert_error_shape(response, 500)
+    assert "secret internals" not in error["message"]
+
+
+def test_well_formed_request_id_is_kept_and_bad_one_replaced(make_app):
+    client = make_app().test_client()
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    replaced = client.get("/health", headers={"X-Request-ID": "bad id <script>"}).headers["X-Request-ID"]
+    assert replaced != "bad id <script>" and len(replaced) == 32
+
+
+def test_log_lines_are_json_with_the_request_id(make_app):
+    import io
+
+    app = make_app()
+    handler = next(h for h in logging.getLogger("agent_portal").handlers
+                   if getattr(h, "_agent_portal_handler", False))
+    stream = io.StringIO()
+    saved = handler.setStream(stream)
+    logger = logging.getLogger("agent_portal.test")
+    logger.setLevel(logging.INFO)
+
+    @app.get("/log-something")
+    def log_something():
+        logger.warning("hello from a request")
+        return "ok"
+
+    portal_of(app).access_by_endpoint["log_something"] = "public"
+    app.test_client().get("/log-something", headers={"X-Request-ID": "req-42"})
+    handler.setStream(saved)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [line for line in lines if line.get("message") == "hello from a request"]
+    assert mine and mine[0]["request_id"] == "req-42" and mine[0]["level"] == "WARNING"
+
+
+def test_portal_secret_required_for_portal_tokens(tmp_path):
+    config = base_config(tmp_path)
+    config["portal"]["secret_key"] = None
+    with pytest.raises(StartupError, match="plugin 'portal_tokens': portal.secret_key must be set"):
+        create_app(config)
+
