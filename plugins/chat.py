@@ -11,7 +11,7 @@ import time
 
 import urllib3
 from flask import Response, g, request
-from urllib3.exceptions import HTTPError, ReadTimeoutError, ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from agent_portal import ChatRecord, ChatTarget, PortalError, Route, hookimpl
 from agent_portal.sse import StreamState, close_upstream, relay
@@ -219,6 +219,9 @@ def open_upstream(portal, settings: ChatSettings, targets: list, build_payload, 
                 return response, target, first, time.monotonic()
             except UpstreamFailure:
                 raise
+            except NewConnectionError as exc:  # a subclass of ConnectTimeoutError: refused is not slow
+                last = UpstreamFailure(502, f"The upstream refused the connection ({exc.__class__.__name__}).",
+                                       "upstream_unreachable")
             except (ReadTimeoutError, ConnectTimeoutError, TimeoutError) as exc:
                 last = UpstreamFailure(504, f"The upstream did not answer in time ({exc.__class__.__name__}).",
                                        "upstream_timeout")

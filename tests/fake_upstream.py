@@ -94,7 +94,7 @@ class FakeUpstream:
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "FakeUpstream":
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 

@@ -61,7 +61,7 @@ class FakeOpenWebUI:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def add_user(self, user_id: str, role: str = "user") -> dict:
         user = {"id": user_id, "email": f"{user_id}@example.com", "name": user_id.title(),
