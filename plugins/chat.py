@@ -203,6 +203,12 @@ def open_upstream(portal, settings: ChatSettings, targets: list, build_payload, 
                     if attempt < settings.retries:
                         time.sleep(wait)
                     continue
+                if response.status in (401, 403):
+                    payload = response.data
+                    close_upstream(response)
+                    # the caller's credentials are fine; the portal's own upstream key is not
+                    raise UpstreamFailure(502, "The upstream refused the portal's credentials: "
+                                          + _upstream_message(payload, response.status), "upstream_auth_failed")
                 if response.status >= 400:
                     payload = response.data
                     close_upstream(response)

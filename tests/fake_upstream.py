@@ -29,7 +29,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODELS = ["echo", "echo-ll", "slow-20", "slow-200", "reset-before", "hang-before", "status-400",
-          "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
+          "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
           "stall-mid", "malformed-mid", "no-done", "long"]
 
 

@@ -162,6 +162,12 @@ def test_upstream_4xx_is_passed_on_with_its_message_and_not_retried(app, fake_up
     assert len(fake_upstream.requests) - before == 1
 
 
+def test_upstream_refusing_the_portals_key_is_502_not_the_callers_401(app):
+    response = post_chat(app, {"model": "status-401", "messages": HELLO})
+    assert response.status_code == 502
+    assert response.json["error"]["code"] == "upstream_auth_failed"
+
+
 def test_flaky_upstream_succeeds_on_retry(app):
     response = post_chat(app, {"model": "flaky-503", "messages": HELLO},
                          headers=bearer(app, f"flaky-{time.monotonic_ns()}"))
