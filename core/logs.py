@@ -10,6 +10,21 @@ from pythonjsonlogger.json import JsonFormatter
 _MARK = "_agent_portal_handler"
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each line (test runners swap it)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 class RequestIdFilter(logging.Filter):
     """Add ``request_id`` to every record logged inside a request (None outside one)."""
 
@@ -24,7 +39,7 @@ def configure_logging(level: str = "INFO") -> None:
     logger.setLevel(level)
     if any(getattr(h, _MARK, False) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(JsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
         rename_fields={"levelname": "level", "asctime": "time", "name": "logger"},

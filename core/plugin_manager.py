@@ -50,10 +50,9 @@ def build_plugin_manager(config: dict) -> tuple[pluggy.PluginManager, dict]:
     third_party = discover_entry_points()
     sources = {}
 
-    unknown = sorted(set(sections) - set(BUILTIN_PLUGINS) - set(third_party))
-    if unknown:
-        raise StartupError("invalid config:\n  - " + "\n  - ".join(
-            f"plugins.{name}: no plugin named {name!r} is installed" for name in unknown))
+    cfg_errors = unknown_plugin_errors(config, third_party)
+    if cfg_errors:
+        raise StartupError("invalid config:\n  - " + "\n  - ".join(cfg_errors))
 
     for name, module_path in BUILTIN_PLUGINS.items():
         if name not in sections or name in blocked or not _enabled(sections[name]):
@@ -76,6 +75,15 @@ def build_plugin_manager(config: dict) -> tuple[pluggy.PluginManager, dict]:
     except pluggy.PluginValidationError as exc:
         raise StartupError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
     return pm, sources
+
+
+def unknown_plugin_errors(config: dict, third_party: dict | None = None) -> list[str]:
+    """Return one error per ``plugins.<name>`` section that names no installed plugin."""
+    sections = config.get("plugins") or {}
+    if not isinstance(sections, dict):
+        return []
+    known = set(BUILTIN_PLUGINS) | set(discover_entry_points() if third_party is None else third_party)
+    return [f"plugins.{name}: no plugin named {name!r} is installed" for name in sorted(set(sections) - known)]
 
 
 def _enabled(section) -> bool:
