@@ -1,0 +1,230 @@
+"""The usage ledger on SQLite and on the real PostgreSQL: writes, aggregates, outages, shutdown."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from agent_portal import ChatRecord, portal_of
+from agent_portal.database import create_engine_for
+from agent_portal.usage import UsageQuery
+
+from conftest import PG_URL, base_config, need_service
+
+T0 = datetime(2026, 11, 2, 10, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.db"
+    return request.getfixturevalue("pg_url")
+
+
+def record(user="alice", model="echo", at=T0, prompt=10, completion=20, cost=0.5, duration=0.1,
+           outcome="ok", **extra) -> ChatRecord:
+    return ChatRecord(request_id=uuid.uuid4().hex, actor_id=user, actor_role="user", model=model,
+                      backend="fake", prompt_tokens=prompt, completion_tokens=completion, cost=cost,
+                      duration=duration, outcome=outcome, started_at=at.timestamp(), **extra)
+
+
+def ledger_app(make_app, tmp_path, url, **ledger):
+    config = base_config(tmp_path, ledger={"flush_seconds": 0.05, **ledger}, observability={})
+    config["portal"]["database_url"] = url
+    return make_app(config=config)
+
+
+def stored_count(url) -> int:
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM portal_chat_calls")).scalar()
+    finally:
+        engine.dispose()
+
+
+def wait_until(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_every_record_is_stored(make_app, tmp_path, db_url):
+    portal = portal_of(ledger_app(make_app, tmp_path, db_url))
+    for i in range(25):
+        portal.dispatcher.submit(record(user=f"u{i % 3}"))
+    assert wait_until(lambda: stored_count(db_url) == 25)
+
+
+def test_aggregates_match_figures_computed_by_hand(make_app, tmp_path, db_url):
+    portal = portal_of(ledger_app(make_app, tmp_path, db_url))
+    ledger = portal.extensions["ledger"]
+    rows = [
+        record("alice", "echo", T0, 10, 20, 0.50, 0.100),
+        record("alice", "echo", T0 + timedelta(minutes=5), 30, 40, 0.25, 0.300),
+        record("alice", "echo", T0 + timedelta(hours=1), 5, 0, 0.0, 0.200, outcome="upstream_reset"),
+        record("bob", "echo", T0 + timedelta(days=1), 1, 2, 0.125, 0.050),
+        record("bob", "other", T0 + timedelta(days=1), 100, 200, 1.0, 2.0),
+        record("carol", "echo", T0 - timedelta(days=30), 9, 9, 9.0, 9.0),  # outside the range
+    ]
+    for row in rows:
+        portal.dispatcher.submit(row)
+    assert wait_until(lambda: stored_count(db_url) == 6)
+    query = UsageQuery(T0 - timedelta(days=1), T0 + timedelta(days=2), ("user", "model"))
+    by_key = {(r["user"], r["model"]): r for r in ledger.usage(query)}
+    assert set(by_key) == {("alice", "echo"), ("bob", "echo"), ("bob", "other")}
+    alice = by_key[("alice", "echo")]
+    assert (alice["requests"], alice["prompt_tokens"], alice["completion_tokens"], alice["errors"]) == (3, 45, 60, 1)
+    assert alice["cost"] == pytest.approx(0.75)
+    # nearest rank over 100, 200, 300 ms: p50 is the 2nd, p95 the 3rd
+    assert (alice["p50_latency_ms"], alice["p95_latency_ms"]) == (200.0, 300.0)
+    days = ledger.usage(UsageQuery(T0 - timedelta(days=1), T0 + timedelta(days=2), ("day",)))
+    assert [(d["day"], d["requests"]) for d in days] == [("2026-11-02", 3), ("2026-11-03", 2)]
+    hours = ledger.usage(UsageQuery(T0 - timedelta(hours=1), T0 + timedelta(hours=3), ("hour",), user="alice"))
+    assert [(h["hour"], h["requests"]) for h in hours] == [("2026-11-02T10:00:00Z", 2), ("2026-11-02T11:00:00Z", 1)]
+    assert ledger.spend("bob", T0) == pytest.approx(1.125)
+
+
+def test_shutdown_flushes_what_is_queued(make_app, tmp_path, db_url):
+    portal = portal_of(ledger_app(make_app, tmp_path, db_url, flush_seconds=60, batch_size=1000))
+    for _ in range(40):
+        portal.dispatcher.submit(record())
+    portal.shutdown()
+    assert stored_count(db_url) == 40
+
+
+def test_schema_migration_adds_a_missing_column(tmp_path):
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = create_engine_for(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE portal_chat_calls (id INTEGER PRIMARY KEY, request_id VARCHAR(128) UNIQUE,"
+                             " started_at TIMESTAMP, actor_id VARCHAR(200), actor_role VARCHAR(16),"
+                             " model VARCHAR(200), outcome VARCHAR(40))"))
+    from agent_portal.plugins.ledger import migrate
+
+    migrate(engine)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("portal_chat_calls")}
+    assert {"cost", "ttft", "session_id", "partial"} <= columns
+
+
+# --- the database going away -----------------------------------------------------------------
+
+
+class CuttableProxy:
+    """A TCP proxy in front of PostgreSQL that can drop every connection and refuse new ones."""
+
+    def __init__(self, target=("127.0.0.1", 5432)):
+        self.target = target
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            server = socket.create_connection(self.target)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self):
+        self.up = False
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self.sockets = []
+
+    def restore(self):
+        self.up = True
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def pg_proxy(pg_url):
+    proxy = CuttableProxy()
+    yield proxy, pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    proxy.close()
+
+
+def test_database_outage_mid_run_loses_no_record(make_app, tmp_path, pg_proxy):
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    proxy, url = pg_proxy
+    app = ledger_app(make_app, tmp_path, url)
+    portal = portal_of(app)
+    writer = portal.extensions["ledger"].writer
+    for _ in range(5):
+        portal.dispatcher.submit(record())
+    assert wait_until(lambda: stored_count(PG_URL) == 5)
+
+    proxy.cut()
+    for _ in range(20):
+        portal.dispatcher.submit(record())
+    assert wait_until(lambda: writer.failures > 0 and len(writer.queue) == 20)
+    health = app.test_client().get("/observability/health", headers=_admin(app)).json
+    assert health["components"]["ledger"]["status"] == "down"
+    assert stored_count(PG_URL) == 5
+
+    proxy.restore()
+    assert wait_until(lambda: stored_count(PG_URL) == 25, seconds=15)
+    assert len(writer.queue) == 0 and writer.dropped == 0
+
+
+def test_queue_past_its_bound_counts_drops_in_metrics(make_app, tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    config = base_config(tmp_path, ledger={"flush_seconds": 0.05, "max_queue": 3}, metrics={})
+    config["portal"]["database_url"] = url
+    app = make_app(config=config)
+    portal = portal_of(app)
+    proxy.cut()
+    for _ in range(5):
+        portal.dispatcher.submit(record())
+    writer = portal.extensions["ledger"].writer
+    assert wait_until(lambda: writer.dropped == 2 and writer.failures > 0)
+    time.sleep(0.1)
+    metrics = app.test_client().get("/metrics", headers=_admin(app)).data.decode()
+    assert "portal_ledger_dropped_records 2.0" in metrics
+    assert "portal_ledger_queue_depth 3.0" in metrics
+    proxy.restore()
+    assert wait_until(lambda: stored_count(PG_URL) == 3, seconds=15)
+
+
+def _admin(app):
+    from conftest import bearer
+
+    return bearer(app, "root", "admin")

@@ -1,0 +1,184 @@
+"""The observability API: usage per caller, health, models, metrics, live events."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+import pytest
+from simple_websocket import Client as WebSocketClient
+
+from agent_portal import HealthCheck, UsageProvider, hookimpl, portal_of
+
+from conftest import bearer, chat_plugins
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def app(make_app, fake_upstream):
+    return make_app(**chat_plugins(fake_upstream))
+
+
+def chat(app, user, model="echo", stream=False):
+    response = app.test_client().post("/v1/chat/completions", headers=bearer(app, user),
+                                      json={"model": model, "messages": HELLO, "stream": stream})
+    response.get_data()
+    return response
+
+
+def settle(app, count):
+    portal = portal_of(app)
+    deadline = time.monotonic() + 5
+    while portal.dispatcher.delivered < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    portal.extensions["ledger"].writer.flush_once()
+
+
+def usage(app, query="", user="root", role="admin", **headers):
+    return app.test_client().get(f"/observability/usage?{query}", headers={**bearer(app, user, role), **headers})
+
+
+def test_admin_sees_everyone_grouped_by_user_and_model(app):
+    chat(app, "alice"), chat(app, "alice"), chat(app, "bob", stream=True)
+    settle(app, 3)
+    rows = usage(app, "group_by=user,model").json["data"]
+    assert [(r["user"], r["model"], r["requests"], r["completion_tokens"]) for r in rows] == [
+        ("alice", "echo", 2, 10), ("bob", "echo", 1, 5)]
+
+
+def test_user_sees_only_their_own_usage(app):
+    chat(app, "alice"), chat(app, "bob")
+    settle(app, 2)
+    mine = usage(app, "group_by=user", user="alice", role="user").json
+    assert [r["user"] for r in mine["data"]] == ["alice"] and mine["query"]["user"] == "alice"
+    assert usage(app, "user=bob", user="alice", role="user").status_code == 403
+    assert usage(app, "user=bob").json["data"][0]["requests"] == 1
+
+
+@pytest.mark.parametrize("query,code", [
+    ("from=yesterday", "invalid_time"),
+    ("from=2026-11-10&to=2026-11-01", "invalid_range"),
+    ("from=2020-01-01&to=2026-01-01", "range_too_long"),
+    ("group_by=planet", "invalid_group_by"),
+    ("group_by=day,hour", "invalid_group_by"),
+    ("source=nowhere", "invalid_source"),
+    ("format=xml", "invalid_format"),
+])
+def test_bad_usage_parameters_are_400(app, query, code):
+    response = usage(app, query)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == code
+
+
+def test_usage_as_csv_by_parameter_and_by_accept_header(app):
+    chat(app, "alice")
+    settle(app, 1)
+    for response in (usage(app, "group_by=model&format=csv"), usage(app, "group_by=model", Accept="text/csv")):
+        assert response.mimetype == "text/csv"
+        rows = list(csv.DictReader(io.StringIO(response.data.decode())))
+        assert rows[0]["source"] == "ledger" and rows[0]["model"] == "echo" and rows[0]["requests"] == "1"
+
+
+class TwoProviders:
+    @hookimpl
+    def portal_usage_providers(self, portal):
+        def broken(portal, query):
+            raise ConnectionError("langfuse is down")
+
+        def constant(portal, query):
+            return [{"user": query.user, "requests": 42}]
+
+        return [UsageProvider("broken", broken), UsageProvider("constant", constant)]
+
+
+def test_source_all_isolates_a_failing_provider(app):
+    portal_of(app).pm.register(TwoProviders(), name="two")
+    chat(app, "alice")
+    settle(app, 1)
+    answer = usage(app, "source=all&user=alice").json["sources"]
+    assert answer["broken"] == {"ok": False, "error": "ConnectionError: langfuse is down"}
+    assert answer["constant"]["data"] == [{"user": "alice", "requests": 42}]
+    assert answer["ledger"]["ok"] and answer["ledger"]["data"][0]["requests"] == 1
+    single = usage(app, "source=broken")
+    assert single.status_code == 502 and single.json["error"]["code"] == "source_failed"
+
+
+class DownComponent:
+    def __init__(self):
+        self.calls = 0
+
+    @hookimpl
+    def portal_health_checks(self, portal):
+        def down(portal):
+            self.calls += 1
+            return {"status": "down", "detail": "no route to host"}
+
+        return [HealthCheck("langfuse", down, required=False)]
+
+
+def test_health_reports_each_component_and_503_only_for_required(app, make_app, fake_upstream):
+    portal_of(app).pm.register(DownComponent(), name="down")
+    answer = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin"))
+    assert answer.status_code == 200 and answer.json["status"] == "degraded"
+    assert answer.json["components"]["langfuse"]["detail"] == "no route to host"
+    assert answer.json["components"]["ledger"]["status"] == "up"
+
+    strict = make_app(**{**chat_plugins(fake_upstream),
+                         "observability": {"required": ["langfuse"], "health_cache_seconds": 0}})
+    portal_of(strict).pm.register(DownComponent(), name="down")
+    answer = strict.test_client().get("/observability/health", headers=bearer(strict, "root", "admin"))
+    assert answer.status_code == 503 and answer.json["status"] == "down"
+
+
+def test_health_is_cached_so_polling_cannot_hammer_upstreams(make_app, fake_upstream):
+    app = make_app(**{**chat_plugins(fake_upstream), "observability": {"health_cache_seconds": 30}})
+    component = DownComponent()
+    portal_of(app).pm.register(component, name="down")
+    for _ in range(5):
+        app.test_client().get("/observability/health", headers=bearer(app, "root", "admin"))
+    assert component.calls == 1
+
+
+def test_health_and_models_are_admin_only(app):
+    client = app.test_client()
+    assert client.get("/observability/health", headers=bearer(app)).status_code == 403
+    assert client.get("/observability/models", headers=bearer(app)).status_code == 403
+
+
+def test_models_per_backend_with_reachability(app):
+    answer = app.test_client().get("/observability/models", headers=bearer(app, "root", "admin")).json
+    fake = next(b for b in answer["backends"] if b["backend"] == "fake")
+    assert "echo" in fake["models"] and fake["reachable"] is True
+
+
+def test_metrics_count_calls_tokens_and_upstream_errors(app):
+    chat(app, "alice"), chat(app, "alice", model="reset-mid", stream=True)
+    settle(app, 2)
+    text = app.test_client().get("/metrics", headers=bearer(app, "root", "admin")).data.decode()
+    assert 'portal_chat_requests_total{backend="fake",model="echo",outcome="ok"} 1.0' in text
+    assert 'portal_chat_tokens_total{kind="completion",model="echo"} 5.0' in text
+    assert 'portal_upstream_errors_total{kind="upstream_reset"} 1.0' in text
+    assert "portal_chat_ttft_seconds_bucket" in text
+
+
+def test_metrics_accept_a_scrape_token_only_on_metrics(make_app, fake_upstream):
+    token = "scrape-token-0123456789abcdef"
+    app = make_app(**{**chat_plugins(fake_upstream), "metrics": {"scrape_token": token}})
+    client = app.test_client()
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
+    assert client.get("/admin/keys", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert client.get("/metrics", headers=bearer(app)).status_code == 403
+
+
+def test_live_events_stream_each_completed_call(app, live_server):
+    server = live_server(app)
+    ws = WebSocketClient.connect(f"ws://127.0.0.1:{server.port}/ws/events", headers=bearer(app, "root", "admin"))
+    assert json.loads(ws.receive(timeout=5))["type"] == "hello"
+    chat(app, "alice")
+    event = json.loads(ws.receive(timeout=5))
+    assert event["type"] == "call" and event["actor_id"] == "alice" and event["completion_tokens"] == 5
+    assert "messages" not in event
+    ws.close()
