@@ -1,0 +1,388 @@
+"""Benchmark: the portal beside the direct upstream and a LiteLLM proxy, in one run.
+
+    python bench/run.py            # the full run (several minutes)
+    python bench/run.py --smoke    # a few seconds, no LiteLLM: proves the benchmark still works
+
+Everything runs on 127.0.0.1: the tests' fake upstream (under gevent), the portal (gunicorn, one
+gevent worker, auth on with a real token, ledger on) and a LiteLLM proxy (one worker). Prints the
+figures and writes ``bench/results/report.json`` and ``report.md``.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+import requests  # noqa: E402
+import yaml  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loadgen import Connection, StreamTimer, chat_body  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values, fraction):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))]
+
+
+def ms(value):
+    return None if value is None else round(value * 1000, 3)
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_http(url, seconds, process=None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{url}: process exited with {process.returncode}")
+        try:
+            if requests.get(url, timeout=0.5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"{url} not ready after {seconds}s")
+
+
+class Target:
+    def __init__(self, name, port, path, headers, model):
+        self.name, self.port, self.path, self.headers, self.model = name, port, path, headers, model
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def sequential(target, count, stream=False, max_tokens=5):
+    conn = Connection("127.0.0.1", target.port)
+    latencies, firsts = [], []
+    body = chat_body(target.model, stream, max_tokens)
+    for _ in range(count):
+        timer = StreamTimer()
+        status, _ = conn.post(target.path, body, target.headers, timer if stream else None)
+        if status != 200:
+            raise SystemExit(f"{target.name}: HTTP {status}")
+        end = time.perf_counter()
+        latencies.append(end - timer.start)
+        if stream:
+            firsts.append(timer.first - timer.start)
+    conn.close()
+    return latencies, firsts
+
+
+def throughput(target, callers, seconds):
+    latencies, errors = [], [0]
+    deadline = time.perf_counter() + seconds
+    body = chat_body(target.model, False)
+
+    def caller():
+        conn = Connection("127.0.0.1", target.port)
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                status, _ = conn.post(target.path, body, target.headers)
+            except (OSError, ConnectionError):
+                errors[0] += 1
+                conn.close()
+                continue
+            if status != 200:
+                errors[0] += 1
+            latencies.append(time.perf_counter() - start)
+        conn.close()
+
+    started = time.perf_counter()
+    gevent.joinall([gevent.spawn(caller) for _ in range(callers)])
+    elapsed = time.perf_counter() - started
+    return {"callers": callers, "requests_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": ms(pct(latencies, 0.5)), "p99_ms": ms(pct(latencies, 0.99)), "errors": errors[0]}
+
+
+def many_streams(target, count, worker_pid, expected_frames):
+    timers, failures = [], [0]
+    baseline = rss_kb(worker_pid) if worker_pid else 0
+    peak = [baseline]
+    body = chat_body("long", True)
+
+    def one():
+        conn = Connection("127.0.0.1", target.port, timeout=120)
+        timer = StreamTimer()
+        try:
+            status, _ = conn.post(target.path, body, target.headers, timer)
+            if status != 200:
+                failures[0] += 1
+        except (OSError, ConnectionError):
+            failures[0] += 1
+        finally:
+            conn.close()
+        timers.append(timer)
+
+    def sample():
+        while True:
+            if worker_pid:
+                peak[0] = max(peak[0], rss_kb(worker_pid))
+            gevent.sleep(0.2)
+
+    sampler = gevent.spawn(sample)
+    greenlets = []
+    for _ in range(count):
+        greenlets.append(gevent.spawn(one))
+        gevent.sleep(0.001)  # ramp up over ~count ms, as real clients arrive
+    gevent.joinall(greenlets)
+    sampler.kill()
+    frames = sum(t.frames for t in timers)
+    gaps = [g for t in timers for g in t.gaps]
+    return {"streams": count, "failed": failures[0], "chunks_expected": count * expected_frames,
+            "chunks_lost": count * expected_frames - frames, "p99_gap_ms": ms(pct(gaps, 0.99)),
+            "memory_per_stream_kb": round((peak[0] - baseline) / count, 1) if worker_pid else None}
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def start_upstream(port):
+    process = subprocess.Popen([sys.executable, str(ROOT / "bench/upstream.py"), "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/v1/models", 20, process)
+    return process
+
+
+def start_portal(port, upstream_port, workdir):
+    config = {
+        "portal": {"secret_key": secrets.token_urlsafe(32), "database_url": f"sqlite:///{workdir}/bench.db",
+                   "log_level": "WARNING"},
+        "plugins": {
+            "chat": {}, "portal_tokens": {}, "ledger": {}, "observability": {}, "metrics": {},
+            "openai_compat": {"upstreams": {"fake": {
+                "base_url": f"http://127.0.0.1:{upstream_port}/v1",
+                "models": ["echo", "long", "slow-20"]}}},
+        },
+    }
+    path = Path(workdir) / "portal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "AGENT_PORTAL_CONFIG": str(path), "PORTAL_WORKERS": "1",
+           "PORTAL_GRACEFUL_SECONDS": "3", "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp()}
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path),
+                                "--port", str(port), "--workers", "1"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/ready", 30, process)
+    ready = time.monotonic() - started
+    from agent_portal import create_app, portal_of
+    from agent_portal.plugins.portal_tokens import mint_token
+
+    token = mint_token(portal_of(create_app(str(path))), "bench", "user", 3600)
+    worker = int(subprocess.check_output(["pgrep", "-P", str(process.pid)]).split()[0])
+    return process, token, ready, worker
+
+
+def start_litellm(port, upstream_port, workdir):
+    binary = os.environ.get("LITELLM_BIN", str(ROOT / ".cache/litellm-venv/bin/litellm"))
+    if not Path(binary).exists():
+        return None, None
+    key = "sk-" + secrets.token_hex(16)
+    config = {"model_list": [{"model_name": m, "litellm_params": {
+        "model": f"openai/{m}", "api_base": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "x"}}
+        for m in ("echo", "long")],
+        "litellm_settings": {"num_retries": 0}, "general_settings": {"master_key": key}}
+    path = Path(workdir) / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    process = subprocess.Popen([binary, "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
+                                "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", 150, process)
+    return process, key
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def run(args):
+    smoke = args.smoke
+    n_seq = 40 if smoke else args.requests
+    n_stream = 20 if smoke else max(args.requests // 2, 50)
+    seconds = 0.7 if smoke else args.seconds
+    callers_list = [1, 16] if smoke else [1, 16, 64]
+    stream_counts = [50] if smoke else [500, 1000, 2000]
+    workdir = tempfile.mkdtemp(prefix="agent-portal-bench-")
+    processes = []
+    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": smoke,
+              "machine": {"cpus": os.cpu_count()}, "targets": {}}
+    try:
+        upstream_port = free_port()
+        processes.append(start_upstream(upstream_port))
+        portal_port = free_port()
+        portal, token, ready_s, worker = start_portal(portal_port, upstream_port, workdir)
+        processes.append(portal)
+        targets = [
+            Target("direct", upstream_port, "/v1/chat/completions", {}, "echo"),
+            Target("portal", portal_port, "/v1/chat/completions", {"Authorization": f"Bearer {token}"}, "echo"),
+        ]
+        if not smoke and not args.no_litellm:
+            litellm_port = free_port()
+            litellm, key = start_litellm(litellm_port, upstream_port, workdir)
+            if litellm is not None:
+                processes.append(litellm)
+                targets.append(Target("litellm", litellm_port, "/v1/chat/completions",
+                                      {"Authorization": f"Bearer {key}"}, "echo"))
+            else:
+                print("LiteLLM not installed (scripts/setup.sh): its column is left out", flush=True)
+
+        idle_kb = rss_kb(worker)
+        for target in targets:  # warm-up
+            sequential(target, 10 if smoke else 200)
+            sequential(target, 5 if smoke else 50, stream=True)
+
+        for target in targets:
+            print(f"measuring {target.name} ...", flush=True)
+            figures = {}
+            lat, _ = sequential(target, n_seq)
+            figures["sequential"] = {"n": n_seq, "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99))}
+            total, first = sequential(target, n_stream, stream=True)
+            figures["streamed"] = {"n": n_stream, "ttft_p50_ms": ms(pct(first, 0.5)),
+                                   "ttft_p99_ms": ms(pct(first, 0.99))}
+            long_total, _ = sequential(target, 3 if smoke else 20, stream=True, max_tokens=200)
+            figures["streamed"]["total_200_chunks_p50_ms"] = ms(pct(long_total, 0.5))
+            figures["throughput"] = [throughput(target, c, seconds) for c in callers_list]
+            report["targets"][target.name] = figures
+
+        portal_figures = report["targets"]["portal"]
+        portal_target = targets[1]
+        portal_figures["many_streams"] = []
+        for count in stream_counts:
+            print(f"{count} concurrent streams through the portal ...", flush=True)
+            # the fake's "long" model: 100 content chunks, a finish chunk and [DONE]
+            portal_figures["many_streams"].append(many_streams(portal_target, count, worker, 102))
+        before_calls = rss_kb(worker)
+        calls = 500 if smoke else 10_000
+        print(f"{calls} calls for the leak check ...", flush=True)
+        gevent.joinall([gevent.spawn(sequential, portal_target, calls // 16) for _ in range(16)])
+        portal_figures["footprint"] = {"ready_s": round(ready_s, 3), "idle_worker_mb": round(idle_kb / 1024, 1),
+                                       "before_calls_mb": round(before_calls / 1024, 1),
+                                       "after_calls_mb": round(rss_kb(worker) / 1024, 1), "calls": calls}
+        report["added"] = added(report["targets"])
+        report["ratios"] = ratios(report["targets"])
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return report
+
+
+def added(targets):
+    direct = targets["direct"]
+    out = {}
+    for name, figures in targets.items():
+        if name == "direct":
+            continue
+        out[name] = {
+            "p50_ms": round(figures["sequential"]["p50_ms"] - direct["sequential"]["p50_ms"], 3),
+            "p99_ms": round(figures["sequential"]["p99_ms"] - direct["sequential"]["p99_ms"], 3),
+            "ttft_p50_ms": round(figures["streamed"]["ttft_p50_ms"] - direct["streamed"]["ttft_p50_ms"], 3),
+            "ttft_p99_ms": round(figures["streamed"]["ttft_p99_ms"] - direct["streamed"]["ttft_p99_ms"], 3),
+        }
+    return out
+
+
+def ratios(targets):
+    out = {}
+    portal = targets["portal"]
+    for other in ("direct", "litellm"):
+        if other not in targets:
+            continue
+        theirs = targets[other]
+        out[f"portal/{other}"] = {
+            "sequential_p50": round(portal["sequential"]["p50_ms"] / theirs["sequential"]["p50_ms"], 2),
+            "ttft_p50": round(portal["streamed"]["ttft_p50_ms"] / theirs["streamed"]["ttft_p50_ms"], 2),
+            "throughput": {str(p["callers"]): round(p["requests_per_s"] / t["requests_per_s"], 2)
+                           for p, t in zip(portal["throughput"], theirs["throughput"])},
+        }
+    return out
+
+
+def markdown(report) -> str:
+    names = list(report["targets"])
+    t = report["targets"]
+    lines = [f"# Agent Portal benchmark ({report['when']}{', smoke' if report['smoke'] else ''})", "",
+             f"{report['machine']['cpus']} CPUs, loopback, one run. Upstream: the tests' fake under gevent.", "",
+             "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def row(label, getter):
+        lines.append(f"| {label} | " + " | ".join(str(getter(t[n])) for n in names) + " |")
+
+    row("sequential p50 ms", lambda f: f["sequential"]["p50_ms"])
+    row("sequential p99 ms", lambda f: f["sequential"]["p99_ms"])
+    row("first chunk p50 ms", lambda f: f["streamed"]["ttft_p50_ms"])
+    row("first chunk p99 ms", lambda f: f["streamed"]["ttft_p99_ms"])
+    row("200-chunk answer p50 ms", lambda f: f["streamed"]["total_200_chunks_p50_ms"])
+    for i, point in enumerate(t["portal"]["throughput"]):
+        row(f"req/s at {point['callers']} callers", lambda f, i=i: f["throughput"][i]["requests_per_s"])
+        row(f"p99 ms at {point['callers']} callers", lambda f, i=i: f["throughput"][i]["p99_ms"])
+    lines += ["", "## Added over direct", "", "| gateway | p50 ms | p99 ms | first chunk p50 ms | first chunk p99 ms |",
+              "|---|---|---|---|---|"]
+    for name, a in report["added"].items():
+        lines.append(f"| {name} | {a['p50_ms']} | {a['p99_ms']} | {a['ttft_p50_ms']} | {a['ttft_p99_ms']} |")
+    lines += ["", "## Many streams through the portal (one gevent worker)", "",
+              "| streams | failed | chunks lost | p99 gap ms | memory per stream KB |", "|---|---|---|---|---|"]
+    for s in t["portal"]["many_streams"]:
+        lines.append(f"| {s['streams']} | {s['failed']} | {s['chunks_lost']} | {s['p99_gap_ms']} | {s['memory_per_stream_kb']} |")
+    f = t["portal"]["footprint"]
+    lines += ["", "## Footprint", "", f"- start to /ready: {f['ready_s']} s",
+              f"- idle worker: {f['idle_worker_mb']} MB",
+              f"- before / after {f['calls']} calls: {f['before_calls_mb']} / {f['after_calls_mb']} MB", "",
+              "## Ratios", "", "```", json.dumps(report["ratios"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, no LiteLLM")
+    parser.add_argument("--requests", type=int, default=1000, help="sequential requests per target")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput point")
+    parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    report = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    text = markdown(report)
+    (out / "report.md").write_text(text)
+    print(text)
+    lost = sum(s["chunks_lost"] + s["failed"] for s in report["targets"]["portal"]["many_streams"])
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
