@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
-import uuid
 
 import requests
 import urllib3
@@ -154,11 +154,11 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
     @app.before_request
     def _identify_and_authorise():
         incoming = request.headers.get("X-Request-ID") if trust_request_id else None
-        g.request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
         access = access_by_endpoint.get(request.endpoint)
         if access is None or access == "public":
             return None  # public, or no such route: Flask answers 404/405 itself
-        if "access_token" in request.args or "token" in request.args:
+        if request.query_string and ("access_token" in request.args or "token" in request.args):
             return error_response(401, "Credentials are not accepted in the URL; send an "
                                   "Authorization header.", code="token_in_url",
                                   headers={"WWW-Authenticate": 'Bearer realm="agent-portal"'})

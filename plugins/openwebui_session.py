@@ -43,12 +43,14 @@ def portal_startup(portal):
 @hookimpl
 def portal_actor_from_request(portal, request):
     token = bearer_token(request)
-    if not token or not looks_like_jwt(token) or unverified_issuer(token) == PORTAL_ISSUER:
+    if not token:
         return None
     cache = portal.extensions[NAME]
     actor = cache.get(token)
     if actor is not None:
         return actor
+    if not looks_like_jwt(token) or unverified_issuer(token) == PORTAL_ISSUER:
+        return None
     claims = verify_jwt(token)
     settings = portal.plugin_config(NAME)
     who = _whoami(portal, settings, token)
