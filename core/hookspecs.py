@@ -102,6 +102,16 @@ def portal_chat_backend(portal, model):
 
 
 @hookspec
+def portal_chat_admission(portal, actor, model):
+    """Decide, before the upstream is called, whether ``actor`` may chat with ``model`` now.
+
+    Returns nothing to admit. Raise :class:`agent_portal.PortalError` (429 with ``Retry-After``
+    for a limit, 503 when the limit store cannot answer) to refuse; the call is then recorded as
+    refused and never reaches the upstream.
+    """
+
+
+@hookspec
 def portal_chat_completed(portal, record):
     """Receive one :class:`agent_portal.ChatRecord` per chat call, streamed or not.
 

@@ -28,6 +28,7 @@ BUILTIN_PLUGINS = {
     "ledger": "agent_portal.plugins.ledger",
     "observability": "agent_portal.plugins.observability",
     "metrics": "agent_portal.plugins.metrics",
+    "rate_limits": "agent_portal.plugins.rate_limits",
 }
 
 

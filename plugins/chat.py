@@ -311,6 +311,14 @@ class ChatCall:
     def open(self) -> None:
         """Reach an upstream; raises :class:`UpstreamFailure` after recording the failed call."""
         target = resolve(self.portal, self.actor, self.body["model"])
+        try:
+            self.portal.hook.portal_chat_admission(portal=self.portal, actor=self.actor,
+                                                   model=self.body["model"])
+        except PortalError as refusal:
+            self.record.outcome, self.record.status = "refused", refusal.status
+            self.record.error = refusal.message
+            self.finish()
+            raise
         targets = [target] + [t for t in (self.portal.hook.portal_chat_backend(portal=self.portal, model=m)
                                           for m in target.fallbacks) if t is not None]
         try:

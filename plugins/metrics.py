@@ -61,7 +61,7 @@ class PortalMetrics:
             self.tokens.labels(record.model, "completion").inc(record.completion_tokens)
         if record.cost:
             self.cost.labels(record.model).inc(record.cost)
-        if record.outcome not in ("ok", "client_disconnected"):
+        if record.outcome not in ("ok", "client_disconnected", "refused"):
             self.upstream_errors.labels(record.outcome).inc()
 
     def render(self) -> bytes:

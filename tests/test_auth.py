@@ -270,6 +270,7 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "openwebui_session": {"url": webui.url, "secret": WEBUI_SECRET},
         "openwebui_header": {"secret": HEADER_SECRET},
         "portal_tokens": {},
+        "rate_limits": {"roles": {"user": {"requests_per_minute": 1000}}},
     }
     return sections
 
