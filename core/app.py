@@ -129,6 +129,7 @@ def create_app(config: dict | str | None = None, environ=None) -> Flask:
     configure_logging(merged["portal"]["log_level"])
     portal = Portal(merged, pm, sources)
     app = Flask("agent_portal", static_folder=None)
+    app.url_map.merge_slashes = False  # "//host" must reach the proxies' checks, not be redirected
     app.config["MAX_CONTENT_LENGTH"] = merged["portal"]["max_body_bytes"]
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": merged["portal"]["max_body_bytes"],
                                          "ping_interval": 25}

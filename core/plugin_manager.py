@@ -29,6 +29,8 @@ BUILTIN_PLUGINS = {
     "observability": "agent_portal.plugins.observability",
     "metrics": "agent_portal.plugins.metrics",
     "rate_limits": "agent_portal.plugins.rate_limits",
+    "kong": "agent_portal.plugins.kong",
+    "embeds": "agent_portal.plugins.embeds",
 }
 
 

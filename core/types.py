@@ -79,11 +79,14 @@ class ChatTarget:
 
 @dataclass
 class Embed:
-    """An admin UI the portal can frame under ``/embed/<name>/``."""
+    """An admin UI the portal can frame under ``/embed/<name>/``; ``headers`` are the upstream
+    credentials the portal adds (the caller's own are never forwarded)."""
 
     name: str
     title: str
     url: str
+    headers: dict = field(default_factory=dict)
+    timeout: float = 30.0
 
 
 @dataclass

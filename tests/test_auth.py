@@ -271,6 +271,8 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "openwebui_header": {"secret": HEADER_SECRET},
         "portal_tokens": {},
         "rate_limits": {"roles": {"user": {"requests_per_minute": 1000}}},
+        "kong": {"admin_url": "http://127.0.0.1:9"},
+        "embeds": {"uis": {"ui": {"url": "http://127.0.0.1:9"}}},
     }
     return sections
 
