@@ -49,6 +49,7 @@ class Portal:
         self.dispatcher = ChatRecordDispatcher(self)
         self._actor_sources: list = []
         self.jwt_keys: dict = {}  # issuer (None: no iss claim) -> HS256 secret
+        self.wants_payloads = False  # set by a plugin that records prompts and answers (tracing)
         self._engine = None
         self._closed = False
 

@@ -31,6 +31,8 @@ BUILTIN_PLUGINS = {
     "rate_limits": "agent_portal.plugins.rate_limits",
     "kong": "agent_portal.plugins.kong",
     "embeds": "agent_portal.plugins.embeds",
+    "langfuse": "agent_portal.plugins.langfuse",
+    "helicone": "agent_portal.plugins.helicone",
 }
 
 

@@ -292,10 +292,11 @@ class ChatCall:
         self.started = time.monotonic()
         self.body, self.stream, self.actor = body, stream, actor
         self.client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.capture = self.settings.capture or portal.wants_payloads
         self.record = ChatRecord(request_id=g.request_id, actor_id=actor.id, actor_role=actor.role,
                                  model=body["model"], stream=stream, key_id=actor.key_id,
                                  session_id=session_id, started_at=time.time(),
-                                 messages=body["messages"] if self.settings.capture else None)
+                                 messages=body["messages"] if self.capture else None)
         self.target = self.response = None
         self.first_block, self.first_at, self.header_cost = b"", None, None
 
@@ -342,7 +343,7 @@ class ChatCall:
 
     def relay(self):
         """Return the generator of the client's SSE bytes; the record is sent when it ends."""
-        state = StreamState(strip_usage=not self.client_wants_usage, capture_text=self.settings.capture)
+        state = StreamState(strip_usage=not self.client_wants_usage, capture_text=self.capture)
         record = self.record
 
         def on_end(state: StreamState):

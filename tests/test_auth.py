@@ -273,6 +273,8 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "rate_limits": {"roles": {"user": {"requests_per_minute": 1000}}},
         "kong": {"admin_url": "http://127.0.0.1:9"},
         "embeds": {"uis": {"ui": {"url": "http://127.0.0.1:9"}}},
+        "langfuse": {"public_key": "pk-audit", "secret_key": "sk-audit", "base_url": "http://127.0.0.1:9"},
+        "helicone": {"api_key": "audit", "api_url": "http://127.0.0.1:9"},
     }
     return sections
 
