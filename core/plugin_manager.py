@@ -33,6 +33,7 @@ BUILTIN_PLUGINS = {
     "embeds": "agent_portal.plugins.embeds",
     "langfuse": "agent_portal.plugins.langfuse",
     "helicone": "agent_portal.plugins.helicone",
+    "dashboard": "agent_portal.plugins.dashboard",
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, g, jsonify
 from flask_sock import Sock
 
 from .errors import StartupError
@@ -13,7 +13,7 @@ _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def core_routes(portal) -> list[Route]:
-    """Return the core's own routes: liveness and readiness."""
+    """Return the core's own routes: liveness, readiness, and who the caller is."""
 
     def health():
         return jsonify(status="ok")
@@ -23,7 +23,12 @@ def core_routes(portal) -> list[Route]:
             return jsonify(status="starting"), 503
         return jsonify(status="ready", plugins=sorted(portal.sources))
 
-    return [Route("/health", health, access="public"), Route("/ready", ready, access="public")]
+    def me():
+        actor = g.actor
+        return {"user": actor.id, "role": actor.role, "via": actor.via, "email": actor.email, "name": actor.name}
+
+    return [Route("/health", health, access="public"), Route("/ready", ready, access="public"),
+            Route("/me", me, access="user")]
 
 
 def _path_key(path: str) -> str:

@@ -10,48 +10,10 @@ from __future__ import annotations
 
 import json
 
-from flask import g
-from werkzeug.datastructures import Headers
+from agent_portal import PortalError
+from agent_portal.ws_auth import CLOSE_POLICY, authenticate_websocket
 
-from agent_portal import AuthError, PortalError
-from agent_portal.types import ROLE_RANK
-
-CLOSE_POLICY = 1008
 CLOSE_ERROR = 1011
-AUTH_WAIT_SECONDS = 10
-
-
-class _CredentialRequest:
-    """The slice of a request that actor sources read, built from a first message's token."""
-
-    def __init__(self, token: str):
-        self.headers = Headers({"Authorization": f"Bearer {token}"})
-        self.cookies = {}
-        self.args = {}
-
-
-def _authenticate(portal, ws):
-    if g.get("actor") is not None:
-        return g.actor
-    raw = ws.receive(timeout=AUTH_WAIT_SECONDS)
-    try:
-        message = json.loads(raw) if raw else None
-    except ValueError:
-        message = None
-    if not isinstance(message, dict) or message.get("type") != "auth" or not isinstance(message.get("token"), str):
-        ws.close(CLOSE_POLICY, "authenticate first: {\"type\": \"auth\", \"token\": ...}")
-        return None
-    try:
-        actor = portal.actor_from_request(_CredentialRequest(message["token"]))
-    except AuthError as exc:
-        ws.close(CLOSE_POLICY, exc.message[:120])
-        return None
-    if actor is None or ROLE_RANK.get(actor.role, -1) < ROLE_RANK["user"]:
-        ws.close(CLOSE_POLICY, "not allowed")
-        return None
-    g.actor = actor
-    ws.send(json.dumps({"type": "ready", "user": actor.id}))
-    return actor
 
 
 def _frames(sse_bytes: bytes):
@@ -65,7 +27,7 @@ def websocket_chat(portal, ws) -> None:
     """Serve chat requests on ``ws`` until the client closes it."""
     from .chat import ChatCall, UpstreamFailure, check_chat_body
 
-    actor = _authenticate(portal, ws)
+    actor = authenticate_websocket(portal, ws, "user")
     if actor is None:
         return
     while True:

@@ -12,6 +12,7 @@ from flask import Response, g, request
 
 from agent_portal import PortalError, Route, hookimpl
 from agent_portal.upstream import OpenAIUpstream
+from agent_portal.ws_auth import authenticate_websocket
 from agent_portal.observe import collect_usage_providers, run_health, run_usage
 from agent_portal.usage import GROUPS, METRICS, parse_query
 
@@ -170,6 +171,8 @@ def portal_register_routes(portal):
                              for b, m in sorted(backends.items())]}
 
     def events(ws):
+        if authenticate_websocket(portal, ws, "admin") is None:
+            return
         hub = state["events"]
         q = hub.subscribe()
         try:
@@ -183,7 +186,22 @@ def portal_register_routes(portal):
         finally:
             hub.unsubscribe(q)
 
+    def calls():
+        ledger = portal.extensions.get("ledger")
+        if ledger is None:
+            raise PortalError("The ledger plugin is not enabled.", status=404, code="no_ledger")
+        try:
+            limit = min(max(int(request.args.get("limit", 50)), 1), 500)
+        except ValueError as exc:
+            raise PortalError("limit must be a whole number.", code="invalid_limit") from exc
+        rows = ledger.recent(limit)
+        if request.args.get("outcome") == "error":
+            rows = [r for r in rows if r["outcome"] != "ok"]
+        return {"data": rows}
+
+    events.auth_in_first_message = True
     return [
+        Route("/observability/calls", calls, access="admin"),
         Route("/observability/usage", usage, access="user"),
         Route("/observability/health", health, access="admin"),
         Route("/observability/models", models, access="admin"),

@@ -182,3 +182,32 @@ def test_live_events_stream_each_completed_call(app, live_server):
     assert event["type"] == "call" and event["actor_id"] == "alice" and event["completion_tokens"] == 5
     assert "messages" not in event
     ws.close()
+
+
+def test_live_events_accept_an_admin_token_in_the_first_message(app, live_server):
+    server = live_server(app)
+    ws = WebSocketClient.connect(f"ws://127.0.0.1:{server.port}/ws/events")
+    ws.send(json.dumps({"type": "auth", "token": bearer(app, "root", "admin")["Authorization"].split()[1]}))
+    assert json.loads(ws.receive(timeout=5)) == {"type": "ready", "user": "root"}
+    assert json.loads(ws.receive(timeout=5))["type"] == "hello"
+    ws.close()
+
+
+def test_live_events_close_1008_for_a_user_token_in_the_first_message(app, live_server):
+    from simple_websocket import ConnectionClosed
+
+    server = live_server(app)
+    ws = WebSocketClient.connect(f"ws://127.0.0.1:{server.port}/ws/events")
+    ws.send(json.dumps({"type": "auth", "token": bearer(app)["Authorization"].split()[1]}))
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.receive(timeout=5)
+    assert closed.value.reason == 1008
+
+
+def test_recent_calls_list_failures_for_admins(app):
+    chat(app, "alice"), chat(app, "alice", model="reset-mid", stream=True)
+    settle(app, 2)
+    failed = app.test_client().get("/observability/calls?outcome=error", headers=bearer(app, "root", "admin")).json
+    assert [c["outcome"] for c in failed["data"]] == ["upstream_reset"]
+    assert app.test_client().get("/observability/calls", headers=bearer(app)).status_code == 403
+    assert app.test_client().get("/observability/calls?limit=x", headers=bearer(app, "root", "admin")).status_code == 400

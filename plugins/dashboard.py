@@ -1,0 +1,42 @@
+"""The portal's own dashboard at ``/dashboard``: health, usage with a chart, live calls, errors.
+
+The page itself is a static shell with no data (public); everything it shows comes from the
+admin-only observability API, called with the browser's Open WebUI ``token`` cookie (same site)
+or a token the admin pastes, which stays in the tab's ``sessionStorage``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Response
+
+from agent_portal import PortalError, Route, hookimpl
+
+NAME = "dashboard"
+STATIC = Path(__file__).resolve().parent / "static"
+FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+                               "style-src 'self'; script-src 'self'; frame-ancestors 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _static(name: str, mimetype: str) -> Response:
+    return Response((STATIC / name).read_bytes(), mimetype=mimetype, headers=SECURITY_HEADERS)
+
+
+@hookimpl
+def portal_register_routes(portal):
+    def page():
+        return _static("dashboard.html", "text/html")
+
+    def asset(filename):
+        if filename not in FILES:
+            raise PortalError("No such dashboard file.", status=404, code="not_found")
+        return _static(filename, FILES[filename])
+
+    return [Route("/dashboard", page, access="public"),
+            Route("/dashboard/static/<filename>", asset, access="public")]
