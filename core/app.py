@@ -12,6 +12,7 @@ from flask import Flask, g, request
 from flask_sock import Sock
 
 from . import config as cfg
+from .cors import install_cors
 from .dispatch import ChatRecordDispatcher
 from .errors import AuthError, PortalError, StartupError, error_response, register_error_handlers
 from .logs import configure_logging
@@ -152,6 +153,7 @@ def create_app(config: dict | str | None = None, environ=None) -> Flask:
 def _install_request_hooks(portal: Portal, app: Flask) -> None:
     access_by_endpoint = portal.access_by_endpoint
     trust_request_id = portal.settings["trust_request_id"]
+    install_cors(app, portal.settings["cors_origins"])
 
     @app.before_request
     def _identify_and_authorise():

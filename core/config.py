@@ -32,6 +32,7 @@ CORE_SCHEMA = {
                 "log_level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
                 "blocked_plugins": {"type": "array", "items": {"type": "string"}},
                 "trust_request_id": {"type": "boolean"},
+                "cors_origins": {"type": "array", "items": {"type": "string", "pattern": "^https?://[^/]+$"}},
             },
         },
         "auth": {
@@ -57,6 +58,7 @@ DEFAULTS = {
         "log_level": "INFO",
         "blocked_plugins": [],
         "trust_request_id": True,
+        "cors_origins": [],
     },
     "auth": {"order": ["portal_tokens", "openwebui_header", "openwebui_session", "api_keys"]},
     "plugins": {},

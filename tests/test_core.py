@@ -345,3 +345,20 @@ def test_portal_secret_required_for_portal_tokens(tmp_path):
     with pytest.raises(StartupError, match="plugin 'portal_tokens': portal.secret_key must be set"):
         create_app(config)
 
+
+
+def test_cors_preflight_and_responses_only_for_configured_origins(tmp_path):
+    config = base_config(tmp_path, observability={}, ledger={})
+    config["portal"]["cors_origins"] = ["http://webui.local:3000"]
+    app = create_app(config)
+    client = app.test_client()
+    preflight = client.options("/observability/usage", headers={
+        "Origin": "http://webui.local:3000", "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 204
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    answer = client.get("/observability/usage", headers={**bearer(app), "Origin": "http://webui.local:3000"})
+    assert answer.status_code == 200
+    assert answer.headers["Access-Control-Allow-Origin"] == "http://webui.local:3000"
+    stranger = client.options("/observability/usage", headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+    assert stranger.status_code == 401 and "Access-Control-Allow-Origin" not in stranger.headers
