@@ -1,0 +1,180 @@
+"""The deployment files agree with each other and with the portal (they are never run here)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from agent_portal import config as cfg
+from agent_portal.plugin_manager import build_plugin_manager, validate_plugin_sections
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+KONG_TEXT = (ROOT / "deploy/kong/kong.yml").read_text()
+KONG = yaml.safe_load(KONG_TEXT)
+SERVICES = COMPOSE["services"]
+
+
+def env_example() -> dict:
+    pairs = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def portal_environment() -> dict:
+    """The portal container's environment: .env.example, then compose's own settings on top."""
+    env = env_example()
+    for key, value in SERVICES["portal"]["environment"].items():
+        env[key] = re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], str(value))
+    return env
+
+
+def test_the_stack_has_every_service():
+    assert {"portal", "open-webui", "litellm", "langfuse-web", "langfuse-worker", "clickhouse", "minio",
+            "kong", "postgres", "redis"} <= set(SERVICES)
+
+
+def test_only_kong_publishes_a_port():
+    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    assert published == {"kong"}
+    assert SERVICES["kong"]["environment"]["KONG_ADMIN_GUI_LISTEN"] == "off"
+    assert all(not p.startswith("8001") for p in SERVICES["kong"]["ports"])
+
+
+def test_every_variable_compose_uses_is_in_env_example():
+    used = set(re.findall(r"\$\{(\w+)\}", (ROOT / "docker-compose.yml").read_text()))
+    assert used <= set(env_example()), used - set(env_example())
+
+
+def test_secrets_live_only_in_env_which_git_ignores():
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text()
+    assert len(env_example()["WEBUI_SECRET_KEY"]) != 44  # crashes Open WebUI 0.12.4 (CONTRACTS.md)
+    assert env_example()["LITELLM_MASTER_KEY"] != "sk-1234"
+    text = (ROOT / "docker-compose.yml").read_text()
+    for key in ("PASSWORD", "SECRET", "MASTER_KEY"):
+        for line in text.splitlines():
+            if key in line and ":" in line and "${" not in line and "#" not in line:
+                name, _, value = line.partition(":")
+                assert not value.strip() or value.strip().startswith(("$", "*", "&")), line
+
+
+def test_portal_urls_name_services_and_ports_that_exist():
+    env = portal_environment()
+    expected = {"LITELLM_URL": ("litellm", 4000), "OPENWEBUI_URL": ("open-webui", 8080),
+                "LANGFUSE_URL": ("langfuse-web", 3000), "KONG_ADMIN_URL": ("kong", 8001),
+                "REDIS_URL": ("redis", 6379), "PORTAL_DATABASE_URL": ("postgres", 5432)}
+    for key, (host, port) in expected.items():
+        url = urlsplit(env[key])
+        assert (url.hostname, url.port) == (host, port), key
+        assert host in SERVICES
+    assert "--port" in SERVICES["litellm"]["command"]
+    assert SERVICES["litellm"]["command"][SERVICES["litellm"]["command"].index("--port") + 1] == "4000"
+    assert SERVICES["kong"]["environment"]["KONG_ADMIN_LISTEN"].endswith(":8001")
+    database = urlsplit(env["PORTAL_DATABASE_URL"]).path.lstrip("/")
+    assert f"CREATE DATABASE {database};" in (ROOT / "deploy/postgres/init.sql").read_text()
+    for service in ("open-webui", "langfuse-web"):
+        url = SERVICES[service]["environment"]["DATABASE_URL"]
+        assert f"CREATE DATABASE {urlsplit(url).path.lstrip('/')};" in (ROOT / "deploy/postgres/init.sql").read_text()
+
+
+def test_open_webui_and_the_portal_share_their_secrets():
+    webui = SERVICES["open-webui"]["environment"]
+    portal_config = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())
+    assert webui["WEBUI_SECRET_KEY"] == "${WEBUI_SECRET_KEY}"
+    assert portal_config["plugins"]["openwebui_session"]["secret"] == "${WEBUI_SECRET_KEY}"
+    assert webui["FORWARD_USER_INFO_HEADER_JWT_SECRET"] == "${FORWARD_USER_INFO_HEADER_JWT_SECRET}"
+    assert portal_config["plugins"]["openwebui_header"]["secret"] == "${FORWARD_USER_INFO_HEADER_JWT_SECRET}"
+    assert urlsplit(webui["OPENAI_API_BASE_URLS"]).hostname == "portal"
+    assert urlsplit(webui["OPENAI_API_BASE_URLS"]).port == int(
+        SERVICES["portal"]["environment"]["PORTAL_BIND"].rsplit(":", 1)[1])
+
+
+def test_compose_portal_config_is_valid_with_the_example_environment():
+    raw = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())
+    missing: list[str] = []
+    filled = cfg.fill_environment(raw, portal_environment(), missing=missing)
+    assert missing == []
+    assert cfg.schema_errors(filled, cfg.CORE_SCHEMA, "") == []
+    merged = cfg.merge_defaults(filled)
+    pm, sources = build_plugin_manager(merged)
+    assert validate_plugin_sections(pm, merged) == []
+    assert {"openwebui_session", "langfuse", "kong", "rate_limits", "ledger"} <= set(sources)
+
+
+def test_compose_mounts_the_files_that_exist():
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), source
+
+
+# --- Kong ------------------------------------------------------------------------------------
+
+
+def kong_routes():
+    return {route["name"]: route for service in KONG["services"] for route in service.get("routes", [])}
+
+
+def test_kong_sends_the_portal_paths_to_the_portal_service():
+    portal = next(s for s in KONG["services"] if s["name"] == "agent-portal")
+    url = urlsplit(portal["url"])
+    assert url.hostname == "portal" and url.port == 8080
+    paths = [p for route in portal["routes"] for p in route["paths"]]
+    for prefix in ("/v1", "/observability", "/embed", "/ws/chat", "/ws/events"):
+        assert prefix in paths, prefix
+    assert any("chat/(completions|stream)" in p for p in paths)
+
+
+def test_kong_streams_without_buffering_and_passes_websockets():
+    routes = kong_routes()
+    for name in ("portal-openai-api", "portal-seed-chat", "portal-websockets", "portal-embeds"):
+        assert routes[name]["response_buffering"] is False, name
+    assert routes["portal-websockets"]["request_buffering"] is False
+    assert set(routes["portal-websockets"]["protocols"]) == {"http", "https"}
+
+
+def test_kong_limits_request_size_and_says_why_for_each_plugin():
+    plugins = [p["name"] for service in KONG["services"] for p in service.get("plugins", [])]
+    assert "request-size-limiting" in plugins
+    commented = re.findall(r"^\s*#[^\n]*\n\s+- name: ([a-z-]+)\n\s+config:", KONG_TEXT, flags=re.M)
+    assert sorted(commented) == sorted(plugins)
+
+
+def test_kong_never_routes_its_own_admin_api():
+    assert "8001" not in yaml.safe_dump(KONG)
+
+
+# --- the image and gunicorn --------------------------------------------------------------------
+
+
+def test_dockerfile_runs_as_non_root_with_a_healthcheck():
+    text = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)", text, flags=re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in text and "/ready" in text
+    assert "deploy/gunicorn.conf.py" in text and "agent_portal.wsgi:app" in text
+
+
+@pytest.fixture
+def gunicorn_settings():
+    namespace: dict = {}
+    path = ROOT / "deploy/gunicorn.conf.py"
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace
+
+
+def test_gunicorn_uses_gevent_without_preload_and_lets_streams_finish(gunicorn_settings):
+    assert gunicorn_settings["worker_class"] == "gevent"
+    assert gunicorn_settings["preload_app"] is False
+    assert gunicorn_settings["workers"] >= 1
+    assert gunicorn_settings["graceful_timeout"] >= 10 and gunicorn_settings["keepalive"] >= 30
+    assert gunicorn_settings["limit_request_field_size"] >= 8192 + 100  # an 8 KB token fits
+    assert callable(gunicorn_settings["worker_exit"]) and callable(gunicorn_settings["child_exit"])
