@@ -36,6 +36,15 @@ def bearer_token(request) -> str | None:
     return token
 
 
+def cached_credential(request, cache) -> tuple[str | None, object]:
+    """Return ``(credential, actor)``: the request's credential and the actor ``cache`` already
+    holds for it (None when not checked yet). Checked credentials skip every decoding step."""
+    token = bearer_token(request)
+    if not token:
+        return None, None
+    return token, cache.get(token)
+
+
 def looks_like_jwt(token: str) -> bool:
     """Return True when ``token`` has the three dot-separated parts of a JWS."""
     return token.count(".") == 2

@@ -7,7 +7,7 @@ import requests
 
 from agent_portal import Actor, AuthError, StartupError, hookimpl, HealthCheck
 from agent_portal.cache import TTLCache
-from agent_portal.tokens import PORTAL_ISSUER, bearer_token, looks_like_jwt, unverified_issuer, verify_jwt
+from agent_portal.tokens import PORTAL_ISSUER, cached_credential, looks_like_jwt, unverified_issuer, verify_jwt
 
 NAME = "openwebui_session"
 ROLES = ("admin", "user", "pending")
@@ -42,12 +42,9 @@ def portal_startup(portal):
 
 @hookimpl
 def portal_actor_from_request(portal, request):
-    token = bearer_token(request)
-    if not token:
-        return None
     cache = portal.extensions[NAME]
-    actor = cache.get(token)
-    if actor is not None:
+    token, actor = cached_credential(request, cache)
+    if token is None or actor is not None:
         return actor
     if not looks_like_jwt(token) or unverified_issuer(token) == PORTAL_ISSUER:
         return None
