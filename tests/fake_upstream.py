@@ -48,6 +48,7 @@ class FakeUpstream:
         self.disconnects = 0
         self.completed_streams = 0
         self.seen_users: dict[str, int] = {}
+        self.models = list(MODELS)
         self.lock = threading.Lock()
         fake = self
 
@@ -61,7 +62,7 @@ class FakeUpstream:
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
                     self._json(200, {"object": "list", "data": [
-                        {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODELS]})
+                        {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models]})
                 elif self.path.startswith("/health"):
                     self._json(200, {"status": "healthy"})
                 else:

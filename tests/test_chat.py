@@ -329,3 +329,18 @@ def test_websocket_chat_upstream_failure_closes_with_1011(app, live_server):
         while True:
             ws.receive(timeout=5)
     assert closed.value.reason == 1011
+
+
+def test_a_model_added_upstream_appears_without_touching_the_portal(make_app, fake_upstream):
+    app = make_app(chat={}, openai_compat={"upstreams": {"fake": {"base_url": fake_upstream.base_url,
+                                                                   "refresh_seconds": 1}}})
+    models = lambda: {m["id"] for m in app.test_client().get("/v1/models", headers=bearer(app)).json["data"]}
+    assert "echo-new" not in models()
+    fake_upstream.models.append("echo-new")
+    try:
+        deadline = time.monotonic() + 5
+        while "echo-new" not in models() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "echo-new" in models()
+    finally:
+        fake_upstream.models.remove("echo-new")

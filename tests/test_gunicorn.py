@@ -1,0 +1,90 @@
+"""The portal as it runs in production: gunicorn, gevent workers, several of them."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import yaml
+
+from agent_portal import create_app, portal_of
+from agent_portal.plugins.portal_tokens import mint_token
+
+pytestmark = pytest.mark.integration
+SCRAPE = "scrape-token-for-the-gunicorn-test"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path, fake_upstream):
+    config = {"portal": {"secret_key": "gunicorn-test-secret-0123456789", "log_level": "WARNING",
+                         "database_url": f"sqlite:///{tmp_path}/g.db"},
+              "plugins": {"chat": {}, "portal_tokens": {}, "ledger": {"flush_seconds": 0.05},
+                          "observability": {}, "metrics": {"scrape_token": SCRAPE},
+                          "openai_compat": {"upstreams": {"fake": {"base_url": fake_upstream.base_url,
+                                                                   "models": ["echo", "long"]}}}}}
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = _free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PORTAL_GRACEFUL_SECONDS": "2"}
+    process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path),
+                                "--port", str(port), "--workers", "2"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(base + "/ready", timeout=0.5).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.05)
+    token = mint_token(portal_of(create_app(str(path))), "gina", "user")
+    yield base, {"Authorization": f"Bearer {token}"}
+    process.terminate()
+    process.wait(15)
+
+
+def test_metrics_are_summed_over_gunicorn_workers(served):
+    base, headers = served
+    for i in range(12):
+        with requests.Session() as session:  # a new connection each time, so both workers serve
+            body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], "stream": bool(i % 2)}
+            answer = session.post(base + "/v1/chat/completions", json=body, headers=headers, timeout=5)
+            assert answer.status_code == 200
+            answer.content
+    deadline = time.monotonic() + 5
+    total = 0.0
+    while time.monotonic() < deadline:
+        text = requests.get(base + "/metrics", headers={"Authorization": f"Bearer {SCRAPE}"}, timeout=5).text
+        total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("portal_chat_requests_total{"))
+        if total == 12:
+            break
+        time.sleep(0.1)
+    assert total == 12
+
+
+def test_streams_flow_chunk_by_chunk_under_gevent(served):
+    base, headers = served
+    started = time.monotonic()
+    arrivals = []
+    with requests.post(base + "/v1/chat/completions", headers=headers, stream=True, timeout=10,
+                       json={"model": "long", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as r:
+        assert r.headers["X-Accel-Buffering"] == "no"
+        for line in r.iter_lines():
+            if line.startswith(b"data: "):
+                arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 102  # 100 chunks, the finish chunk, [DONE]
+    # chunks arrive spread over the upstream's 5 seconds, not all at the end
+    assert arrivals[10] < arrivals[-1] - 3
