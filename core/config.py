@@ -25,7 +25,7 @@ CORE_SCHEMA = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "secret_key": {"type": ["string", "null"], "minLength": 16},
+                "secret_key": {"type": ["string", "null"], "minLength": 32},
                 "database_url": {"type": "string", "minLength": 1},
                 "redis_url": {"type": ["string", "null"]},
                 "max_body_bytes": {"type": "integer", "minimum": 1024},

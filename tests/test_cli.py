@@ -114,7 +114,7 @@ def _free_port():
 
 def test_serve_answers_ready_under_gunicorn_within_two_seconds(tmp_path):
     port = _free_port()
-    env = {**os.environ, "PORTAL_SECRET_KEY": "serve-secret-0123456789abcdef", "PORTAL_WORKERS": "1",
+    env = {**os.environ, "PORTAL_SECRET_KEY": "serve-secret-0123456789abcdef-0123456789", "PORTAL_WORKERS": "1",
            "PORTAL_GRACEFUL_SECONDS": "2", "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db", "LITELLM_URL": "http://127.0.0.1:9"}
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config",

@@ -26,7 +26,7 @@ def _free_port():
 
 @pytest.fixture
 def served(tmp_path, fake_upstream):
-    config = {"portal": {"secret_key": "gunicorn-test-secret-0123456789", "log_level": "WARNING",
+    config = {"portal": {"secret_key": "gunicorn-test-secret-0123456789abcdef", "log_level": "WARNING",
                          "database_url": f"sqlite:///{tmp_path}/g.db"},
               "plugins": {"chat": {}, "portal_tokens": {}, "ledger": {"flush_seconds": 0.05},
                           "observability": {}, "metrics": {"scrape_token": SCRAPE},
