@@ -10,7 +10,7 @@ import os
 
 from flask import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from agent_portal import Actor, Route, hookimpl
@@ -25,7 +25,10 @@ class PortalMetrics:
 
     def __init__(self):
         self.registry = CollectorRegistry(auto_describe=True)
-        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        # prometheus_client picks file-backed values when it is first imported; only then are
+        # the other workers' figures in the directory to be summed.
+        file_backed = values.ValueClass is not values.MutexValue
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") if file_backed else None
         kw = {"registry": self.registry}
         self.requests = Counter("portal_chat_requests", "Chat calls by model, backend and outcome.",
                                 ["model", "backend", "outcome"], **kw)

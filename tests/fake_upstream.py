@@ -26,7 +26,9 @@ import socket
 import struct
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from fake_http import QuietServer
 
 MODELS = ["echo", "echo-ll", "slow-20", "slow-200", "reset-before", "hang-before", "status-400",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
@@ -88,8 +90,7 @@ class FakeUpstream:
                 self.wfile.write(payload)
 
         self.handler = Handler
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = QuietServer((host, port), Handler)
         self.port = self.server.server_address[1]
         self.base_url = f"http://{host}:{self.port}/v1"
         self._thread = None

@@ -8,12 +8,13 @@ that no longer matches), and 403 for ``sk-`` API keys.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import jwt
+
+from fake_http import serve
 
 
 class FakeOpenWebUI:
@@ -58,10 +59,7 @@ class FakeOpenWebUI:
                     "profile_image_url": "/user.png", "token": token, "token_type": "Bearer",
                     "expires_at": claims.get("exp"), "permissions": {}})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.server, self.url = serve(Handler)
 
     def add_user(self, user_id: str, role: str = "user") -> dict:
         user = {"id": user_id, "email": f"{user_id}@example.com", "name": user_id.title(),

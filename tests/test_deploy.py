@@ -164,7 +164,9 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck():
 
 
 @pytest.fixture
-def gunicorn_settings():
+def gunicorn_settings(monkeypatch):
+    # the settings file sets PROMETHEUS_MULTIPROC_DIR for its workers; keep that out of this process
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent-for-the-test")
     namespace: dict = {}
     path = ROOT / "deploy/gunicorn.conf.py"
     exec(compile(path.read_text(), str(path), "exec"), namespace)

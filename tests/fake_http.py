@@ -1,0 +1,23 @@
+"""What the local stand-in servers share: a threaded HTTP server on 127.0.0.1 that stays quiet
+when a client leaves early (the tests make clients leave early on purpose)."""
+from __future__ import annotations
+
+import sys
+import threading
+from http.server import ThreadingHTTPServer
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def serve(handler) -> tuple[QuietServer, str]:
+    """Start ``handler`` on a free loopback port in the background; return the server and its URL."""
+    server = QuietServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
