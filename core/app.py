@@ -141,13 +141,24 @@ def create_app(config: dict | str | None = None, environ=None) -> Flask:
     register_error_handlers(app)
 
     install_jwt(app, portal)
-    pm.hook.portal_startup(portal=portal)
+    start_plugins(portal)
     portal.order_actor_sources()
     register_routes(portal, app, Sock(app))
     _install_request_hooks(portal, app)
     portal.ready = True
     atexit.register(portal.shutdown)
     return app
+
+
+def start_plugins(portal: Portal) -> None:
+    """Call each plugin's ``portal_startup`` in pluggy's order, naming the plugin that fails."""
+    for impl in reversed(portal.hook.portal_startup.get_hookimpls()):  # pluggy calls them last-first
+        try:
+            impl.function(portal=portal)
+        except StartupError:
+            raise
+        except Exception as exc:
+            raise StartupError(f"plugin {impl.plugin_name!r} failed to start: {type(exc).__name__}: {exc}") from exc
 
 
 def _install_request_hooks(portal: Portal, app: Flask) -> None:

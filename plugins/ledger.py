@@ -94,6 +94,7 @@ class LedgerWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._insert = self._insert_statement()
+        self.needs_schema = False
 
     def _insert_statement(self):
         # A batch retried after an unknown commit must not count twice: request ids are unique.
@@ -140,6 +141,9 @@ class LedgerWriter:
                 self._report()
                 return True
             try:
+                if self.needs_schema:
+                    migrate(self.engine)
+                    self.needs_schema = False
                 with self.engine.begin() as conn:
                     conn.execute(self._insert, batch)
             except Exception as exc:
@@ -179,11 +183,18 @@ class Ledger:
     def __init__(self, portal, settings: dict):
         url = settings.get("database_url") or portal.settings["database_url"]
         self.engine = portal.database() if url == portal.settings["database_url"] else create_engine_for(url)
-        migrate(self.engine)
         metrics = portal.extensions.get("metrics")
         self.writer = LedgerWriter(self.engine, settings["max_queue"], settings["batch_size"],
                                    settings["flush_seconds"],
                                    on_stats=metrics.ledger_stats if metrics else None)
+        try:
+            migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            # Boot anyway: records queue in memory and the writer creates the schema on its
+            # first successful write, so a database that is late costs nothing.
+            self.writer.needs_schema = True
+            log.warning("ledger: database unreachable at startup, records will queue: %s",
+                        str(exc).splitlines()[0][:200])
 
     def facts(self, query) -> list[CallFacts]:
         """Return the facts of every stored call in ``query``'s range and filters."""

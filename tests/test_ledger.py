@@ -44,6 +44,8 @@ def stored_count(url) -> int:
     try:
         with engine.connect() as conn:
             return conn.execute(sa.text("SELECT count(*) FROM portal_chat_calls")).scalar()
+    except sa.exc.ProgrammingError:  # not created yet
+        return 0
     finally:
         engine.dispose()
 
@@ -228,3 +230,26 @@ def _admin(app):
     from conftest import bearer
 
     return bearer(app, "root", "admin")
+
+
+def test_portal_boots_with_its_database_down_and_writes_once_it_is_back(make_app, tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    proxy.cut()
+    app = ledger_app(make_app, tmp_path, url)
+    portal = portal_of(app)
+    assert app.test_client().get("/ready").status_code == 200
+    for _ in range(4):
+        portal.dispatcher.submit(record())
+    writer = portal.extensions["ledger"].writer
+    assert wait_until(lambda: writer.failures > 0 and len(writer.queue) == 4)
+    proxy.restore()
+    assert wait_until(lambda: stored_count(PG_URL) == 4, seconds=15)
+
+
+def test_a_plugin_failing_to_start_is_named(tmp_path):
+    from agent_portal import StartupError, create_app
+
+    config = base_config(tmp_path, ledger={})
+    config["portal"]["database_url"] = "mysql://nobody@127.0.0.1:1/none"
+    with pytest.raises(StartupError, match="plugin 'ledger' failed to start"):
+        create_app(config)
