@@ -95,6 +95,7 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._insert = self._insert_statement()
         self.needs_schema = False
+        self._flush_lock = threading.Lock()
 
     def _insert_statement(self):
         # A batch retried after an unknown commit must not count twice: request ids are unique.
@@ -133,7 +134,15 @@ class LedgerWriter:
             backoff = self.flush_seconds if self.flush_once() else min(max(backoff * 2, 0.5), 5.0)
 
     def flush_once(self) -> bool:
-        """Write every queued row, batch by batch; returns False if the database failed."""
+        """Write every queued row, batch by batch; returns False if the database failed.
+
+        Serialised: the writer thread, shutdown and callers may all ask at once, and two flushers
+        taking the same batch would pop each other's rows.
+        """
+        with self._flush_lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> bool:
         while True:
             with self._lock:
                 batch = [self.queue[i] for i in range(min(self.batch_size, len(self.queue)))]

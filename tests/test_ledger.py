@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from agent_portal import ChatRecord, portal_of
 from agent_portal.database import create_engine_for
+from agent_portal.plugins.ledger import to_row
 from agent_portal.usage import UsageQuery
 
 from conftest import PG_URL, base_config, need_service
@@ -253,3 +254,27 @@ def test_a_plugin_failing_to_start_is_named(tmp_path):
     config["portal"]["database_url"] = "mysql://nobody@127.0.0.1:1/none"
     with pytest.raises(StartupError, match="plugin 'ledger' failed to start"):
         create_app(config)
+
+
+def test_concurrent_flushes_neither_lose_nor_double_records(make_app, tmp_path):
+    url = f"sqlite:///{tmp_path}/race.db"
+    portal = portal_of(ledger_app(make_app, tmp_path, url, flush_seconds=0.001, batch_size=7))
+    writer = portal.extensions["ledger"].writer
+    for _ in range(300):
+        writer.add(to_row(record()))
+    errors = []
+
+    def flush():
+        try:
+            writer.flush_once()
+        except Exception as exc:  # noqa: BLE001 - any error here is the failure being tested
+            errors.append(exc)
+
+    flushers = [threading.Thread(target=flush) for _ in range(8)]
+    for thread in flushers:
+        thread.start()
+    for thread in flushers:
+        thread.join()
+    assert errors == []
+    assert wait_until(lambda: stored_count(url) == 300)
+    assert writer.written == 300 and len(writer.queue) == 0
