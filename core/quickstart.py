@@ -128,7 +128,7 @@ Chat, streamed:
 
 With the openai client:
 
-  python - <<'PY'
+  {sys.executable} - <<'PY'
   import os
   from openai import OpenAI
   client = OpenAI(base_url="{base}/v1", api_key=os.environ["PORTAL_TOKEN"])
