@@ -77,7 +77,7 @@ def register_routes(portal, app: Flask, sock: Sock) -> None:
                               "websocket": route.websocket, "endpoint": endpoint})
     for bp in blueprints.values():
         app.register_blueprint(bp)
-    for endpoint, view in app.view_functions.items():
+    for endpoint in app.view_functions:
         if endpoint in portal.access_by_endpoint:
             continue
         raise StartupError(f"route endpoint {endpoint!r} was added without declaring its access")

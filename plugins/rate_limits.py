@@ -98,9 +98,11 @@ class Limiter:
         return [(s, ids, {k: v for k, v in lim.items() if v is not None}) for s, ids, lim in scopes]
 
     # --- the counters --------------------------------------------------------------------
-    def _guarded(self, call, default):
+    def _guarded(self, default, method, *args, **kwargs):
+        """Return ``method(*args)`` on the limit store, or ``default`` (fail-open) or a 503
+        (fail-closed) when the store cannot answer."""
         try:
-            return call()
+            return method(*args, **kwargs)
         except Exception as exc:
             self.storage_errors += 1
             metrics = self.portal.extensions.get("metrics")
@@ -119,7 +121,7 @@ class Limiter:
         for scope, ids, lim in scopes:
             if "tokens_per_minute" in lim:
                 item = RateLimitItemPerMinute(lim["tokens_per_minute"])
-                if not self._guarded(lambda: self.window.test(item, "tokens", *ids), True):
+                if not self._guarded(True, self.window.test, item, "tokens", *ids):
                     self._refuse(scope, "tokens_per_minute", item, ("tokens", *ids))
             for budget in ("daily_budget_usd", "monthly_budget_usd"):
                 if budget in lim and scope != "key":
@@ -134,11 +136,11 @@ class Limiter:
         for scope, ids, lim in scopes:
             if "requests_per_minute" in lim:
                 item = RateLimitItemPerMinute(lim["requests_per_minute"])
-                if not self._guarded(lambda: self.window.hit(item, "requests", *ids), True):
+                if not self._guarded(True, self.window.hit, item, "requests", *ids):
                     self._refuse(scope, "requests_per_minute", item, ("requests", *ids))
 
     def _refuse(self, scope, name, item, ids):
-        stats = self._guarded(lambda: self.window.get_window_stats(item, *ids), None)
+        stats = self._guarded(None, self.window.get_window_stats, item, *ids)
         wait = max(1, int((stats.reset_time if stats else time.time() + 60) - time.time()) + 1)
         raise LimitExceeded(f"The {scope} limit {name} ({item.amount} per minute) is reached.",
                             code=name, headers={"Retry-After": str(wait)})
@@ -186,7 +188,7 @@ class Limiter:
                 if name in ("requests_per_minute", "tokens_per_minute"):
                     kind = "requests" if name == "requests_per_minute" else "tokens"
                     item = RateLimitItemPerMinute(value)
-                    stats = self._guarded(lambda: self.window.get_window_stats(item, kind, *ids), None)
+                    stats = self._guarded(None, self.window.get_window_stats, item, kind, *ids)
                     entry["remaining"] = stats.remaining if stats else None
                     entry["resets_at"] = stats.reset_time if stats else None
                 elif scope != "key":

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from agent_portal import ChatRecord, portal_of
 
 from conftest import bearer, chat_plugins
