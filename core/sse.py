@@ -191,5 +191,30 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
         state.outcome = "client_disconnected"
         raise
     finally:
-        close_upstream(response)
+        if not (state.done and state.error is None and _reuse(response, reader, blocks)):
+            close_upstream(response)
         on_end(state)
+
+
+def _reuse(response, reader, blocks: queue.Queue, wait: float = 0.05) -> bool:
+    """Return the connection of a finished stream to the pool when its body ends at once.
+
+    After ``[DONE]`` only the end of the chunked body is due; a connection kept alive saves the
+    next call a TCP handshake. Anything else (more data, silence) and the caller closes it.
+    """
+    try:
+        if reader is None:
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is None:
+                return False
+            sock.settimeout(wait)
+            if response.read1(65536):  # more than the end: the upstream is still talking
+                return False
+        else:
+            kind, _payload = blocks.get(timeout=wait)
+            if kind != EOF:
+                return False
+        response.release_conn()
+        return True
+    except Exception:
+        return False

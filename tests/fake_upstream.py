@@ -51,6 +51,8 @@ class FakeUpstream:
         self.completed_streams = 0
         self.seen_users: dict[str, int] = {}
         self.models = list(MODELS)
+        self.connection_of_request: list[int] = []  # which accepted connection served each call
+        self.connections = 0
         self.lock = threading.Lock()
         fake = self
 
@@ -60,6 +62,12 @@ class FakeUpstream:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with fake.lock:
+                    fake.connections += 1
+                    self.connection_number = fake.connections
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
@@ -76,6 +84,7 @@ class FakeUpstream:
                 with fake.lock:
                     fake.requests.append(body)
                     fake.headers.append(dict(self.headers))
+                    fake.connection_of_request.append(self.connection_number)
                 model = body.get("model", "echo")
                 fake.answer(self, model, body)
 

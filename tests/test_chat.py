@@ -344,3 +344,15 @@ def test_a_model_added_upstream_appears_without_touching_the_portal(make_app, fa
         assert "echo-new" in models()
     finally:
         fake_upstream.models.remove("echo-new")
+
+
+def test_finished_streams_leave_their_upstream_connection_for_reuse(app, fake_upstream):
+    for _ in range(5):
+        assert sse_data(post_chat(app, {"model": "echo", "messages": HELLO, "stream": True}).data)[-1] == "[DONE]"
+    assert len(set(fake_upstream.connection_of_request[-5:])) == 1  # one keep-alive connection served all five
+
+
+def test_streams_abandoned_mid_body_never_return_their_connection(app, fake_upstream):
+    for _ in range(2):
+        post_chat(app, {"model": "malformed-mid", "messages": HELLO, "stream": True}).get_data()
+    assert len(set(fake_upstream.connection_of_request[-2:])) == 2
