@@ -353,6 +353,8 @@ def test_finished_streams_leave_their_upstream_connection_for_reuse(app, fake_up
 
 
 def test_streams_abandoned_mid_body_never_return_their_connection(app, fake_upstream):
+    # the upstream stalls mid-body: its connection can never be reused (a finished body, even a
+    # malformed one, may be: the HTTP message itself ended cleanly)
     for _ in range(2):
-        post_chat(app, {"model": "malformed-mid", "messages": HELLO, "stream": True}).get_data()
+        post_chat(app, {"model": "stall-mid", "messages": HELLO, "stream": True}).get_data()
     assert len(set(fake_upstream.connection_of_request[-2:])) == 2
