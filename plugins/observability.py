@@ -155,14 +155,14 @@ def portal_register_routes(portal):
 
     def models():
         backends: dict = {}
+        reachable = {}
         for impl in portal.hook.portal_models.get_hookimpls():
             try:
                 for info in impl.function(portal=portal, actor=g.actor) or []:
                     backends.setdefault(info.backend, []).append(info.id)
-            except Exception as exc:
+            except Exception as exc:  # one plugin's failure shows as its own entry
                 backends.setdefault(impl.plugin_name, [])
-                state.setdefault("model_errors", {})[impl.plugin_name] = str(exc)
-        reachable = {}
+                reachable[impl.plugin_name] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}
         for ext in portal.extensions.values():
             for backend in (ext.values() if isinstance(ext, dict) else [ext]):
                 if isinstance(backend, OpenAIUpstream):
