@@ -140,6 +140,8 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
         last_data = time.monotonic()
         while True:
             if pending:
+                if b"\r" in pending:  # SSE allows CRLF and CR line ends; relay in LF
+                    pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                 buffer += pending
                 pending = b""
                 cut = buffer.rfind(b"\n\n")

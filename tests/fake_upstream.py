@@ -5,6 +5,7 @@ all use it):
 
     echo             answers at once; streams ``max_tokens`` chunks (default 5), usage as OpenAI
     echo-ll          like echo, usage chunk shaped like LiteLLM's (choices [{index, delta: {}}], cost)
+    echo-crlf        like echo, SSE lines ended with CRLF (sse-starlette does)
     slow-<ms>        like echo, ``<ms>`` milliseconds before each chunk
     reset-before     resets the connection without answering
     hang-before      answers nothing for 30 s
@@ -30,7 +31,7 @@ from http.server import BaseHTTPRequestHandler
 
 from fake_http import QuietServer
 
-MODELS = ["echo", "echo-ll", "slow-20", "slow-200", "reset-before", "hang-before", "status-400",
+MODELS = ["echo", "echo-ll", "echo-crlf", "slow-20", "slow-200", "reset-before", "hang-before", "status-400",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
           "stall-mid", "malformed-mid", "no-done", "long"]
 
@@ -166,6 +167,8 @@ class FakeUpstream:
             delay = 0.05
 
         def send(data: bytes) -> None:
+            if model == "echo-crlf":
+                data = data.replace(b"\n", b"\r\n")
             h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             h.wfile.flush()
 

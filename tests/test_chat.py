@@ -108,6 +108,13 @@ def test_usage_chunk_is_kept_when_the_client_asked_in_either_shape(app, model):
     assert record["cost"] == (0.0042 if model == "echo-ll" else 0.0)
 
 
+def test_crlf_framed_upstream_streams_are_relayed(app):
+    response = post_chat(app, {"model": "echo-crlf", "messages": HELLO, "stream": True, "max_tokens": 3})
+    data = sse_data(response.data)
+    assert data[-1] == "[DONE]" and sum("tok" in d for d in data) == 3
+    assert records(app)[0]["completion_tokens"] == 3
+
+
 def test_cost_comes_from_the_config_price_when_the_upstream_sends_none(app):
     post_chat(app, {"model": "priced", "messages": HELLO, "max_tokens": 5})
     record = records(app)[0]
