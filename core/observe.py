@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from .isolation import run_isolated
+from .types import HealthCheck
 
 
 def collect_health_checks(portal) -> list:
@@ -13,12 +14,11 @@ def collect_health_checks(portal) -> list:
         try:
             checks.extend(impl.function(portal=portal) or [])
         except Exception as exc:  # a plugin that cannot even list its checks is itself down
-            from .types import HealthCheck
 
             def broken(portal, exc=exc):
                 raise exc
 
-            checks.append(HealthCheck(impl.plugin_name, broken, timeout=0.1, required=True))
+            checks.append(HealthCheck(impl.plugin_name, broken, timeout=0.1))
     return checks
 
 

@@ -211,3 +211,17 @@ def test_recent_calls_list_failures_for_admins(app):
     assert [c["outcome"] for c in failed["data"]] == ["upstream_reset"]
     assert app.test_client().get("/observability/calls", headers=bearer(app)).status_code == 403
     assert app.test_client().get("/observability/calls?limit=x", headers=bearer(app, "root", "admin")).status_code == 400
+
+
+class BrokenListing:
+    @hookimpl
+    def portal_health_checks(self, portal):
+        raise RuntimeError("config went missing")
+
+
+def test_a_plugin_that_cannot_list_its_checks_shows_down_by_name(app):
+    portal_of(app).pm.register(BrokenListing(), name="broken_listing")
+    answer = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin"))
+    component = answer.json["components"]["broken_listing"]
+    assert component["status"] == "down" and "config went missing" in component["detail"]
+    assert answer.status_code == 200  # not required: the stack is degraded, not down
