@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from urllib.parse import urlsplit
 
 log = logging.getLogger("agent_portal.upstream")
 
@@ -24,6 +25,9 @@ class OpenAIUpstream:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.chat_url = self.base_url + "/chat/completions"
+        # the connection pool for this host, looked up once instead of on every call
+        self.chat_pool = portal.pool.connection_from_url(self.chat_url)
+        self.chat_path = urlsplit(self.chat_url).path
         self.models_url = self.base_url + "/models"
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         if api_key:

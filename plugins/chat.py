@@ -187,10 +187,9 @@ def open_upstream(portal, settings: ChatSettings, targets: list, build_payload, 
         for attempt in range(settings.retries + 1):
             response = None
             try:
-                response = portal.pool.urlopen("POST", target.backend.chat_url, body=body,
-                                               headers=headers, timeout=timeout,
-                                               preload_content=not stream, retries=False,
-                                               redirect=False)
+                response = target.backend.chat_pool.urlopen(
+                    "POST", target.backend.chat_path, body=body, headers=headers, timeout=timeout,
+                    preload_content=not stream, retries=False, redirect=False, assert_same_host=False)
                 if response.status in RETRYABLE:
                     payload = response.data
                     last = UpstreamFailure(429 if response.status == 429 else 502,
