@@ -13,7 +13,7 @@ from .errors import StartupError
 
 ENV_VAR = "AGENT_PORTAL_CONFIG"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-_SECRET_WORDS = ("secret", "password", "token", "key")
+_SECRET_WORDS = ("secret", "password", "token", "key", "authorization", "cookie", "credential")
 _URL_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]+)(@)")
 MASK = "********"
 

@@ -87,9 +87,12 @@ def test_secret_errors_never_print_the_secret(tmp_path):
 
 def test_masking_hides_secrets_and_url_passwords():
     shown = masked({"portal": {"secret_key": "s3cr3t", "database_url": "postgresql://u:pw@db/x"},
-                    "plugins": {"litellm": {"api_key": "sk-abc", "url": "http://h"}}})
+                    "plugins": {"litellm": {"api_key": "sk-abc", "url": "http://h"},
+                                "embeds": {"uis": {"x": {"headers": {"Authorization": "Basic c2VjcmV0",
+                                                                     "Cookie": "sid=hidden"}}}}}})
     text = json.dumps(shown)
     assert "s3cr3t" not in text and "sk-abc" not in text and ":pw@" not in text
+    assert "c2VjcmV0" not in text and "sid=hidden" not in text
     assert shown["plugins"]["litellm"]["url"] == "http://h"
 
 
