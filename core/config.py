@@ -13,7 +13,8 @@ from .errors import StartupError
 
 ENV_VAR = "AGENT_PORTAL_CONFIG"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-_SECRET_WORDS = ("secret", "password", "token", "key", "authorization", "cookie", "credential")
+_SECRET_WORDS = {"secret", "password", "passwd", "token", "key", "authorization", "cookie",
+                 "credential", "credentials"}
 _URL_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]+)(@)")
 MASK = "********"
 
@@ -147,9 +148,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def is_secret_key(name: str) -> bool:
-    """Return True when a config key of this name holds a secret to mask."""
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith(("_order",))
+    """Return True when a config key of this name holds a secret to mask (``api_key``,
+    ``secret``, ``scrape_token``, an ``Authorization`` header...), not ``tokens_per_minute``."""
+    return any(part in _SECRET_WORDS for part in re.split(r"[_\-.]", name.lower()))
 
 
 def masked(value: Any, key: str = "") -> Any:

@@ -93,6 +93,8 @@ def test_masking_hides_secrets_and_url_passwords():
     text = json.dumps(shown)
     assert "s3cr3t" not in text and "sk-abc" not in text and ":pw@" not in text
     assert "c2VjcmV0" not in text and "sid=hidden" not in text
+    assert masked({"tokens_per_minute": 5, "scrape_token": "t0k"}) == {"tokens_per_minute": 5,
+                                                                       "scrape_token": "********"}
     assert shown["plugins"]["litellm"]["url"] == "http://h"
 
 
