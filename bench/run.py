@@ -316,18 +316,22 @@ def added(targets):
 
 
 def ratios(targets):
+    """Return portal/direct and portal/LiteLLM for every figure measured on both."""
     out = {}
     portal = targets["portal"]
+    figures = {"sequential_p50": ("sequential", "p50_ms"), "sequential_p99": ("sequential", "p99_ms"),
+               "ttft_p50": ("streamed", "ttft_p50_ms"), "ttft_p99": ("streamed", "ttft_p99_ms"),
+               "total_200_chunks_p50": ("streamed", "total_200_chunks_p50_ms")}
     for other in ("direct", "litellm"):
         if other not in targets:
             continue
         theirs = targets[other]
-        out[f"portal/{other}"] = {
-            "sequential_p50": round(portal["sequential"]["p50_ms"] / theirs["sequential"]["p50_ms"], 2),
-            "ttft_p50": round(portal["streamed"]["ttft_p50_ms"] / theirs["streamed"]["ttft_p50_ms"], 2),
-            "throughput": {str(p["callers"]): round(p["requests_per_s"] / t["requests_per_s"], 2)
-                           for p, t in zip(portal["throughput"], theirs["throughput"])},
-        }
+        ratio = {name: round(portal[group][key] / theirs[group][key], 2) for name, (group, key) in figures.items()}
+        ratio["throughput"] = {str(p["callers"]): round(p["requests_per_s"] / t["requests_per_s"], 2)
+                               for p, t in zip(portal["throughput"], theirs["throughput"])}
+        ratio["throughput_p99"] = {str(p["callers"]): round(p["p99_ms"] / t["p99_ms"], 2)
+                                   for p, t in zip(portal["throughput"], theirs["throughput"])}
+        out[f"portal/{other}"] = ratio
     return out
 
 
