@@ -23,11 +23,12 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
-import requests  # noqa: E402
 import yaml  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadgen import Connection, StreamTimer, chat_body  # noqa: E402
+
+from agent_portal.quickstart import wait_until_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -58,18 +59,9 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def wait_http(url, seconds, process=None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise SystemExit(f"{url}: process exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=0.5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.02)
-    raise SystemExit(f"{url} not ready after {seconds}s")
+def wait_http(url, seconds, process):
+    # polled often: the time to /ready is one of the figures
+    wait_until_ready(url, seconds, process, url, interval=0.02)
 
 
 class Target:

@@ -16,7 +16,8 @@ from .cors import install_cors
 from .dispatch import ChatRecordDispatcher
 from .errors import AuthError, PortalError, StartupError, error_response, register_error_handlers
 from .logs import configure_logging
-from .plugin_manager import build_plugin_manager, unknown_plugin_errors, validate_plugin_sections
+from .plugin_manager import (build_plugin_manager, discover_entry_points, unknown_plugin_errors,
+                             validate_plugin_sections)
 from .routing import register_routes
 from .tokens import install_jwt
 from .types import ROLE_RANK
@@ -122,10 +123,11 @@ def create_app(config: dict | str | None = None, environ=None) -> Flask:
     filled = cfg.fill_environment(raw, environ, missing=missing)
     errors = list(missing)
     errors += cfg.schema_errors(filled, cfg.CORE_SCHEMA, "")
-    errors += unknown_plugin_errors(filled)
+    third_party = discover_entry_points()  # scanning installed packages is slow: once per app
+    errors += unknown_plugin_errors(filled, third_party)
     cfg.raise_if_errors(errors)
     merged = cfg.merge_defaults(filled)
-    pm, sources = build_plugin_manager(merged)
+    pm, sources = build_plugin_manager(merged, third_party)
     cfg.raise_if_errors(validate_plugin_sections(pm, merged))
 
     configure_logging(merged["portal"]["log_level"])

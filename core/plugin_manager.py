@@ -42,18 +42,18 @@ def discover_entry_points() -> dict:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def build_plugin_manager(config: dict) -> tuple[pluggy.PluginManager, dict]:
+def build_plugin_manager(config: dict, third_party: dict | None = None) -> tuple[pluggy.PluginManager, dict]:
     """Return a fresh plugin manager for one app, and ``{plugin_name: source}``.
 
     Registers the built-in plugins that ``config`` enables and every installed third-party plugin
-    that ``portal.blocked_plugins`` does not block; raises :class:`StartupError` for a section
-    naming no installed plugin.
+    (``third_party``, discovered when not given) that ``portal.blocked_plugins`` does not block;
+    raises :class:`StartupError` for a section naming no installed plugin.
     """
     pm = pluggy.PluginManager("agent_portal")
     pm.add_hookspecs(hookspecs)
     sections = config.get("plugins") or {}
     blocked = set(config["portal"].get("blocked_plugins") or [])
-    third_party = discover_entry_points()
+    third_party = discover_entry_points() if third_party is None else third_party
     sources = {}
 
     cfg_errors = unknown_plugin_errors(config, third_party)

@@ -14,7 +14,9 @@ import requests
 from . import config as cfg
 
 
-def _wait_for(url: str, seconds: float, process: subprocess.Popen, what: str) -> None:
+def wait_until_ready(url: str, seconds: float, process: subprocess.Popen, what: str,
+                     interval: float = 0.25) -> None:
+    """Return once ``url`` answers 200; exit naming ``what`` if ``process`` dies or time runs out."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -24,7 +26,7 @@ def _wait_for(url: str, seconds: float, process: subprocess.Popen, what: str) ->
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.25)
+        time.sleep(interval)
     raise SystemExit(f"{what} was not ready at {url} after {seconds:.0f}s")
 
 
@@ -76,7 +78,7 @@ def up(args) -> int:
             [str(litellm_bin), "--config", args.litellm_config, "--host", "127.0.0.1",
              "--port", str(args.litellm_port), "--num_workers", "1"],
             env=env, stdout=log, stderr=subprocess.STDOUT))
-        _wait_for(f"{env['LITELLM_URL']}/health/liveliness", 120, children[0], "LiteLLM")
+        wait_until_ready(f"{env['LITELLM_URL']}/health/liveliness", 120, children[0], "LiteLLM")
 
         from .cli import gunicorn_argv
 
@@ -86,7 +88,7 @@ def up(args) -> int:
                                          env=portal_env))
         started = time.monotonic()
         base = f"http://{args.host}:{args.port}"
-        _wait_for(f"{base}/ready", 30, children[1], "the portal")
+        wait_until_ready(f"{base}/ready", 30, children[1], "the portal")
         print(f"portal ready in {time.monotonic() - started:.2f}s", flush=True)
 
         token = _admin_token(config_path, env)

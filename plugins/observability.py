@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 import json
 import queue
 import threading
@@ -112,10 +113,11 @@ def _csv(rows: list[dict], groups: tuple) -> Response:
 def usage_view(portal):
     actor = g.actor
     query = parse_query(request.args)
+    as_csv = _wants_csv()  # checked before any provider is asked
     if actor.role != "admin":
         if query.user and query.user != actor.id:
             raise PortalError("You may only see your own usage.", status=403, code="forbidden")
-        query = type(query)(query.start, query.end, query.group_by, actor.id, query.model)
+        query = replace(query, user=actor.id)
     providers = collect_usage_providers(portal)
     source = request.args.get("source") or "ledger"
     if source == "all":
@@ -128,7 +130,7 @@ def usage_view(portal):
     answers = run_usage(portal, chosen, query, portal.plugin_config(NAME)["usage_timeout_seconds"])
     meta = {"from": query.start.isoformat(), "to": query.end.isoformat(),
             "group_by": list(query.group_by), "user": query.user, "model": query.model}
-    if _wants_csv():
+    if as_csv:
         rows = [{"source": name, **row} for name, answer in answers.items() if answer["ok"]
                 for row in answer["data"]]
         return _csv(rows, query.group_by)

@@ -17,7 +17,7 @@ from limits import RateLimitItemPerMinute
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from agent_portal import PortalError, Route, hookimpl
+from agent_portal import Actor, PortalError, Route, hookimpl
 
 log = logging.getLogger("agent_portal.rate_limits")
 NAME = "rate_limits"
@@ -150,8 +150,6 @@ class Limiter:
         tokens = record.prompt_tokens + record.completion_tokens
         if tokens <= 0:
             return
-        from agent_portal import Actor
-
         actor = Actor(id=record.actor_id, role=record.actor_role, via="record", key_id=record.key_id)
         for _scope, ids, lim in self.limits_for(actor, record.model):
             if "tokens_per_minute" in lim:
@@ -220,8 +218,6 @@ def portal_register_routes(portal):
     limiter = portal.extensions[NAME]
 
     def limits_view():
-        from agent_portal import Actor
-
         actor = g.actor
         wanted = request.args.get("user")
         if wanted and wanted != actor.id:

@@ -226,8 +226,8 @@ def app_with_plugin(tmp_path, monkeypatch):
     original = plugin_manager.build_plugin_manager
 
     def build(plugin):
-        def with_plugin(config):
-            pm, sources = original(config)
+        def with_plugin(config, *args):
+            pm, sources = original(config, *args)
             pm.register(plugin, name="intruder")
             return pm, sources
 

@@ -93,8 +93,8 @@ def with_recorder(tmp_path, monkeypatch, fake_upstream):
     original = plugin_manager.build_plugin_manager
     recorder = Recorder(fake_upstream)
 
-    def build(config):
-        pm, sources = original(config)
+    def build(config, *args):
+        pm, sources = original(config, *args)
         pm.register(recorder, name="recorder")
         sources["recorder"] = "test"
         return pm, sources
