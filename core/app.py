@@ -19,6 +19,7 @@ from .logs import configure_logging
 from .plugin_manager import (build_plugin_manager, discover_entry_points, unknown_plugin_errors,
                              validate_plugin_sections)
 from .routing import register_routes
+from .sse import end_streams
 from .tokens import install_jwt
 from .types import ROLE_RANK
 
@@ -49,6 +50,7 @@ class Portal:
         self.http = requests.Session()
         self.pool = urllib3.PoolManager(num_pools=32, maxsize=256, block=False, retries=False)
         self.dispatcher = ChatRecordDispatcher(self)
+        self.live_streams: set = set()  # the queues of streams being relayed (see sse.relay)
         self._actor_sources: list = []
         self.jwt_keys: dict = {}  # issuer (None: no iss claim) -> HS256 secret
         self.wants_payloads = False  # set by a plugin that records prompts and answers (tracing)
@@ -94,6 +96,11 @@ class Portal:
         return None
 
     # --- lifecycle --------------------------------------------------------------------------
+    def end_streams(self) -> int:
+        """End every stream being relayed with an error event (never a clean end), so each is
+        recorded before the process goes; returns how many were told."""
+        return end_streams(self.live_streams)
+
     def shutdown(self) -> None:
         """Flush queued records and let every plugin release what it holds; runs once."""
         if self._closed:

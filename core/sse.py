@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-DATA, EOF, FAILED = 0, 1, 2
+DATA, EOF, FAILED, SHUTDOWN = 0, 1, 2, 3
 HEARTBEAT = b": keep-alive\n\n"
 DONE = b"[DONE]"
 
@@ -46,12 +46,12 @@ def pump(response, blocks: queue.Queue, size: int = 65536) -> None:
 
 
 class StreamState:
-    """What one relayed stream has seen: usage, cost, the output text, how it ended."""
+    """What one relayed stream has seen: usage, cost, the text relayed (content and tool-call
+    arguments, kept to count tokens when no usage comes), how it ended."""
 
-    __slots__ = ("usage", "cost", "call_id", "done", "chunks", "error", "outcome", "text",
-                 "capture_text", "strip_usage")
+    __slots__ = ("usage", "cost", "call_id", "done", "chunks", "error", "outcome", "text", "strip_usage")
 
-    def __init__(self, strip_usage: bool, capture_text: bool):
+    def __init__(self, strip_usage: bool):
         self.usage = None
         self.cost = None
         self.call_id = None
@@ -59,8 +59,7 @@ class StreamState:
         self.chunks = 0
         self.error = None
         self.outcome = "ok"
-        self.text = [] if capture_text else None
-        self.capture_text = capture_text
+        self.text: list[str] = []
         self.strip_usage = strip_usage
 
 
@@ -107,13 +106,23 @@ def filter_events(block: bytes, state: StreamState) -> bytes:
                 state.cost = cost
             if state.strip_usage and _usage_only(choices):
                 continue
-        if state.capture_text and choices:
-            for choice in choices:
-                delta = choice.get("delta") if isinstance(choice, dict) else None
-                if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                    state.text.append(delta["content"])
+        if choices:
+            _collect_text(choices, state.text)
         out.append(event)
     return b"".join(e + b"\n\n" for e in out)
+
+
+def _collect_text(choices, text: list) -> None:
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        if isinstance(delta.get("content"), str):
+            text.append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                text.append(function["arguments"])
 
 
 def _usage_only(choices) -> bool:
@@ -125,17 +134,21 @@ def _usage_only(choices) -> bool:
 
 
 def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: float,
-          stall_seconds: float, on_end):
+          stall_seconds: float, on_end, live: set | None = None):
     """Yield the client's SSE bytes from ``response``, then call ``on_end(state)`` exactly once.
 
     Sends heartbeats while the upstream is silent; ends with an error event (never ``[DONE]``)
     when the upstream resets, stalls past ``stall_seconds``, sends a malformed chunk or ends
-    without ``[DONE]``. If the client leaves, the upstream connection is closed at once.
+    without ``[DONE]``, or when the portal shuts down (``end_streams`` puts ``SHUTDOWN`` on
+    every queue registered in ``live``). If the client leaves, the upstream connection is
+    closed at once.
     """
     blocks: queue.Queue = queue.Queue()
     buffer = b""
     pending = first_block
     reader = None
+    if live is not None:
+        live.add(blocks)
     try:
         last_data = time.monotonic()
         while True:
@@ -177,6 +190,12 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                 pending = payload
                 last_data = time.monotonic()
                 continue
+            if kind == SHUTDOWN:
+                state.outcome = "portal_shutdown"
+                state.error = "the portal shut down before the answer was complete"
+                yield sse_error("The portal is shutting down; the answer is incomplete.",
+                                "portal_shutdown", "service_unavailable")
+                return
             if kind == FAILED:
                 state.outcome = "upstream_reset"
                 state.error = f"{type(payload).__name__}: {payload}"
@@ -193,9 +212,19 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
         state.outcome = "client_disconnected"
         raise
     finally:
+        if live is not None:
+            live.discard(blocks)
         if not (state.done and state.error is None and _reuse(response, reader, blocks)):
             close_upstream(response)
         on_end(state)
+
+
+def end_streams(live: set) -> int:
+    """Tell every stream registered in ``live`` to end with an error event; returns how many."""
+    streams = list(live)
+    for blocks in streams:
+        blocks.put((SHUTDOWN, None))
+    return len(streams)
 
 
 def _reuse(response, reader, blocks: queue.Queue, wait: float = 0.05) -> bool:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, asdict
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 ACCESS_LEVELS = ("public", "user", "admin")
@@ -75,6 +76,23 @@ class ChatTarget:
     fallbacks: tuple = ()
     input_cost_per_token: Optional[float] = None
     output_cost_per_token: Optional[float] = None
+    names: tuple = ()  # every name that reaches this upstream model (aliases included)
+
+
+@dataclass
+class ChatEstimate:
+    """What a chat call may use, known before it runs: the prompt's tokens (estimated), the
+    completion's ceiling (``max_tokens`` or the config's) and the cost of both.
+
+    An admission hook that reserves capacity appends what it holds to ``holds`` (its own
+    objects); the estimate travels on the call's :class:`ChatRecord` as ``reservation``, so the
+    same plugin settles its holds from the real figures in ``portal_chat_completed``.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    holds: list = field(default_factory=list)
 
 
 @dataclass
@@ -91,7 +109,13 @@ class Embed:
 
 @dataclass
 class ChatRecord:
-    """One chat call, whatever its outcome. Times are seconds; cost is USD."""
+    """One chat call, whatever its outcome. Times are seconds; cost is USD.
+
+    ``call_id`` is the portal's own identity of the call, unique per call and per WebSocket
+    message; ``request_id`` is the caller's correlation id and may repeat. ``usage_source``
+    says where the token figures came from: ``upstream`` (its usage report) or ``counted``
+    (the prompt and the text actually relayed, when the upstream's usage never came).
+    """
 
     request_id: str
     actor_id: str
@@ -113,12 +137,16 @@ class ChatRecord:
     key_id: Optional[str] = None
     session_id: Optional[str] = None
     started_at: float = field(default_factory=time.time)
+    usage_source: str = "upstream"
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     messages: Any = None
     output: Optional[str] = None
+    reservation: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        """Return the record as plain JSON-able data (without the payloads)."""
-        data = asdict(self)
-        data.pop("messages", None)
-        data.pop("output", None)
+        """Return the record as plain JSON-able data (without the payloads and the reservation)."""
+        data = {k: v for k, v in self.__dict__.items() if k not in _NOT_EXPORTED}
         return data
+
+
+_NOT_EXPORTED = ("messages", "output", "reservation")

@@ -44,13 +44,21 @@ class PortalMetrics:
         self.ledger_queue = Gauge("portal_ledger_queue_depth", "Records waiting for the database.",
                                   multiprocess_mode="livesum", **kw)
         self.ledger_dropped = Gauge("portal_ledger_dropped_records",
-                                    "Records dropped because the ledger's queue was full.",
+                                    "Records lost because neither memory nor the journal could hold them.",
                                     multiprocess_mode="livesum", **kw)
+        self.ledger_journal = Gauge("portal_ledger_journal_records",
+                                    "Records waiting in the ledger's on-disk journal.",
+                                    multiprocess_mode="livesum", **kw)
+        self.ledger_oldest = Gauge("portal_ledger_oldest_unwritten_seconds",
+                                   "Age of the oldest record not yet in the database.",
+                                   multiprocess_mode="livemax", **kw)
 
-    def ledger_stats(self, depth: int, dropped: int) -> None:
-        """Record the ledger writer's queue depth and drop count."""
+    def ledger_stats(self, depth: int, dropped: int, journal: int = 0, oldest_age: float = 0.0) -> None:
+        """Record the ledger writer's backlog: queue depth, drops, journal size, oldest age."""
         self.ledger_queue.set(depth)
         self.ledger_dropped.set(dropped)
+        self.ledger_journal.set(journal)
+        self.ledger_oldest.set(oldest_age)
 
     def observe(self, record) -> None:
         """Count one chat record."""

@@ -16,6 +16,7 @@ all use it):
     malformed-mid    streams 2 chunks, then a chunk that is not JSON
     no-done          streams every chunk and usage, then ends without ``[DONE]``
     long             100 chunks 50 ms apart; counts callers who leave early in ``disconnects``
+    premium, pricey  like echo (targets of aliases with roles and prices in the tests)
 
 Run alone: ``python tests/fake_upstream.py --port 9100``.
 """
@@ -33,7 +34,7 @@ from fake_http import QuietServer
 
 MODELS = ["echo", "echo-ll", "echo-crlf", "slow-20", "slow-200", "reset-before", "hang-before", "status-400",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
-          "stall-mid", "malformed-mid", "no-done", "long"]
+          "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey"]
 
 
 def completion_chunk(model: str, i: int, content: str) -> bytes:

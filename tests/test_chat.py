@@ -19,10 +19,10 @@ HELLO = [{"role": "user", "content": "hello"}]
 @pytest.fixture
 def app(make_app, fake_upstream):
     models = {
-        "priced": {"backend": "fake", "model": "echo", "input_cost_per_token": 0.001,
+        "priced": {"backend": "fake", "model": "pricey", "input_cost_per_token": 0.001,
                    "output_cost_per_token": 0.002},
         "with-fallback": {"backend": "fake", "model": "status-503", "fallbacks": ["echo"]},
-        "admins-only": {"backend": "fake", "model": "echo", "roles": ["admin"]},
+        "admins-only": {"backend": "fake", "model": "premium", "roles": ["admin"]},
     }
     return make_app(**chat_plugins(fake_upstream, models=models))
 
@@ -119,7 +119,7 @@ def test_cost_comes_from_the_config_price_when_the_upstream_sends_none(app):
     post_chat(app, {"model": "priced", "messages": HELLO, "max_tokens": 5})
     record = records(app)[0]
     assert record["cost"] == pytest.approx(7 * 0.001 + 5 * 0.002)
-    assert record["model"] == "priced" and record["upstream_model"] == "echo"
+    assert record["model"] == "priced" and record["upstream_model"] == "pricey"
 
 
 def test_request_id_and_caller_reach_the_upstream(app, fake_upstream):

@@ -200,7 +200,10 @@ def test_database_outage_mid_run_loses_no_record(make_app, tmp_path, pg_proxy):
         portal.dispatcher.submit(record())
     assert wait_until(lambda: writer.failures > 0 and len(writer.queue) == 20)
     health = app.test_client().get("/observability/health", headers=_admin(app)).json
-    assert health["components"]["ledger"]["status"] == "down"
+    ledger = health["components"]["ledger"]
+    # records wait, none is lost: degraded with the figures, not down
+    assert ledger["status"] == "degraded" and "database unreachable" in ledger["detail"]
+    assert ledger["queued"] == 20 and ledger["dropped"] == 0
     assert stored_count(PG_URL) == 5
 
     proxy.restore()
@@ -208,9 +211,11 @@ def test_database_outage_mid_run_loses_no_record(make_app, tmp_path, pg_proxy):
     assert len(writer.queue) == 0 and writer.dropped == 0
 
 
-def test_queue_past_its_bound_counts_drops_in_metrics(make_app, tmp_path, pg_proxy):
+def test_without_a_journal_a_full_queue_counts_drops_in_metrics_and_health_says_down(
+        make_app, tmp_path, pg_proxy):
     proxy, url = pg_proxy
-    config = base_config(tmp_path, ledger={"flush_seconds": 0.05, "max_queue": 3}, metrics={})
+    config = base_config(tmp_path, ledger={"flush_seconds": 0.05, "max_queue": 3, "journal": False},
+                         metrics={}, observability={"health_cache_seconds": 0})
     config["portal"]["database_url"] = url
     app = make_app(config=config)
     portal = portal_of(app)
@@ -223,6 +228,9 @@ def test_queue_past_its_bound_counts_drops_in_metrics(make_app, tmp_path, pg_pro
     metrics = app.test_client().get("/metrics", headers=_admin(app)).data.decode()
     assert "portal_ledger_dropped_records 2.0" in metrics
     assert "portal_ledger_queue_depth 3.0" in metrics
+    health = app.test_client().get("/observability/health", headers=_admin(app)).json
+    assert health["components"]["ledger"]["status"] == "down"
+    assert "records are being lost" in health["components"]["ledger"]["detail"]
     proxy.restore()
     assert wait_until(lambda: stored_count(PG_URL) == 3, seconds=15)
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import json
 
+from flask import g
+
 from agent_portal import PortalError
 from agent_portal.ws_auth import CLOSE_POLICY, authenticate_websocket
+
+from .body import check_chat_body
+from .call import ChatCall
+from .upstream import UpstreamFailure
 
 CLOSE_ERROR = 1011
 
@@ -24,9 +30,8 @@ def _frames(sse_bytes: bytes):
 
 
 def websocket_chat(portal, ws) -> None:
-    """Serve chat requests on ``ws`` until the client closes it."""
-    from .chat import ChatCall, UpstreamFailure, check_chat_body
-
+    """Serve chat requests on ``ws`` until the client closes it; each message is its own call
+    with its own record (the upgrade's request id kept for correlation)."""
     actor = authenticate_websocket(portal, ws, "user")
     if actor is None:
         return
@@ -36,7 +41,7 @@ def websocket_chat(portal, ws) -> None:
             return
         try:
             body = check_chat_body(raw if isinstance(raw, (bytes, str)) else b"")
-            call = ChatCall(portal, actor, body, True, None)
+            call = ChatCall(portal, actor, body, True, None, g.request_id)
             call.open()
         except PortalError as exc:
             ws.close(CLOSE_ERROR if exc.status >= 500 else CLOSE_POLICY, exc.message[:120])
@@ -60,4 +65,4 @@ def websocket_chat(portal, ws) -> None:
         record = call.record
         ws.send(json.dumps({"type": "done", "usage": {
             "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens},
-            "cost": record.cost, "request_id": record.request_id}))
+            "cost": record.cost, "request_id": record.request_id, "call_id": record.call_id}))

@@ -1,0 +1,102 @@
+"""OpenAI-compatible chat: ``/v1/chat/completions``, ``/v1/models``, the seed's paths and ``/ws/chat``.
+
+The routes are generic; which upstream serves a model comes from the ``portal_chat_backend``
+hook (the ``litellm`` and ``openai_compat`` plugins, or this plugin's own ``models`` map).
+Modules: ``body`` (what a request may carry), ``models`` (which model a name reaches, who may
+call it), ``upstream`` (retries, fallbacks, failures), ``call`` (one call and its record),
+``counting`` (tokens when the upstream sent none), ``ws`` (the WebSocket route).
+"""
+from __future__ import annotations
+
+from flask import Response, g, request
+
+from agent_portal import ChatTarget, ModelInfo, Route, hookimpl
+
+from .body import read_chat_body
+from .call import ChatCall, ChatState
+from .models import visible_models
+from .settings import NAME, ChatSettings, config_schema
+from .upstream import UpstreamFailure, failure_response
+from .ws import websocket_chat
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+@hookimpl
+def portal_config_schema():
+    return {NAME: config_schema()}
+
+
+@hookimpl
+def portal_startup(portal):
+    portal.extensions[NAME] = ChatState(ChatSettings(portal.plugin_config(NAME)))
+
+
+@hookimpl(tryfirst=True)
+def portal_chat_backend(portal, model):
+    """Serve the models of this plugin's ``models`` map through the backend each names."""
+    entry = portal.extensions[NAME].settings.models.get(model)
+    if entry is None:
+        return None
+    upstream = entry.get("model", model)
+    for impl in portal.hook.portal_chat_backend.get_hookimpls():
+        if impl.plugin_name == NAME:
+            continue
+        target = impl.function(portal=portal, model=upstream)
+        if target is not None and target.backend.name == entry["backend"]:
+            return ChatTarget(model=model, backend=target.backend, upstream_model=target.upstream_model,
+                              fallbacks=tuple(entry.get("fallbacks", ())),
+                              input_cost_per_token=entry.get("input_cost_per_token"),
+                              output_cost_per_token=entry.get("output_cost_per_token"))
+    return None
+
+
+@hookimpl
+def portal_models(portal, actor):
+    return [ModelInfo(id=name, backend=entry["backend"])
+            for name, entry in portal.extensions[NAME].settings.models.items()]
+
+
+def chat_call(portal, force_stream: bool | None = None):
+    """Serve one chat request, streamed or not; every outcome yields one chat record."""
+    body = read_chat_body()
+    stream = force_stream if force_stream is not None else body.get("stream", False)
+    session_id = request.headers.get("X-Session-Id") or request.headers.get("X-OpenWebUI-Chat-Id")
+    call = ChatCall(portal, g.actor, body, stream, session_id, g.request_id)
+    try:
+        call.open()
+    except UpstreamFailure as failure:
+        return failure_response(failure)
+    if not stream:
+        payload, headers = call.plain_answer()
+        return Response(payload, status=200, mimetype="application/json", headers=headers)
+    headers = dict(STREAM_HEADERS)
+    if call.record.upstream_call_id:
+        headers["x-litellm-call-id"] = call.record.upstream_call_id
+    return Response(call.relay(), status=200, mimetype="text/event-stream", headers=headers,
+                    direct_passthrough=True)
+
+
+@hookimpl
+def portal_register_routes(portal):
+    def chat_completions():
+        return chat_call(portal)
+
+    def chat_stream():
+        return chat_call(portal, force_stream=True)
+
+    def models():
+        return {"object": "list", "data": visible_models(portal, portal.extensions[NAME].rules, g.actor)}
+
+    def ws_chat(ws):
+        websocket_chat(portal, ws)
+
+    ws_chat.auth_in_first_message = True
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=("POST",), access="user"),
+        Route("/chat/completions", chat_completions, methods=("POST",), access="user",
+              name="chat_completions_seed"),
+        Route("/chat/stream", chat_stream, methods=("POST",), access="user"),
+        Route("/v1/models", models, access="user"),
+        Route("/ws/chat", ws_chat, access="user", websocket=True),
+    ]

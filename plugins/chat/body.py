@@ -1,0 +1,103 @@
+"""Checking a chat request's body, and choosing what of it may travel upstream.
+
+Only OpenAI chat parameters go upstream. Keys that would steer the upstream itself (its URL,
+its key, LiteLLM's own parameters, canned answers) are refused with 400; any other unknown key
+is dropped. ``user`` and ``metadata`` are the portal's: it sets them itself (see the backends'
+``attribute``).
+"""
+from __future__ import annotations
+
+import json
+
+from flask import request
+
+from agent_portal import PortalError
+
+_NUMBER = (int, float)
+
+# OpenAI's chat completion parameters (November 2026) that the portal passes on as sent.
+FORWARDED = frozenset({
+    "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "stop",
+    "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "logit_bias",
+    "logprobs", "top_logprobs", "response_format", "seed", "tools", "tool_choice",
+    "parallel_tool_calls", "functions", "function_call", "reasoning_effort", "modalities", "audio",
+    "prediction", "service_tier", "web_search_options", "verbosity", "store",
+})
+
+# Keys that ask the gateway behind the portal to go elsewhere, use other credentials, or skip
+# the model: a caller who sends them is refused, not silently served.
+REFUSED = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "organization", "custom_llm_provider",
+    "litellm_params", "litellm_metadata", "mock_response", "mock_tool_calls", "mock_timeout",
+    "extra_headers", "headers", "extra_body", "proxy_server_request", "secret_fields",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
+    "vertex_credentials", "vertex_project", "vertex_location", "azure_ad_token", "deployment_id",
+    "timeout", "num_retries", "fallbacks", "context_window_fallbacks", "caching", "cache",
+    "no-log", "guardrails", "input_cost_per_token", "output_cost_per_token", "tags",
+})
+
+
+def read_chat_body() -> dict:
+    """Return the checked JSON body of the current chat request (see :func:`check_chat_body`)."""
+    return check_chat_body(request.get_data(cache=False))
+
+
+def parse_json(raw):
+    """Return the JSON value of ``raw``; a 400 :class:`PortalError` for bad or too-deep JSON."""
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise PortalError("The request body is nested too deeply.", code="invalid_json") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PortalError("The request body is not valid JSON.", code="invalid_json") from exc
+
+
+def check_chat_body(raw) -> dict:
+    """Return the checked chat body parsed from ``raw``, only forwarded keys kept.
+
+    Raises a 400 :class:`PortalError` for bad JSON, a missing model or messages, wrong types,
+    or a key that would steer the upstream (see ``REFUSED``).
+    """
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise PortalError("The request body must be a JSON object.", code="invalid_body")
+    steering = sorted(REFUSED.intersection(body))
+    if steering:
+        raise PortalError(f"These parameters are not accepted by the portal: {', '.join(steering)}.",
+                          code="parameter_not_allowed")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise PortalError("'model' is required and must be a non-empty string.", code="missing_model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise PortalError("'messages' is required and must be a non-empty array.", code="missing_messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise PortalError(f"messages[{i}] must be an object with a string 'role'.", code="invalid_messages")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise PortalError("'stream' must be true or false.", code="invalid_type")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise PortalError("'stream_options' must be an object.", code="invalid_type")
+    for key in ("temperature", "top_p", "max_tokens", "max_completion_tokens", "n"):
+        if key in body and body[key] is not None and (
+                not isinstance(body[key], _NUMBER) or isinstance(body[key], bool)):
+            raise PortalError(f"'{key}' must be a number.", code="invalid_type")
+    return {key: value for key, value in body.items() if key in FORWARDED}
+
+
+def message_text(messages: list) -> str:
+    """Return the text of ``messages`` (string contents and the text parts of list contents)."""
+    parts = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p["text"] for p in content
+                         if isinstance(p, dict) and isinstance(p.get("text"), str))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                parts.append(function["arguments"])
+    return "\n".join(parts)

@@ -1,0 +1,209 @@
+"""One chat call: admission with an estimate, the upstream, the relay, and the record it leaves.
+
+Every call leaves exactly one record. When the upstream's usage never arrives (the client or
+the upstream cut the stream, or a plain answer has no usage), the tokens are counted from the
+prompt and from the text actually relayed, the cost computed from those, and the record says
+``usage_source: counted``.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from agent_portal import ChatEstimate, ChatRecord, PortalError
+from agent_portal.sse import StreamState, relay
+
+from .body import message_text
+from .counting import TokenCounter, estimate_tokens
+from .models import ModelRules, resolve
+from .settings import ChatSettings
+from .upstream import UpstreamFailure, open_upstream
+
+
+class PriceBook:
+    """Per upstream model, the blended USD per token the upstream itself last charged, for
+    pricing counted calls and estimates when the config sets no price."""
+
+    def __init__(self):
+        self.rates: dict[tuple, float] = {}
+
+    def learn(self, key: tuple, cost: float, tokens: int) -> None:
+        if cost > 0 and tokens > 0:
+            self.rates[key] = cost / tokens
+
+    def rate(self, key: tuple) -> float | None:
+        """Return the last blended rate seen for ``key`` (None when never seen)."""
+        return self.rates.get(key)
+
+
+class ChatState:
+    """What the chat plugin keeps per app."""
+
+    def __init__(self, settings: ChatSettings):
+        self.settings = settings
+        self.rules = ModelRules(settings.models, settings.expose_upstream_models)
+        self.counter = TokenCounter()
+        self.prices = PriceBook()
+
+
+def _key(target) -> tuple:
+    return (target.backend.name, target.upstream_model)
+
+
+def price(state: ChatState, target, prompt_tokens: int, completion_tokens: int, upstream_cost) -> float:
+    """Return the call's cost: the upstream's when it sent one, else the config's prices, else
+    the upstream's last seen rate for that model, else 0."""
+    if upstream_cost is not None:
+        try:
+            cost = float(upstream_cost)
+        except (TypeError, ValueError):
+            cost = None
+        if cost is not None:
+            state.prices.learn(_key(target), cost, prompt_tokens + completion_tokens)
+            return cost
+    if target.input_cost_per_token is not None or target.output_cost_per_token is not None:
+        return (prompt_tokens * (target.input_cost_per_token or 0.0)
+                + completion_tokens * (target.output_cost_per_token or 0.0))
+    rate = state.prices.rate(_key(target))
+    return rate * (prompt_tokens + completion_tokens) if rate else 0.0
+
+
+def estimate(state: ChatState, target, body: dict) -> ChatEstimate:
+    """Return what the call may use: the prompt estimated from its text (no tokenizer on the
+    request path), the completion at its ceiling (``max_completion_tokens``, ``max_tokens`` or
+    ``reserve_completion_tokens``, times ``n``), and the cost of both at the call's price."""
+    messages = body["messages"]
+    prompt = estimate_tokens(message_text(messages)) + 3 * len(messages) + 3
+    ceiling = body.get("max_completion_tokens") or body.get("max_tokens") or \
+        state.settings.reserve_completion_tokens
+    completion = max(1, int(ceiling)) * max(1, int(body.get("n") or 1))
+    return ChatEstimate(prompt_tokens=prompt, completion_tokens=completion,
+                        cost=price(state, target, prompt, completion, None))
+
+
+class ChatCall:
+    """One chat call under way: its record, the upstream answer and how it was reached."""
+
+    def __init__(self, portal, actor, body: dict, stream: bool, session_id: str | None, request_id: str):
+        self.portal = portal
+        self.state: ChatState = portal.extensions["chat"]
+        self.settings = self.state.settings
+        self.started = time.monotonic()
+        self.body, self.stream, self.actor, self.request_id = body, stream, actor, request_id
+        self.client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.capture = self.settings.capture or portal.wants_payloads
+        self.record = ChatRecord(request_id=request_id, actor_id=actor.id, actor_role=actor.role,
+                                 model=body["model"], stream=stream, key_id=actor.key_id,
+                                 session_id=session_id, started_at=time.time(),
+                                 messages=body["messages"] if self.capture else None)
+        self.target = self.response = None
+        self.first_block, self.first_at, self.header_cost = b"", None, None
+
+    def build_payload(self, target) -> dict:
+        payload = dict(self.body)
+        payload["model"] = target.upstream_model
+        if self.stream:
+            payload["stream"] = True
+            payload["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
+        target.backend.attribute(payload, self.actor, self.request_id, self.record.session_id)
+        return payload
+
+    def open(self) -> None:
+        """Admit the call and reach an upstream; raises (after recording the call) when refused
+        or when every upstream failed before the first byte."""
+        target = resolve(self.portal, self.state.rules, self.actor, self.body["model"])
+        self.target = target
+        self.record.reservation = call_estimate = estimate(self.state, target, self.body)
+        try:
+            self.portal.hook.portal_chat_admission(portal=self.portal, actor=self.actor,
+                                                   model=self.body["model"], target=target,
+                                                   estimate=call_estimate)
+        except PortalError as refusal:
+            self.record.outcome, self.record.status = "refused", refusal.status
+            self.record.error = refusal.message
+            self.finish()
+            raise
+        targets = [target] + [t for t in (self.portal.hook.portal_chat_backend(portal=self.portal, model=m)
+                                          for m in target.fallbacks) if t is not None]
+        try:
+            self.response, self.target, self.first_block, self.first_at = open_upstream(
+                self.settings, targets, self.build_payload, self.stream, self.request_id, self.actor)
+        except UpstreamFailure as failure:
+            self.record.outcome, self.record.status = failure.code, failure.status
+            self.record.error = failure.message
+            self.finish()
+            raise
+        self.record.backend = self.target.backend.name
+        self.record.upstream_model = self.target.upstream_model
+        self.record.upstream_call_id = self.response.headers.get("x-litellm-call-id")
+        self.header_cost = self.response.headers.get("x-litellm-response-cost")
+        self.record.ttft = self.first_at - self.started
+
+    def settle_usage(self, usage: dict | None, output_text: str, upstream_cost) -> None:
+        """Put tokens and cost on the record: the upstream's usage when it came, else counted
+        from the prompt and ``output_text`` (what was actually relayed)."""
+        record = self.record
+        if usage:
+            record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            record.completion_tokens = int(usage.get("completion_tokens") or 0)
+            record.usage_source = "upstream"
+        else:
+            counter, model, messages = self.state.counter, self.target.upstream_model, self.body["messages"]
+            record.prompt_tokens = counter.count_prompt(model, messages, message_text(messages))
+            record.completion_tokens = counter.count_text(model, output_text)
+            record.usage_source = "counted"
+            upstream_cost = None  # a cost header sent before the answer was cut covers no usage
+        record.cost = price(self.state, self.target, record.prompt_tokens, record.completion_tokens,
+                            upstream_cost)
+
+    def finish(self) -> None:
+        """Close the record's timing and hand it to ``portal_chat_completed`` (off the request path)."""
+        self.record.duration = time.monotonic() - self.started
+        self.portal.dispatcher.submit(self.record)
+
+    def relay(self):
+        """Return the generator of the client's SSE bytes; the record is sent when it ends."""
+        state = StreamState(strip_usage=not self.client_wants_usage)
+        record = self.record
+
+        def on_end(state: StreamState):
+            cost = state.cost if state.cost is not None else self.header_cost
+            text = "".join(state.text)
+            self.settle_usage(state.usage, text, cost)
+            record.partial = state.usage is None or state.outcome != "ok"
+            record.outcome = state.outcome
+            if state.outcome != "ok":
+                record.status = {"client_disconnected": 499, "portal_shutdown": 503}.get(state.outcome, 502)
+            error = state.error
+            record.error = error if error is None or isinstance(error, str) else json.dumps(error)
+            record.upstream_call_id = record.upstream_call_id or state.call_id
+            record.output = text if self.capture else None
+            self.finish()
+
+        return relay(self.response, self.first_block, state, self.settings.heartbeat,
+                     self.settings.between_chunks, on_end, self.portal.live_streams)
+
+    def plain_answer(self) -> tuple[bytes, dict]:
+        """Read a non-streamed answer; returns its bytes and the headers to pass on."""
+        record, response = self.record, self.response
+        payload = response.data
+        try:
+            data = json.loads(payload)
+            choices = [c for c in data.get("choices") or [] if isinstance(c, dict)]
+            text = "".join((c.get("message") or {}).get("content") or "" for c in choices)
+            cost = self.header_cost if self.header_cost is not None else (data.get("usage") or {}).get("cost")
+            self.settle_usage(data.get("usage"), text, cost)
+            record.upstream_call_id = record.upstream_call_id or data.get("id")
+            if record.messages is not None:
+                record.output = text
+        except (ValueError, AttributeError, TypeError):
+            record.outcome, record.status, record.partial = "upstream_malformed", 502, True
+            record.error = "the upstream answered with something other than a JSON object"
+            self.finish()
+            raise PortalError("The upstream answered with something other than JSON.", status=502,
+                              code="upstream_malformed", type="upstream_error")
+        self.finish()
+        headers = {}
+        if response.headers.get("x-litellm-call-id"):
+            headers["x-litellm-call-id"] = response.headers["x-litellm-call-id"]
+        return payload, headers

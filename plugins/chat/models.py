@@ -1,0 +1,96 @@
+"""Which model a name reaches, and who may call it.
+
+A role restriction, a price or a per-model limit set on an alias in ``chat.models`` belongs to
+the upstream model the alias points at, so it holds whatever name reaches that model: calling
+``X`` by its upstream name is refused to whoever may not call ``premium → X``, and costs what
+``premium`` costs. With ``expose_upstream_models: false`` only the aliases are served at all.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from agent_portal import ChatTarget, PortalError
+
+
+class ModelRules:
+    """The aliases of ``chat.models`` seen from the upstream models they point at."""
+
+    def __init__(self, aliases: dict, expose_upstream_models: bool):
+        self.aliases = aliases
+        self.expose_upstream_models = expose_upstream_models
+        self.by_target: dict[tuple, list[str]] = {}
+        for alias, entry in aliases.items():
+            self.by_target.setdefault((entry["backend"], entry.get("model", alias)), []).append(alias)
+
+    def roles_for(self, key: tuple, alias: str | None = None) -> set | None:
+        """Return the roles that may call the upstream ``key`` (backend, model) through ``alias``
+        (or directly); None when every role may."""
+        allowed = None
+        names = list(self.by_target.get(key, ()))
+        if alias is not None and alias not in names:
+            names.append(alias)
+        for name in names:
+            roles = self.aliases[name].get("roles")
+            if roles is not None:
+                allowed = set(roles) if allowed is None else allowed & set(roles)
+        return allowed
+
+    def may_call(self, actor, key: tuple, alias: str | None = None) -> bool:
+        """Return True when ``actor`` may call the upstream ``key`` through ``alias`` (or directly)."""
+        if alias is None and not self.expose_upstream_models:
+            return False
+        roles = self.roles_for(key, alias)
+        return roles is None or actor.role in roles
+
+    def names_for(self, key: tuple, name: str) -> tuple:
+        """Return every name that reaches ``key``: ``name``, the upstream name and its aliases."""
+        names = [name, key[1], *self.by_target.get(key, ())]
+        return tuple(dict.fromkeys(names))
+
+    def prices_for(self, key: tuple) -> tuple:
+        """Return the highest (input, output) per-token prices of the aliases of ``key`` (None
+        when none sets one), so no name is a cheaper way to the same model."""
+        prices_in = [self.aliases[a].get("input_cost_per_token") for a in self.by_target.get(key, ())]
+        prices_out = [self.aliases[a].get("output_cost_per_token") for a in self.by_target.get(key, ())]
+        return (max((p for p in prices_in if p is not None), default=None),
+                max((p for p in prices_out if p is not None), default=None))
+
+
+def resolve(portal, rules: ModelRules, actor, model: str) -> ChatTarget:
+    """Return where ``model`` goes for ``actor``, with its prices and every name of its target.
+
+    Raises 404 (OpenAI shape) when nobody serves the name (or only aliases are served) and 403
+    when the caller's role may not call the model behind it.
+    """
+    alias = model if model in rules.aliases else None
+    target = portal.hook.portal_chat_backend(portal=portal, model=model)
+    if target is None or (alias is None and not rules.expose_upstream_models):
+        raise PortalError(f"The model `{model}` does not exist or is not served here.", status=404,
+                          code="model_not_found", type="invalid_request_error")
+    key = (target.backend.name, target.upstream_model)
+    if not rules.may_call(actor, key, alias):
+        raise PortalError(f"You may not use the model `{model}`.", status=403, code="model_forbidden")
+    changes = {"names": rules.names_for(key, model)}
+    if alias is None and target.input_cost_per_token is None and target.output_cost_per_token is None:
+        changes["input_cost_per_token"], changes["output_cost_per_token"] = rules.prices_for(key)
+    return replace(target, **changes)
+
+
+def visible_models(portal, rules: ModelRules, actor) -> list[dict]:
+    """Return the OpenAI model objects ``actor`` may call, each once: exactly what
+    :func:`resolve` would let them call."""
+    seen, data = set(), []
+    for answer in portal.hook.portal_models(portal=portal, actor=actor):
+        for info in answer or []:
+            if info.id in seen:
+                continue
+            entry = rules.aliases.get(info.id)
+            if entry is not None:
+                allowed = rules.may_call(actor, (entry["backend"], entry.get("model", info.id)), info.id)
+            else:
+                allowed = rules.may_call(actor, (info.backend, info.id))
+            if not allowed:
+                continue
+            seen.add(info.id)
+            data.append({"id": info.id, "object": "model", "created": 0, "owned_by": info.owned_by})
+    return data

@@ -1,0 +1,58 @@
+"""The chat plugin's config section: its schema and the settings read from it once at startup."""
+from __future__ import annotations
+
+import urllib3
+
+NAME = "chat"
+
+
+def config_schema() -> dict:
+    """Return the JSON schema of ``plugins.chat``."""
+    model = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["backend"],
+        "properties": {
+            "backend": {"type": "string"},
+            "model": {"type": "string"},
+            "fallbacks": {"type": "array", "items": {"type": "string"}},
+            "input_cost_per_token": {"type": "number", "minimum": 0},
+            "output_cost_per_token": {"type": "number", "minimum": 0},
+            "roles": {"type": "array", "items": {"enum": ["user", "admin"]}},
+        },
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "connect_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 5},
+            "first_byte_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 60},
+            "between_chunks_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 60},
+            "heartbeat_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 15},
+            "retries": {"type": "integer", "minimum": 0, "maximum": 5, "default": 2},
+            "retry_max_wait_seconds": {"type": "number", "minimum": 0, "default": 5},
+            "capture_payloads": {"type": "boolean", "default": False},
+            "expose_upstream_models": {"type": "boolean", "default": True},
+            "reserve_completion_tokens": {"type": "integer", "minimum": 1, "default": 1024},
+            "models": {"type": "object", "additionalProperties": model, "default": {}},
+        },
+    }
+
+
+class ChatSettings:
+    """This plugin's section, read once at startup."""
+
+    def __init__(self, section: dict):
+        self.connect = section["connect_timeout_seconds"]
+        self.first_byte = section["first_byte_timeout_seconds"]
+        self.between_chunks = section["between_chunks_timeout_seconds"]
+        self.heartbeat = min(section["heartbeat_seconds"], self.between_chunks)
+        self.retries = section["retries"]
+        self.retry_max_wait = section["retry_max_wait_seconds"]
+        self.capture = section["capture_payloads"]
+        self.expose_upstream_models = section["expose_upstream_models"]
+        self.reserve_completion_tokens = section["reserve_completion_tokens"]
+        self.models = section["models"]
+        self.stream_timeout = urllib3.Timeout(connect=self.connect,
+                                              read=max(self.first_byte, self.between_chunks))
+        self.plain_timeout = urllib3.Timeout(connect=self.connect, read=self.first_byte)

@@ -1,0 +1,127 @@
+"""The app's ledger: the writer, its journal, and the queries over what was stored."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from agent_portal.database import create_engine_for
+from agent_portal.usage import CallFacts, aggregate
+
+from .journal import Journal
+from .schema import calls, migrate
+from .writer import LedgerWriter
+
+log = logging.getLogger("agent_portal.ledger")
+LOSING_WINDOW = 60.0  # seconds since the last lost record during which health says down
+
+
+def default_journal_dir(database_url: str) -> str:
+    """Return where the journal lives when config does not say: beside a SQLite file, else
+    ``./agent-portal-journal/<hash of the database URL>`` (one journal per database)."""
+    if database_url.startswith("sqlite:///") and database_url != "sqlite:///:memory:":
+        return database_url[len("sqlite:///"):] + ".journal"
+    digest = hashlib.sha256(database_url.encode()).hexdigest()[:12]
+    return os.path.join("agent-portal-journal", digest)
+
+
+class Ledger:
+    """The writer plus queries over what it stored."""
+
+    def __init__(self, portal, settings: dict, on_stats=None):
+        url = settings.get("database_url") or portal.settings["database_url"]
+        self.engine = portal.database() if url == portal.settings["database_url"] else create_engine_for(url)
+        self.settings = settings
+        journal = None
+        if settings["journal"]:
+            directory = settings.get("journal_dir") or default_journal_dir(url)
+            try:
+                journal = Journal(directory)
+            except OSError as exc:
+                log.error("ledger: no journal at %s (%s); records past max_queue will be dropped",
+                          directory, exc)
+        self.writer = LedgerWriter(self.engine, settings["max_queue"], settings["batch_size"],
+                                   settings["flush_seconds"], journal=journal, on_stats=on_stats)
+        try:
+            migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            # Boot anyway: records queue and the writer creates the schema on its first
+            # successful write, so a database that is late costs nothing.
+            self.writer.needs_schema = True
+            log.warning("ledger: database unreachable at startup, records will queue: %s",
+                        str(exc).splitlines()[0][:200])
+        if journal is not None and journal.rows:
+            log.info("ledger: %d records wait in the journal from an earlier run; replaying", journal.rows)
+            self.writer.start()
+
+    def facts(self, query) -> list[CallFacts]:
+        """Return the facts of every stored call in ``query``'s range and filters."""
+        stmt = sa.select(calls.c.actor_id, calls.c.model, calls.c.backend, calls.c.started_at,
+                         calls.c.prompt_tokens, calls.c.completion_tokens, calls.c.cost,
+                         calls.c.outcome, calls.c.duration) \
+            .where(calls.c.started_at >= query.start, calls.c.started_at < query.end)
+        if query.user:
+            stmt = stmt.where(calls.c.actor_id == query.user)
+        if query.model:
+            stmt = stmt.where(calls.c.model == query.model)
+        with self.engine.connect() as conn:
+            return [CallFacts(user=r.actor_id, model=r.model, backend=r.backend,
+                              started_at=r.started_at if r.started_at.tzinfo else
+                              r.started_at.replace(tzinfo=timezone.utc),
+                              prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                              cost=r.cost, ok=r.outcome == "ok", latency_ms=r.duration * 1000)
+                    for r in conn.execute(stmt)]
+
+    def usage(self, query) -> list[dict]:
+        """Return the usage rows of ``query`` (see ``agent_portal.usage``)."""
+        return aggregate(self.facts(query), query)
+
+    def spend(self, user: str, since: datetime) -> float:
+        """Return what ``user``'s calls since ``since`` cost, in USD (stored rows only)."""
+        stmt = sa.select(sa.func.coalesce(sa.func.sum(calls.c.cost), 0.0)) \
+            .where(calls.c.actor_id == user, calls.c.started_at >= since)
+        with self.engine.connect() as conn:
+            return float(conn.execute(stmt).scalar() or 0.0)
+
+    def recent(self, limit: int = 50) -> list[dict]:
+        """Return the newest stored calls, newest first."""
+        stmt = sa.select(calls).order_by(calls.c.started_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = []
+            for r in conn.execute(stmt).mappings():
+                row = dict(r)
+                row["started_at"] = row["started_at"].isoformat()
+                rows.append(row)
+            return rows
+
+    def health(self) -> dict:
+        """Return the ledger's health: ``down`` only while records are being lost, ``degraded``
+        while the backlog or its age passes its threshold or the database is away."""
+        writer = self.writer
+        figures = {"queued": len(writer.queue), "journaled": writer.journal.rows if writer.journal else 0,
+                   "oldest_age_seconds": round(writer.oldest_age(), 1), "dropped": writer.dropped,
+                   "written": writer.written}
+        database_error = None
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            database_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if writer.last_drop_at is not None and time.monotonic() - writer.last_drop_at < LOSING_WINDOW:
+            cause = writer.journal.last_error if writer.journal else "no journal is configured"
+            return {"status": "down", "detail": "records are being lost: memory is full and the journal "
+                    f"cannot take them ({cause})", **figures}
+        reasons = []
+        if database_error or writer.last_error:
+            reasons.append(f"database unreachable ({database_error or writer.last_error}); records wait")
+        if writer.backlog() > self.settings["backlog_warning"]:
+            reasons.append(f"{writer.backlog()} records wait to be written")
+        if writer.oldest_age() > self.settings["age_warning_seconds"]:
+            reasons.append(f"the oldest unwritten record is {writer.oldest_age():.0f}s old")
+        if reasons:
+            return {"status": "degraded", "detail": "; ".join(reasons), **figures}
+        return {"status": "up", "detail": "writing", **figures}
