@@ -102,8 +102,13 @@ def portal_chat_backend(portal, model):
 
 
 @hookspec
-def portal_chat_admission(portal, actor, model):
+def portal_chat_admission(portal, actor, model, target, estimate):
     """Decide, before the upstream is called, whether ``actor`` may chat with ``model`` now.
+
+    ``target`` is the :class:`agent_portal.ChatTarget` the name resolved to (``target.names``
+    holds every name of that upstream model); ``estimate`` is the call's
+    :class:`agent_portal.ChatEstimate`. A plugin that reserves capacity appends its holds to
+    ``estimate.holds`` and settles them from ``record.reservation`` in ``portal_chat_completed``.
 
     Returns nothing to admit. Raise :class:`agent_portal.PortalError` (429 with ``Retry-After``
     for a limit, 503 when the limit store cannot answer) to refuse; the call is then recorded as

@@ -44,26 +44,42 @@ def test_per_user_override_and_admin_role_defaults(make_app, fake_upstream):
     assert [chat(app, "joe").status_code for _ in range(2)] == [200, 429]
 
 
+def _settled(portal, count):
+    deadline = time.monotonic() + 3
+    while portal.dispatcher.delivered < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_streamed_tokens_count_against_tokens_per_minute(make_app, fake_upstream):
     app = limited_app(make_app, fake_upstream, roles={"user": {"tokens_per_minute": 20}})
     portal = portal_of(app)
-    assert chat(app, stream=True).status_code == 200  # 7 + 5 tokens
-    assert chat(app, stream=True).status_code == 200  # 24 counted once this one ends
-    deadline = time.monotonic() + 3
-    while portal.dispatcher.delivered < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert chat(app, stream=True).status_code == 200  # 7 + 5 tokens once settled
+    _settled(portal, 1)
+    assert chat(app, stream=True).status_code == 200  # 12 < 20: admitted; 24 once settled
+    _settled(portal, 2)
     refused = chat(app, stream=True)
     assert refused.status_code == 429 and refused.json["error"]["code"] == "tokens_per_minute"
 
 
-def test_daily_budget_is_computed_from_the_ledger(make_app, fake_upstream):
-    app = limited_app(make_app, fake_upstream, roles={"user": {"daily_budget_usd": 1.0}},
-                      budget_cache_seconds=0)
-    portal = portal_of(app)
-    ledger = portal.extensions["ledger"]
-    assert chat(app).status_code == 200
+def test_a_call_under_way_holds_its_token_estimate_until_it_ends(make_app, fake_upstream):
+    app = limited_app(make_app, fake_upstream, roles={"user": {"tokens_per_minute": 2000}})
+    limiter = portal_of(app).extensions["rate_limits"]
+    from agent_portal import Actor, ChatEstimate
+
+    holds = limiter.admit(Actor("alice", "user", "test"), ("echo",), ChatEstimate(10, 1024, 0.0))
+    assert limiter.status(Actor("alice", "user", "test"))[0]["remaining"] == 2000 - 1034
+    refused = chat(app, stream=True)
+    assert refused.status_code == 200  # 1034 < 2000 still admits; the next is refused
+    assert chat(app).status_code == 429
+    limiter.release(holds)
+
+
+def test_daily_budget_starts_from_what_the_ledger_holds(make_app, fake_upstream):
+    app = limited_app(make_app, fake_upstream, roles={"user": {"daily_budget_usd": 1.0}})
+    ledger = portal_of(app).extensions["ledger"]
     ledger.writer.add({**_row(cost=1.25)})
     ledger.writer.flush_once()
+    assert chat(app, user="bob").status_code == 200
     refused = chat(app)
     assert refused.status_code == 429 and refused.json["error"]["code"] == "daily_budget_usd"
     assert int(refused.headers["Retry-After"]) <= 86400
@@ -115,3 +131,73 @@ def test_redis_unreachable_fail_closed_refuses_with_503(make_app, fake_upstream)
     assert response.status_code == 503
     assert response.json["error"]["code"] == "limit_store_unavailable"
     assert len(fake_upstream.requests) == before
+
+
+# --- budgets and token limits under concurrency ----------------------------------------------------
+
+PRICED = {"metered": {"backend": "fake", "model": "slow-200", "input_cost_per_token": 0.001,
+                      "output_cost_per_token": 0.002}}
+
+
+def _concurrent_calls(servers, app, count):
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = bearer(app, "spender")
+    body = {"model": "metered", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5}
+
+    def one(i):
+        return requests.post(servers[i % len(servers)].url + "/v1/chat/completions", json=body,
+                             headers=headers, timeout=10).status_code
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def _spent(apps, count):
+    for app in apps:
+        _settled(portal_of(app), 0)
+    deadline = time.monotonic() + 5
+    total = lambda: sum(portal_of(a).dispatcher.delivered for a in apps)  # noqa: E731
+    while total() < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rows = []
+    for app in apps:
+        ledger = portal_of(app).extensions["ledger"]
+        ledger.writer.flush_once()
+        rows += [r for r in ledger.recent(100) if r["outcome"] == "ok"]
+    return rows
+
+
+def _budget_apps(make_app, fake_upstream, live_server, storage, limits, instances=1):
+    apps = []
+    for _ in range(instances):
+        section = {"roles": {"user": limits}}
+        if storage:
+            section["storage"] = storage
+        apps.append(make_app(**chat_plugins(fake_upstream, models=PRICED), rate_limits=section))
+    return apps, [live_server(app) for app in apps]
+
+
+def test_concurrent_calls_cannot_all_slip_under_one_daily_budget(make_app, fake_upstream, live_server):
+    apps, servers = _budget_apps(make_app, fake_upstream, live_server, None, {"daily_budget_usd": 0.05})
+    statuses = _concurrent_calls(servers, apps[0], 10)
+    spent = sum(r["cost"] for r in _spent(apps, statuses.count(200)))
+    one_call = 7 * 0.001 + 5 * 0.002
+    assert statuses.count(429) >= 6
+    assert spent <= 0.05 + one_call + 1e-9  # overshoot within one call
+
+
+def test_concurrent_calls_cannot_all_slip_under_one_tokens_per_minute_limit(make_app, fake_upstream, live_server):
+    apps, servers = _budget_apps(make_app, fake_upstream, live_server, None, {"tokens_per_minute": 50})
+    statuses = _concurrent_calls(servers, apps[0], 10)
+    used = sum(r["prompt_tokens"] + r["completion_tokens"] for r in _spent(apps, statuses.count(200)))
+    assert statuses.count(429) >= 5 and used <= 50 + 12
+
+
+def test_a_budget_shared_through_redis_holds_across_instances(make_app, fake_upstream, live_server, redis_url):
+    apps, servers = _budget_apps(make_app, fake_upstream, live_server, redis_url,
+                                 {"daily_budget_usd": 0.05}, instances=2)
+    statuses = _concurrent_calls(servers, apps[0], 10)
+    spent = sum(r["cost"] for r in _spent(apps, statuses.count(200)))
+    assert statuses.count(429) >= 6 and spent <= 0.05 + 0.017 + 1e-9

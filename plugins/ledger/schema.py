@@ -58,20 +58,32 @@ def migrate(engine: sa.Engine) -> None:
                 kind = column.type.compile(dialect=engine.dialect)
                 conn.execute(sa.text(f'ALTER TABLE {calls.name} ADD COLUMN "{column.name}" {kind}'))
                 log.info("ledger: added column %s", column.name)
+        added = [c for c in calls.columns if c.name not in present]
+        for column in added:
+            if column.default is not None and column.default.is_scalar:
+                conn.execute(calls.update().where(column.is_(None)).values({column.name: column.default.arg}))
         if "call_id" not in present:
             # rows written before call ids existed were unique by request id
-            conn.execute(sa.text(f"UPDATE {calls.name} SET call_id = request_id WHERE call_id IS NULL"))
-            conn.execute(sa.text(f"UPDATE {calls.name} SET usage_source = 'upstream' WHERE usage_source IS NULL"))
+            conn.execute(calls.update().where(calls.c.call_id.is_(None)).values(call_id=calls.c.request_id))
     if _request_id_is_unique(engine):
         _drop_request_id_uniqueness(engine)
     _ensure_unique_call_id(engine)
 
 
-def _request_id_is_unique(engine: sa.Engine) -> bool:
+def _unique_column_sets(engine: sa.Engine) -> list[list[str]]:
+    """Return the column lists of every unique constraint and unique index of the ledger table."""
+    if engine.dialect.name == "sqlite":  # the inspector does not report a column-level UNIQUE
+        with engine.connect() as conn:
+            indexes = conn.execute(sa.text(f"PRAGMA index_list('{calls.name}')")).all()
+            return [[info[2] for info in conn.execute(sa.text(f"PRAGMA index_info('{index[1]}')"))]
+                    for index in indexes if index[2]]
     inspector = sa.inspect(engine)
     uniques = [u["column_names"] for u in inspector.get_unique_constraints(calls.name)]
-    uniques += [i["column_names"] for i in inspector.get_indexes(calls.name) if i.get("unique")]
-    return ["request_id"] in uniques
+    return uniques + [i["column_names"] for i in inspector.get_indexes(calls.name) if i.get("unique")]
+
+
+def _request_id_is_unique(engine: sa.Engine) -> bool:
+    return ["request_id"] in _unique_column_sets(engine)
 
 
 def _drop_request_id_uniqueness(engine: sa.Engine) -> None:
@@ -90,10 +102,11 @@ def _drop_request_id_uniqueness(engine: sa.Engine) -> None:
         return
     # SQLite cannot drop a column's UNIQUE: rebuild the table, the documented way
     names = ", ".join(f'"{c["name"]}"' for c in inspector.get_columns(calls.name))
+    index_names = [index["name"] for index in inspector.get_indexes(calls.name)]
     with engine.begin() as conn:
         conn.execute(sa.text(f"ALTER TABLE {calls.name} RENAME TO {calls.name}_old"))
-        for index in inspector.get_indexes(calls.name):
-            conn.execute(sa.text(f'DROP INDEX IF EXISTS "{index["name"]}"'))
+        for index in index_names:  # they moved with the table; their names are wanted again
+            conn.execute(sa.text(f'DROP INDEX IF EXISTS "{index}"'))
         calls.create(conn)
         conn.execute(sa.text(f"INSERT INTO {calls.name} ({names}) SELECT {names} FROM {calls.name}_old"))
         conn.execute(sa.text(f"DROP TABLE {calls.name}_old"))
@@ -101,10 +114,7 @@ def _drop_request_id_uniqueness(engine: sa.Engine) -> None:
 
 
 def _ensure_unique_call_id(engine: sa.Engine) -> None:
-    inspector = sa.inspect(engine)
-    uniques = [u["column_names"] for u in inspector.get_unique_constraints(calls.name)]
-    uniques += [i["column_names"] for i in inspector.get_indexes(calls.name) if i.get("unique")]
-    if ["call_id"] not in uniques:
+    if ["call_id"] not in _unique_column_sets(engine):
         with engine.begin() as conn:
             conn.execute(sa.text(f"CREATE UNIQUE INDEX ux_{calls.name}_call_id ON {calls.name} (call_id)"))
 

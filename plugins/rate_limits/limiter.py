@@ -1,0 +1,231 @@
+"""Which limits apply to a call, reserving against them at admission, and settling at the end.
+
+Requests per minute are counted with the ``limits`` library. Tokens per minute and budgets are
+reserved: at admission the call's estimate (prompt plus its completion ceiling, and their cost)
+is added to a shared counter, but only while that counter is under its limit, in one atomic
+step; when the call ends the reservation is replaced by what the call really used. So ten
+concurrent calls cannot all slip under one budget: once the reservations reach it, the next is
+refused. Overshoot is at most what the last admitted call uses beyond its own estimate.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from agent_portal import PortalError
+
+from .counters import counters_for
+
+log = logging.getLogger("agent_portal.rate_limits")
+BUDGETS = ("daily_budget_usd", "monthly_budget_usd")
+
+
+class LimitExceeded(PortalError):
+    status = 429
+    type = "rate_limit_exceeded"
+
+
+@dataclass
+class Hold:
+    """What one admission reserved on one counter; settled once from the call's record."""
+
+    counter: str  # "tokens" or "spend"
+    key: str
+    amount: float
+    settled: bool = False
+
+
+def _day_start(now: datetime) -> datetime:
+    return datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
+
+
+def _month_start(now: datetime) -> datetime:
+    return datetime(now.year, now.month, 1, tzinfo=timezone.utc)
+
+
+def _next_month_start(now: datetime) -> datetime:
+    return datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=timezone.utc)
+
+
+def period(budget: str, now: datetime) -> tuple[str, datetime, int]:
+    """Return ``(label, start, seconds until the next period)`` of a daily or monthly budget."""
+    if budget == "daily_budget_usd":
+        start = _day_start(now)
+        return start.strftime("%Y-%m-%d"), start, max(1, int(start.timestamp() + 86400 - now.timestamp()))
+    start = _month_start(now)
+    return start.strftime("%Y-%m"), start, max(1, int((_next_month_start(now) - now).total_seconds()))
+
+
+class Limiter:
+    """The app's limits: which apply to whom, the shared counters, and the budget figures."""
+
+    def __init__(self, portal, settings: dict, spend_of):
+        self.portal = portal
+        self.settings = settings
+        self.spend_of = spend_of  # (user, since) -> USD stored in the ledger
+        url = settings.get("storage") or portal.settings.get("redis_url") or "memory://"
+        self.storage_url = url
+        self.storage = storage_from_string(url)
+        self.window = FixedWindowRateLimiter(self.storage)
+        self.counters = counters_for(url)
+        self.fail_open = settings["on_storage_error"] == "open"
+        self.storage_errors = 0
+
+    # --- which limits apply --------------------------------------------------------------
+    def limits_for(self, actor, names: tuple = ()) -> list[tuple[str, tuple, dict]]:
+        """Return ``[(scope, identifiers, limits)]`` that apply to ``actor`` calling a model
+        reached by any of ``names`` (a limit set on an alias holds for its upstream name too)."""
+        role_limits = dict(self.settings["roles"].get(actor.role) or {})
+        user_limits = {**role_limits, **(self.settings["users"].get(actor.id) or {})}
+        scopes = [("user", ("user", actor.id), user_limits)]
+        if actor.key_id and actor.key_id in self.settings["keys"]:
+            scopes.append(("key", ("key", actor.key_id), self.settings["keys"][actor.key_id]))
+        for name in names:
+            if name in self.settings["models"]:
+                scopes.append(("model", ("user-model", actor.id, name), self.settings["models"][name]))
+        return [(s, ids, {k: v for k, v in lim.items() if v is not None}) for s, ids, lim in scopes]
+
+    # --- the store -------------------------------------------------------------------------
+    def _guarded(self, default, method, *args, **kwargs):
+        """Return ``method(*args)`` on the limit store, or ``default`` (fail-open) or a 503
+        (fail-closed) when the store cannot answer."""
+        try:
+            return method(*args, **kwargs)
+        except PortalError:
+            raise
+        except Exception as exc:
+            self.storage_errors += 1
+            metrics = self.portal.extensions.get("metrics")
+            if metrics is not None:
+                metrics.upstream_errors.labels("limit_storage").inc()
+            log.warning("rate limit storage %s failed: %s", self.storage_url.split("@")[-1], exc)
+            if self.fail_open:
+                return default
+            raise PortalError("The rate limit store cannot be reached; calls are refused until it returns.",
+                              status=503, code="limit_store_unavailable") from exc
+
+    # --- admission ---------------------------------------------------------------------------
+    def admit(self, actor, names: tuple, estimate) -> list[Hold]:
+        """Reserve the call's estimate against every tokens and budget limit, then count the
+        request; returns the holds to settle. Raises :class:`LimitExceeded` (429,
+        ``Retry-After``) with nothing left reserved when a limit is reached."""
+        scopes = self.limits_for(actor, names)
+        holds: list[Hold] = []
+        try:
+            self._reserve_tokens(scopes, estimate, holds)
+            self._reserve_budgets(actor, scopes, estimate, holds)
+            for scope, ids, lim in scopes:
+                if "requests_per_minute" in lim:
+                    item = RateLimitItemPerMinute(lim["requests_per_minute"])
+                    if not self._guarded(True, self.window.hit, item, "requests", *ids):
+                        self._refuse_requests(scope, item, ("requests", *ids))
+        except PortalError:
+            self.release(holds)
+            raise
+        return holds
+
+    def _reserve_tokens(self, scopes, estimate, holds) -> None:
+        tokens = (estimate.prompt_tokens + estimate.completion_tokens) if estimate else 1
+        minute = int(time.time() // 60)
+        for scope, ids, lim in scopes:
+            if "tokens_per_minute" not in lim:
+                continue
+            key = "tokens:" + ":".join(ids) + f":{minute}"
+            ok = self._guarded(True, self._reserve, key, tokens, lim["tokens_per_minute"], 120, lambda: 0.0)
+            if not ok:
+                raise LimitExceeded(f"The {scope} limit tokens_per_minute ({lim['tokens_per_minute']} per "
+                                    "minute) is reached.", code="tokens_per_minute",
+                                    headers={"Retry-After": str(60 - int(time.time()) % 60 + 1)})
+            holds.append(Hold("tokens", key, tokens))
+
+    def _reserve_budgets(self, actor, scopes, estimate, holds) -> None:
+        cost = estimate.cost if estimate else 0.0
+        now = datetime.now(timezone.utc)
+        wanted: dict[str, tuple[float, str, str, datetime, int]] = {}
+        for scope, _ids, lim in scopes:
+            if scope == "key":
+                continue  # budgets are a person's, not a key's
+            for budget in BUDGETS:
+                if budget in lim:
+                    label, start, reset = period(budget, now)
+                    key = f"spend:{budget}:{actor.id}:{label}"
+                    if key not in wanted or lim[budget] < wanted[key][0]:
+                        wanted[key] = (lim[budget], scope, budget, start, reset)
+        for key, (limit, scope, budget, start, reset) in wanted.items():
+            ok = self._guarded(True, self._reserve, key, cost, limit, reset + 3600,
+                               lambda start=start: self.spend_of(actor.id, start))
+            if not ok:
+                spent = self._guarded(None, self.counters.get, key) or 0.0
+                raise LimitExceeded(f"The {scope} {budget.replace('_', ' ')} of ${limit:.2f} is spent "
+                                    f"(${spent:.6f} including calls under way).", code=budget,
+                                    headers={"Retry-After": str(reset)})
+            holds.append(Hold("spend", key, cost))
+
+    def _reserve(self, key, amount, limit, ttl, seed) -> bool:
+        ok, _value = self.counters.reserve(key, amount, limit, ttl, seed)
+        return ok
+
+    def _refuse_requests(self, scope, item, ids):
+        stats = self._guarded(None, self.window.get_window_stats, item, *ids)
+        wait = max(1, int((stats.reset_time if stats else time.time() + 60) - time.time()) + 1)
+        raise LimitExceeded(f"The {scope} limit requests_per_minute ({item.amount} per minute) is reached.",
+                            code="requests_per_minute", headers={"Retry-After": str(wait)})
+
+    # --- settling -----------------------------------------------------------------------------
+    def release(self, holds: list[Hold]) -> None:
+        """Give back every hold (a call refused or never made)."""
+        for hold in holds:
+            self._settle_one(hold, 0.0)
+
+    def settle(self, holds: list[Hold], record) -> None:
+        """Replace each hold by what the call of ``record`` really used (off the request path)."""
+        for hold in holds:
+            used = (record.prompt_tokens + record.completion_tokens) if hold.counter == "tokens" else record.cost
+            self._settle_one(hold, float(used))
+
+    def _settle_one(self, hold: Hold, used: float) -> None:
+        if hold.settled:
+            return
+        hold.settled = True
+        try:
+            self.counters.adjust(hold.key, used - hold.amount)
+        except Exception as exc:  # off the request path: log, never raise
+            self.storage_errors += 1
+            log.warning("could not settle a %s reservation: %s", hold.counter, exc)
+
+    # --- what is left -----------------------------------------------------------------------
+    def spend(self, user: str, budget: str) -> float:
+        """Return ``user``'s spend this UTC day or month: the shared counter (calls under way
+        included) when it exists, else the ledger's figure."""
+        label, start, _reset = period(budget, datetime.now(timezone.utc))
+        value = self._guarded(None, self.counters.get, f"spend:{budget}:{user}:{label}")
+        return value if value is not None else self.spend_of(user, start)
+
+    def status(self, actor) -> list[dict]:
+        """Return each limit that applies to ``actor`` with what is left and when it resets."""
+        out = []
+        minute = int(time.time() // 60)
+        for scope, ids, lim in self.limits_for(actor):
+            for name, value in lim.items():
+                entry = {"scope": scope, "limit": name, "value": value}
+                if name == "requests_per_minute":
+                    item = RateLimitItemPerMinute(value)
+                    stats = self._guarded(None, self.window.get_window_stats, item, "requests", *ids)
+                    entry["remaining"] = stats.remaining if stats else None
+                    entry["resets_at"] = stats.reset_time if stats else None
+                elif name == "tokens_per_minute":
+                    used = self._guarded(None, self.counters.get, "tokens:" + ":".join(ids) + f":{minute}")
+                    entry["remaining"] = max(0, int(value - (used or 0)))
+                    entry["resets_at"] = (minute + 1) * 60
+                elif scope != "key":
+                    spent = self.spend(actor.id, name)
+                    entry["spent_usd"] = round(spent, 6)
+                    entry["remaining"] = round(max(0.0, value - spent), 6)
+                out.append(entry)
+        return out
