@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import re
@@ -170,9 +171,38 @@ def start_plugins(portal: Portal) -> None:
             raise StartupError(f"plugin {impl.plugin_name!r} failed to start: {type(exc).__name__}: {exc}") from exc
 
 
+def bound_chunked_body(environ, limit: int):
+    """Read a body sent without Content-Length (chunked) up to ``limit`` bytes and put it back
+    as a sized one; returns a 413 response when it is longer. Werkzeug would otherwise cut such
+    a body at the limit without a word, so a padded body could pass truncated."""
+    if environ.get("CONTENT_LENGTH") or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None
+    stream, parts, size = environ["wsgi.input"], [], 0
+    while size <= limit:
+        part = stream.read(min(65536, limit + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    data = b"".join(parts)
+    if len(data) > limit:
+        return error_response(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ.pop("wsgi.input_terminated", None)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)  # werkzeug ignores the length of a chunked body
+    return None
+
+
 def _install_request_hooks(portal: Portal, app: Flask) -> None:
     access_by_endpoint = portal.access_by_endpoint
     trust_request_id = portal.settings["trust_request_id"]
+    max_body = portal.settings["max_body_bytes"]
+
+    @app.before_request
+    def _bound_body():
+        return bound_chunked_body(request.environ, max_body)
+
     install_cors(app, portal.settings["cors_origins"])
 
     @app.before_request

@@ -13,9 +13,10 @@ from .errors import StartupError
 
 ENV_VAR = "AGENT_PORTAL_CONFIG"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-_SECRET_WORDS = {"secret", "password", "passwd", "token", "key", "authorization", "cookie",
-                 "credential", "credentials"}
-_URL_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]+)(@)")
+_SECRET_WORDS = {"secret", "password", "passwd", "pass", "pwd", "token", "key", "apikey", "auth",
+                 "authorization", "cookie", "credential", "credentials", "bearer", "private", "signature", "salt"}
+_SECRET_SUBSTRINGS = ("secret", "password", "passwd", "apikey", "token", "credential")
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)([^@/]+)(@)")
 MASK = "********"
 
 CORE_SCHEMA = {
@@ -149,8 +150,18 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def is_secret_key(name: str) -> bool:
     """Return True when a config key of this name holds a secret to mask (``api_key``,
-    ``secret``, ``scrape_token``, an ``Authorization`` header...), not ``tokens_per_minute``."""
-    return any(part in _SECRET_WORDS for part in re.split(r"[_\-.]", name.lower()))
+    ``apikey``, ``secret``, ``scrape_token``, an ``Authorization`` or ``X-Embed-Auth`` header...),
+    not ``tokens_per_minute``."""
+    lower = name.lower()
+    if _COUNTS.search(lower):
+        return False
+    parts = re.split(r"[_\-.]", lower)
+    if any(part in _SECRET_WORDS for part in parts):
+        return True
+    return any(word in part for part in parts for word in _SECRET_SUBSTRINGS)
+
+
+_COUNTS = re.compile(r"tokens|per_token|_token_")  # counts and prices of tokens, not tokens
 
 
 def masked(value: Any, key: str = "") -> Any:

@@ -93,6 +93,11 @@ def register_error_handlers(app: Flask) -> None:
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         return error_response(exc.code or 500, message, headers=headers)
 
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError):
+        # only a hostile body gets here (JSON nested thousands deep): the caller's fault
+        return error_response(400, "The request body is nested too deeply.", code="invalid_json")
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")

@@ -17,7 +17,13 @@ from .errors import PortalError
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "trailers", "transfer-encoding", "upgrade", "proxy-connection"}
-NEVER_FORWARD = {"authorization", "host", "content-length", "x-openwebui-user-jwt", "x-request-id"}
+NEVER_FORWARD = {"authorization", "host", "content-length", "x-openwebui-user-jwt", "x-request-id",
+                 # who the caller is, or what they asked for, as other proxies would vouch for it
+                 "forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
+                 "remote-user", "x-remote-user", "x-webauth-user", "x-user", "x-email",
+                 "x-http-method-override", "x-http-method", "x-method-override",
+                 "x-original-url", "x-rewrite-url", "x-original-uri"}
+NEVER_FORWARD_PREFIXES = ("x-forwarded-", "x-auth-request-", "x-openwebui-", "x-remote-")
 _FORBIDDEN_ENCODED = re.compile(r"%(2f|5c|2e|00)", re.I)
 _COOKIE_PATH = re.compile(r"(;\s*path=)([^;]*)", re.I)
 _COOKIE_DOMAIN = re.compile(r";\s*domain=[^;]*", re.I)
@@ -46,19 +52,28 @@ def raw_subpath(prefix: str) -> str:
     return rest
 
 
-def forward_headers(extra: dict) -> dict:
-    """Return the request headers to send upstream: hop-by-hop and portal credentials removed."""
+def cookie_prefix(prefix: str) -> str:
+    """Return the name prefix under which the portal keeps the cookies of the UI at ``prefix``."""
+    return "ap_" + re.sub(r"[^A-Za-z0-9]", "_", prefix.strip("/")) + "__"
+
+
+def forward_headers(extra: dict, prefix: str = "") -> dict:
+    """Return the request headers to send upstream: hop-by-hop headers, the portal's credentials,
+    identity headers (``X-Forwarded-*``, ``Remote-User``...) and every cookie but the upstream's
+    own (those it set through this proxy, kept under :func:`cookie_prefix`) removed."""
     connection_tokens = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
+    own = cookie_prefix(prefix)
     headers = {}
     for key, value in request.headers.items():
         lower = key.lower()
-        if lower in HOP_BY_HOP or lower in NEVER_FORWARD or lower in connection_tokens:
+        if (lower in HOP_BY_HOP or lower in NEVER_FORWARD or lower in connection_tokens
+                or lower.startswith(NEVER_FORWARD_PREFIXES)):
             continue
         if lower == "cookie":
-            kept = [c for c in value.split(";") if c.strip() and c.strip().split("=", 1)[0] != "token"]
+            kept = [c.strip()[len(own):] for c in value.split(";") if c.strip().startswith(own)]
             if not kept:
                 continue
-            value = ";".join(kept).strip()
+            value = "; ".join(kept)
         headers[key] = value
     headers.update(extra)
     return headers
@@ -81,7 +96,9 @@ def rewrite_location(location: str, base_url: str, prefix: str) -> str:
 
 
 def rewrite_cookie(header: str, prefix: str) -> str:
-    """Return a ``Set-Cookie`` value with its Path moved under ``prefix`` and its Domain dropped."""
+    """Return a ``Set-Cookie`` value renamed under :func:`cookie_prefix`, its Path moved under
+    ``prefix`` and its Domain dropped."""
+    header = cookie_prefix(prefix) + header.lstrip()
     header = _COOKIE_DOMAIN.sub("", header)
     if _COOKIE_PATH.search(header):
         return _COOKIE_PATH.sub(lambda m: m.group(1) + prefix.rstrip("/") + (
@@ -107,7 +124,7 @@ def proxy(portal, base_url: str, prefix: str, extra_headers: dict | None = None,
     url = base_url.rstrip("/") + "/" + rest
     if request.query_string:
         url += "?" + request.query_string.decode("latin-1")
-    headers = forward_headers(extra_headers or {})
+    headers = forward_headers(extra_headers or {}, prefix)
     body = None
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         body = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH (413 beyond)

@@ -49,12 +49,12 @@ def parse_time(text: str, name: str) -> datetime:
     """Return the aware UTC datetime of an ISO 8601 date or time; 400 when it is not one."""
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, AttributeError) as exc:
-        raise PortalError(f"'{name}' must be an ISO 8601 date or time, such as 2026-11-01 "
-                          "or 2026-11-01T12:00:00Z.", code="invalid_time") from exc
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+    except (ValueError, AttributeError, OverflowError) as exc:
+        raise PortalError(f"'{name}' must be an ISO 8601 date or time between the years 1 and 9999, "
+                          "such as 2026-11-01 or 2026-11-01T12:00:00Z.", code="invalid_time") from exc
 
 
 def parse_query(args, now: datetime | None = None) -> UsageQuery:
@@ -65,7 +65,11 @@ def parse_query(args, now: datetime | None = None) -> UsageQuery:
     """
     now = now or datetime.now(timezone.utc)
     end = parse_time(args["to"], "to") if args.get("to") else now
-    start = parse_time(args["from"], "from") if args.get("from") else end - timedelta(days=7)
+    try:
+        start = parse_time(args["from"], "from") if args.get("from") else end - timedelta(days=7)
+    except OverflowError as exc:
+        raise PortalError("'to' is too early for the default 7-day range; give 'from' too.",
+                          code="invalid_range") from exc
     if start >= end:
         raise PortalError("'from' must be before 'to'.", code="invalid_range")
     if end - start > MAX_RANGE:

@@ -5,8 +5,8 @@ it: ``/kong-admin/<path>``. ``next`` pagination links are rewritten into the por
 """
 from __future__ import annotations
 
-import fnmatch
 import json
+import re
 
 from flask import request
 
@@ -38,10 +38,19 @@ def portal_config_schema():
     }}
 
 
+def path_pattern(glob: str) -> re.Pattern:
+    """Return the regex of an ``allow_writes`` path: ``*`` matches within one path segment,
+    ``**`` across segments; everything else is literal."""
+    parts = re.split(r"(\*\*|\*)", glob)
+    regex = "".join("[^/]*" if p == "*" else ".*" if p == "**" else re.escape(p) for p in parts)
+    return re.compile(f"^{regex}$")
+
+
 def write_allowed(settings: dict, method: str, path: str) -> bool:
-    """Return True when ``allow_writes`` lets ``method`` change ``path`` (glob patterns)."""
+    """Return True when ``allow_writes`` lets ``method`` change ``path`` (``*`` one segment,
+    ``**`` any depth)."""
     path = "/" + path.lstrip("/")
-    return any(method in rule["methods"] and any(fnmatch.fnmatchcase(path, p) for p in rule["paths"])
+    return any(method in rule["methods"] and any(path_pattern(p).match(path) for p in rule["paths"])
                for rule in settings["allow_writes"])
 
 

@@ -100,12 +100,23 @@ def _wants_csv() -> bool:
     return "text/csv" in (request.headers.get("Accept") or "")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """Return ``value`` so a spreadsheet shows it as text: a string starting like a formula
+    (``= + - @``, tab, CR) gets a leading apostrophe; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv(rows: list[dict], groups: tuple) -> Response:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=["source", *groups, *METRICS], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow(row)
+        writer.writerow({key: csv_safe(value) for key, value in row.items()})
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=usage.csv"})
 

@@ -98,6 +98,14 @@ def test_masking_hides_secrets_and_url_passwords():
     assert shown["plugins"]["litellm"]["url"] == "http://h"
 
 
+def test_masking_hides_passwords_without_a_user_and_secret_looking_names():
+    shown = json.dumps(masked({"portal": {"redis_url": "redis://:hunter2@cache:6379/0"},
+                               "x": {"apikey": "k-123", "headers": {"X-Embed-Auth": "emb-456"},
+                                     "input_cost_per_token": 0.5, "max_tokens": 7}}))
+    assert "hunter2" not in shown and "k-123" not in shown and "emb-456" not in shown
+    assert "0.5" in shown and "7" in shown
+
+
 def test_builtin_plugin_is_registered_only_when_enabled(make_app):
     app = make_app(ledger={"enabled": False}, metrics={})
     sources = portal_of(app).sources
@@ -297,6 +305,38 @@ def test_body_over_the_limit_is_413_json(make_app, fake_upstream, tmp_path):
     response = app.test_client().post("/v1/chat/completions", data="x" * 5000,
                                       headers={**bearer(app), "Content-Type": "application/json"})
     _assert_error_shape(response, 413)
+
+
+def _chunked_post(port: int, token: str, body: bytes) -> bytes:
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: {token}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    for i in range(0, len(body), 8192):
+        piece = body[i:i + 8192]
+        sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+    sock.sendall(b"0\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536)
+    sock.close()
+    return answer
+
+
+@pytest.mark.parametrize("padding", [b" " * 100_000, b"x" * 100_000])
+def test_chunked_body_over_the_limit_is_413_even_when_it_starts_as_valid_json(
+        make_app, fake_upstream, live_server, tmp_path, padding):
+    config = base_config(tmp_path, **chat_plugins(fake_upstream))
+    config["portal"]["max_body_bytes"] = 65536
+    app = make_app(config=config)
+    server = live_server(app)
+    before = len(fake_upstream.requests)
+    valid = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    answer = _chunked_post(server.port, bearer(app)["Authorization"], valid + padding)
+    assert answer.startswith(b"HTTP/1.1 413") and len(fake_upstream.requests) == before
+    small = _chunked_post(server.port, bearer(app)["Authorization"], valid)
+    assert small.startswith(b"HTTP/1.1 200")
 
 
 def test_malformed_json_body_is_400_json(make_app):

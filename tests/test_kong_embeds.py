@@ -108,8 +108,8 @@ def test_embed_strips_framing_refusal_and_sets_the_portals_policy(app):
 
 def test_embed_rewrites_cookies_into_its_prefix(app):
     cookies = app.test_client().get("/embed/langfuse/", headers=admin(app)).headers.getlist("Set-Cookie")
-    assert "sid=abc; Path=/embed/langfuse/; HttpOnly" in cookies
-    assert "pref=dark; Path=/embed/langfuse/settings" in cookies
+    assert "ap_embed_langfuse__sid=abc; Path=/embed/langfuse/; HttpOnly" in cookies
+    assert "ap_embed_langfuse__pref=dark; Path=/embed/langfuse/settings" in cookies
     assert all("Domain" not in c for c in cookies)
 
 
@@ -126,12 +126,34 @@ def test_embed_rewrites_redirects_into_its_prefix(app, path, location):
 def test_embed_never_forwards_portal_credentials_and_adds_upstream_ones(app, ui):
     client = app.test_client()
     client.set_cookie("token", "portal-session-token")
-    client.set_cookie("theme", "light")
+    client.set_cookie("theme", "light")  # the portal site's own cookie, not the embedded UI's
+    client.set_cookie("ap_embed_langfuse__sid", "abc")  # set by the UI through this proxy
     seen = client.get("/embed/langfuse/echo?q=1", headers=admin(app)).json
     assert seen["path"] == "/echo?q=1"
     headers = {k.lower(): v for k, v in seen["headers"].items()}
     assert headers["authorization"] == "Basic dXBzdHJlYW0="
-    assert "portal-session-token" not in headers.get("cookie", "") and "theme=light" in headers["cookie"]
+    assert headers["cookie"] == "sid=abc"
+
+
+def test_embed_never_forwards_identity_headers_a_proxy_would_vouch_for(app):
+    sent = {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-User": "admin", "X-Real-IP": "10.0.0.2",
+            "Remote-User": "admin", "X-WEBAUTH-USER": "admin", "X-HTTP-Method-Override": "DELETE",
+            "Forwarded": "for=10.0.0.3", "X-Auth-Request-Email": "root@example.com", "X-Custom": "kept"}
+    seen = app.test_client().get("/embed/langfuse/echo", headers={**admin(app), **sent}).json
+    forwarded = {k.lower() for k in seen["headers"]}
+    assert "x-custom" in forwarded
+    assert forwarded.isdisjoint({k.lower() for k in sent} - {"x-custom"})
+
+
+@pytest.mark.parametrize("path,allowed", [("/services", True), ("/services/abc", True),
+                                          ("/services/abc/routes", False), ("/plugins", False),
+                                          ("/services/a/plugins/b", True)])
+def test_kong_write_patterns_match_one_segment_per_star(path, allowed):
+    from agent_portal.plugins.kong import write_allowed
+
+    settings = {"allow_writes": [{"methods": ["POST"], "paths": ["/services", "/services/*",
+                                                                  "/services/**/plugins/*"]}]}
+    assert write_allowed(settings, "POST", path) is allowed
 
 
 def test_embed_streams_large_bodies_both_ways(app):

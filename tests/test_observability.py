@@ -65,6 +65,8 @@ def test_user_sees_only_their_own_usage(app):
     ("group_by=day,hour", "invalid_group_by"),
     ("source=nowhere", "invalid_source"),
     ("format=xml", "invalid_format"),
+    ("to=9999-12-31T23:59:59-12:00", "invalid_time"),
+    ("to=0001-01-01T00:00:00", "invalid_range"),
 ])
 def test_bad_usage_parameters_are_400(app, query, code):
     response = usage(app, query)
@@ -79,6 +81,16 @@ def test_usage_as_csv_by_parameter_and_by_accept_header(app):
         assert response.mimetype == "text/csv"
         rows = list(csv.DictReader(io.StringIO(response.data.decode())))
         assert rows[0]["source"] == "ledger" and rows[0]["model"] == "echo" and rows[0]["requests"] == "1"
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised(make_app, fake_upstream):
+    app = make_app(**chat_plugins(fake_upstream, models={"=HYPERLINK(\"http://x\")": {
+        "backend": "fake", "model": "echo"}}))
+    chat(app, "@evil", model='=HYPERLINK("http://x")')
+    settle(app, 1)
+    body = usage(app, "group_by=user,model&format=csv", role="admin").data.decode()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert rows[0]["user"] == "'@evil" and rows[0]["model"] == "'=HYPERLINK(\"http://x\")"
 
 
 class TwoProviders:
