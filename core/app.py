@@ -128,9 +128,11 @@ def create_app(config: dict | str | None = None, environ=None) -> Flask:
     """
     raw = config if isinstance(config, dict) else cfg.load_config_file(config)
     missing: list[str] = []
-    filled = cfg.fill_environment(raw, environ, missing=missing)
+    origins: dict = {}
+    filled = cfg.fill_environment(raw, environ, missing=missing, origins=origins)
     errors = list(missing)
     errors += cfg.schema_errors(filled, cfg.CORE_SCHEMA, "")
+    errors += cfg.secret_errors(filled, origins)
     third_party = discover_entry_points()  # scanning installed packages is slow: once per app
     errors += unknown_plugin_errors(filled, third_party)
     cfg.raise_if_errors(errors)

@@ -86,24 +86,27 @@ def load_config_file(path: str | None) -> dict:
     return raw
 
 
-def fill_environment(value: Any, environ=None, where: str = "", missing=None) -> Any:
+def fill_environment(value: Any, environ=None, where: str = "", missing=None, origins=None) -> Any:
     """Return ``value`` with ``${VAR}`` and ``${VAR:-default}`` filled from ``environ``.
 
     A string that is one placeholder and fills to "" becomes None, so ``${REDIS_URL:-}`` means
-    "not set". Names of unset variables without a default are appended to ``missing``.
+    "not set". Names of unset variables without a default are appended to ``missing``;
+    ``origins``, when given, maps each filled setting's path to the variable it came from.
     """
     environ = os.environ if environ is None else environ
     missing = [] if missing is None else missing
     if isinstance(value, dict):
-        return {k: fill_environment(v, environ, f"{where}.{k}" if where else str(k), missing)
+        return {k: fill_environment(v, environ, f"{where}.{k}" if where else str(k), missing, origins)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [fill_environment(v, environ, f"{where}[{i}]", missing) for i, v in enumerate(value)]
+        return [fill_environment(v, environ, f"{where}[{i}]", missing, origins) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def replace(match):
         name, default = match.group(1), match.group(2)
+        if origins is not None:
+            origins[where] = name
         if name in environ and environ[name] != "":
             return environ[name]
         if default is not None:
@@ -175,6 +178,33 @@ def masked(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         return _URL_PASSWORD.sub(rf"\1{MASK}\3", value)
     return value
+
+
+_VERIFYING = re.compile(r"secret|scrape_token")  # settings the portal checks callers against
+
+
+def secret_errors(config: Any, origins: dict | None = None, where: str = "") -> list[str]:
+    """Return one message per secret-named setting whose value is a known placeholder or weak,
+    naming the setting and the environment variable it came from."""
+    from .weak_secrets import weakness
+
+    origins = origins or {}
+    errors: list[str] = []
+    if isinstance(config, dict):
+        for key, value in config.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(value, str) and value and is_secret_key(str(key)):
+                reason = weakness(value, verifies=_VERIFYING.search(str(key).lower()) is not None)
+                if reason:
+                    source = f" (from ${origins[path]})" if path in origins else ""
+                    errors.append(f"{path}{source} {reason}; generate one with "
+                                  "python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
+            else:
+                errors += secret_errors(value, origins, path)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            errors += secret_errors(value, origins, f"{where}[{i}]")
+    return errors
 
 
 def raise_if_errors(errors: Iterable[str]) -> None:
