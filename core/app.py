@@ -13,7 +13,7 @@ from flask import Flask, g, request
 from flask_sock import Sock
 
 from . import config as cfg
-from .cors import install_cors
+from .cors import cross_site_refusal, install_cors
 from .dispatch import ChatRecordDispatcher
 from .errors import AuthError, PortalError, StartupError, error_response, register_error_handlers
 from .logs import configure_logging
@@ -200,6 +200,7 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
     access_by_endpoint = portal.access_by_endpoint
     trust_request_id = portal.settings["trust_request_id"]
     max_body = portal.settings["max_body_bytes"]
+    cors_origins = set(portal.settings["cors_origins"])
 
     @app.before_request
     def _bound_body():
@@ -214,6 +215,9 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
         access = access_by_endpoint.get(request.endpoint)
         if access is None or access == "public":
             return None  # public, or no such route: Flask answers 404/405 itself
+        refusal = cross_site_refusal(request, cors_origins)
+        if refusal is not None:
+            return refusal
         if request.query_string and ("access_token" in request.args or "token" in request.args):
             return error_response(401, "Credentials are not accepted in the URL; send an "
                                   "Authorization header.", code="token_in_url",

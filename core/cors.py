@@ -2,7 +2,11 @@
 Monitoring tab on its own port), limited to the origins ``portal.cors_origins`` names."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Flask, Response, request
+
+from .errors import error_response
 
 ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-ID"
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -38,3 +42,45 @@ def install_cors(app: Flask, origins: list[str]) -> None:
             response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After"
             response.vary.add("Origin")
         return response
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _request_origin(req) -> str | None:
+    """Return the scheme://host[:port] the browser says the request came from (Origin, else Referer)."""
+    origin = req.headers.get("Origin")
+    if origin and origin != "null":
+        return origin.rstrip("/")
+    referer = req.headers.get("Referer")
+    if referer:
+        parts = urlsplit(referer)
+        if parts.scheme and parts.netloc:
+            return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+def cross_site_refusal(req, allowed_origins: set) -> Response | None:
+    """Return a 403 (or 415) when the only credential is the ``token`` cookie and the request
+    could have been sent by another site: a state-changing method or a WebSocket upgrade whose
+    Origin (or Referer) is neither the portal's own site nor in ``cors_origins``, or a body that
+    is not ``application/json``. Callers with an Authorization header are not affected.
+    """
+    if "Authorization" in req.headers or not req.cookies.get("token"):
+        return None
+    upgrade = req.headers.get("Upgrade", "").lower() == "websocket"
+    if req.method in SAFE_METHODS and not upgrade:
+        return None
+    origin = _request_origin(req)
+    own_hosts = {req.host}
+    forwarded_host = req.headers.get("X-Forwarded-Host")
+    if forwarded_host:
+        own_hosts.add(forwarded_host.split(",")[0].strip())
+    if origin is None or (urlsplit(origin).netloc not in own_hosts and origin not in allowed_origins):
+        return error_response(403, "A request authenticated by the portal's cookie must come from the "
+                              "portal's own site or an origin in cors_origins.", code="cross_site_request")
+    has_body = (req.content_length or 0) > 0 or "chunked" in req.headers.get("Transfer-Encoding", "").lower()
+    if has_body and req.mimetype != "application/json":
+        return error_response(415, "A request authenticated by the portal's cookie must send its body as "
+                              "application/json.", code="unsupported_media_type")
+    return None
