@@ -107,6 +107,9 @@ class Portal:
         if self._closed:
             return
         self._closed = True
+        ended = self.end_streams()
+        if ended:
+            self.dispatcher.drain(2.0)  # the ended streams' records, before the plugins flush
         self.dispatcher.stop()
         for name, plugin in self.pm.list_name_plugin():
             impl = getattr(plugin, "portal_shutdown", None)

@@ -26,10 +26,51 @@ limit_request_field_size = 16384  # room for an 8 KB token, not for more
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="agent-portal-metrics-"))
 
 
+def _portal_of(worker):
+    app = getattr(worker, "wsgi", None)
+    return getattr(app, "extensions", {}).get("agent_portal") if app is not None else None
+
+
+def shutdown_margin(graceful: float) -> float:
+    """Return how long before the master's deadline the worker ends its own streams: time for
+    gunicorn's one-second loop to notice, and for the ledger and trace exporters to flush."""
+    return min(max(3.0, graceful * 0.25), graceful * 0.6)
+
+
+def post_worker_init(worker):
+    """On SIGTERM (``docker stop``, systemd, a reload), stop taking requests as gunicorn does, and
+    end the streams still open shortly before the master's ``graceful_timeout`` would kill the
+    worker, so each is answered with an error event and recorded, and the flush has time."""
+    import signal
+    import threading
+    import time
+
+    portal = _portal_of(worker)
+    if portal is None:
+        return
+    graceful = float(worker.cfg.graceful_timeout)
+
+    def end_streams_in_time():
+        time.sleep(max(0.0, graceful - shutdown_margin(graceful)))
+        ended = portal.end_streams()
+        if ended:
+            worker.log.warning("agent-portal: ended %d open streams before the shutdown deadline", ended)
+
+    def on_term(sig, frame):
+        worker.handle_exit(sig, frame)
+        if "gevent" in type(worker).__module__:
+            import gevent  # a signal handler runs in gevent's hub: it may spawn, never block
+
+            gevent.spawn(end_streams_in_time)
+        else:
+            threading.Thread(target=end_streams_in_time, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def worker_exit(server, worker):
     """Flush the worker's queued records (ledger, traces) before it goes."""
-    app = getattr(worker, "wsgi", None)
-    portal = getattr(app, "extensions", {}).get("agent_portal") if app is not None else None
+    portal = _portal_of(worker)
     if portal is not None:
         portal.shutdown()
 

@@ -87,3 +87,71 @@ def test_streams_flow_chunk_by_chunk_under_gevent(served):
     assert len(arrivals) == 102  # 100 chunks, the finish chunk, [DONE]
     # chunks arrive spread over the upstream's 5 seconds, not all at the end
     assert arrivals[10] < arrivals[-1] - 3
+
+
+def test_sigterm_ends_open_streams_with_an_error_and_loses_no_record(tmp_path, fake_upstream):
+    """``docker stop`` with streams open past graceful_timeout: each stream ends with an error
+    event, never a clean end, and every record (those streams and all still queued) is stored."""
+    import signal
+    import threading
+
+    import sqlalchemy as sa
+
+    db = tmp_path / "shutdown.db"
+    config = {"portal": {"secret_key": "gunicorn-test-secret-0123456789abcdef", "log_level": "WARNING",
+                         "database_url": f"sqlite:///{db}"},
+              "plugins": {"chat": {"between_chunks_timeout_seconds": 5}, "portal_tokens": {},
+                          "ledger": {"flush_seconds": 60, "batch_size": 10000},
+                          "openai_compat": {"upstreams": {"fake": {"base_url": fake_upstream.base_url,
+                                                                   "models": ["echo", "slow-200"]}}}}}
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = _free_port()
+    env = {**os.environ, "PORTAL_GRACEFUL_SECONDS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path),
+                                "--port", str(port), "--workers", "1"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(base + "/ready", timeout=0.5).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.05)
+        headers = {"Authorization": f"Bearer {mint_token(portal_of(create_app(str(path))), 'sam', 'user')}"}
+        hello = [{"role": "user", "content": "hi"}]
+        for _ in range(20):  # queued in memory: the ledger flushes only every 60 s
+            assert requests.post(base + "/v1/chat/completions", headers=headers, timeout=5,
+                                 json={"model": "echo", "messages": hello}).status_code == 200
+        endings = []
+
+        def stream():
+            with requests.post(base + "/v1/chat/completions", headers=headers, stream=True, timeout=30,
+                               json={"model": "slow-200", "messages": hello, "stream": True,
+                                     "max_tokens": 100}) as answer:
+                lines = [line for line in answer.iter_lines() if line.startswith(b"data: ")]
+            endings.append(lines[-1])
+
+        streams = [threading.Thread(target=stream) for _ in range(3)]
+        for thread in streams:
+            thread.start()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        for thread in streams:
+            thread.join(20)
+        process.wait(20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert len(endings) == 3
+    for last in endings:
+        assert b"[DONE]" not in last and b"portal_shutdown" in last
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT outcome, usage_source, completion_tokens FROM portal_chat_calls")).all()
+    engine.dispose()
+    assert len(rows) == 23
+    cut = [r for r in rows if r[0] == "portal_shutdown"]
+    assert len(cut) == 3 and all(r[1] == "counted" and r[2] > 0 for r in cut)
