@@ -14,11 +14,11 @@ import threading
 import time
 from collections import deque
 
-from .schema import for_database, insert_statement, migrate
+from .schema import copy_insert, for_database, insert_statement, migrate
 
 log = logging.getLogger("agent_portal.ledger")
 BACKOFF_START = 0.5
-BACKOFF_CAP = 30.0
+BACKOFF_CAP = 10.0
 WARN_EVERY = 10.0
 
 
@@ -78,34 +78,39 @@ class LedgerWriter:
 
     # --- the writer thread -------------------------------------------------------------------
     def _run(self) -> None:
-        delay = self.flush_seconds
+        # Wakes at least every flush_seconds (and at most every second) so the figures it
+        # reports stay current; writes only when no back-off is pending.
+        tick = min(self.flush_seconds, 1.0)
         while not self._stop.is_set():
-            self._wake.wait(delay)
+            self._wake.wait(tick)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            if self.flush_once():
-                delay = self.flush_seconds
-            else:
-                delay = self._backoff()
+            if time.monotonic() >= self._retry_at:
+                if not self.flush_once():
+                    self._retry_at = time.monotonic() + self._backoff()
+            elif self.journal is not None and len(self.queue) >= self.batch_size:
+                self.spill()  # the database is away: keep memory small, the journal keeps the rest
+            self.report()
             if self.journal is not None:
                 self.journal.sync()
 
     def _backoff(self) -> float:
         """Return the wait before the next try, growing while the database keeps failing."""
         base = min(BACKOFF_CAP, BACKOFF_START * (2 ** min(self.consecutive_failures - 1, 10)))
-        delay = base * random.uniform(0.5, 1.0)
-        self._retry_at = time.monotonic() + delay
-        return delay
+        return base * random.uniform(0.5, 1.0)
 
     def flush_once(self) -> bool:
-        """Write every queued row, then whatever the journal holds; returns False if the database failed.
+        """Write every row queued when called, then whatever the journal holds; returns False if
+        the database failed.
 
-        Serialised: the writer thread, shutdown and callers may all ask at once, and two flushers
-        taking the same batch would pop each other's rows.
+        Rows that arrive meanwhile wait for the next flush: under steady load the queue is never
+        empty, and a flush that chased it would never reach the journal. Serialised: the writer
+        thread, shutdown and callers may all ask at once, and two flushers taking the same batch
+        would pop each other's rows.
         """
         with self._flush_lock:
-            ok = self._drain_memory() and self._replay_journal()
+            ok = self._drain_memory(len(self.queue)) and self._replay_journal()
             self.report()
             return ok
 
@@ -114,11 +119,15 @@ class LedgerWriter:
             migrate(self.engine)
             self.needs_schema = False
         with self.engine.begin() as conn:
-            conn.execute(self._insert, [for_database(r) for r in rows])
+            if self.engine.dialect.name == "postgresql":
+                copy_insert(conn, [for_database(r) for r in rows])
+            else:
+                conn.execute(self._insert, [for_database(r) for r in rows])
 
-    def _drain_memory(self) -> bool:
-        while self.queue:
-            batch = [self.queue[i][1] for i in range(min(self.batch_size, len(self.queue)))]
+    def _drain_memory(self, count: int) -> bool:
+        """Write the first ``count`` queued rows (fewer if fewer are queued)."""
+        while count > 0 and self.queue:
+            batch = [self.queue[i][1] for i in range(min(self.batch_size, count, len(self.queue)))]
             try:
                 self._write(batch)
             except Exception as exc:
@@ -126,6 +135,7 @@ class LedgerWriter:
                 return False
             for _ in batch:
                 self.queue.popleft()
+            count -= len(batch)
             self.written += len(batch)
             self._succeeded()
         return True
@@ -166,8 +176,6 @@ class LedgerWriter:
                         self.oldest_age(), self.last_error)
             self._warned_at = now
             self._failures_since_warning = 0
-        if self.journal is not None and len(self.queue) >= self.max_queue // 2:
-            self.spill()
 
     def spill(self) -> int:
         """Move every row waiting in memory to the journal; returns how many moved."""
@@ -219,7 +227,7 @@ class LedgerWriter:
         deadline = time.monotonic() + timeout
         while self.queue and time.monotonic() < deadline:
             with self._flush_lock:
-                if not self._drain_memory():
+                if not self._drain_memory(len(self.queue)):
                     break  # the database is away: the journal keeps the rest, no waiting
         journaled = self.spill() if self.queue else 0
         lost = len(self.queue)
