@@ -227,3 +227,105 @@ def test_concurrent_flushes_neither_lose_nor_double_records(make_app, tmp_path):
     assert errors == []
     assert wait_until(lambda: stored_count(url) == 300)
     assert writer.written == 300 and len(writer.queue) == 0
+
+
+# --- the journal: past memory, across restarts --------------------------------------------------
+
+
+def _rows_by_call_id(url) -> dict:
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT call_id, count(*) FROM portal_chat_calls GROUP BY call_id")).all())
+    finally:
+        engine.dispose()
+
+
+def test_records_past_the_memory_bound_go_to_the_journal_and_reach_the_database_once(
+        make_app, tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    app = ledger_app(make_app, tmp_path, url, max_queue=5, journal_dir=str(tmp_path / "journal"))
+    writer = portal_of(app).extensions["ledger"].writer
+    proxy.cut()
+    sent = [record() for _ in range(30)]
+    for item in sent:
+        writer.add(to_row(item))
+    assert writer.dropped == 0 and writer.backlog() == 30 and writer.journal.rows >= 25
+    proxy.restore()
+    assert wait_until(lambda: stored_count(PG_URL) == 30, seconds=20)
+    assert _rows_by_call_id(PG_URL) == {item.call_id: 1 for item in sent}
+    assert wait_until(lambda: writer.backlog() == 0)
+
+
+def test_a_journal_left_by_a_stopped_portal_is_replayed_at_the_next_start(make_app, tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    journal = str(tmp_path / "journal")
+    proxy.cut()
+    first = ledger_app(make_app, tmp_path, url, journal_dir=journal, shutdown_seconds=0.5)
+    sent = [record() for _ in range(12)]
+    for item in sent:
+        portal_of(first).dispatcher.submit(item)
+    portal_of(first).dispatcher.drain()
+    portal_of(first).shutdown()  # the database is away: everything goes to the journal
+    assert stored_count(PG_URL) == 0
+    proxy.restore()
+    ledger_app(make_app, tmp_path, url, journal_dir=journal)  # the next start replays it
+    assert wait_until(lambda: stored_count(PG_URL) == 12, seconds=20)
+    assert _rows_by_call_id(PG_URL) == {item.call_id: 1 for item in sent}
+
+
+def test_a_journal_replayed_twice_counts_each_call_once(tmp_path):
+    import shutil
+
+    from agent_portal.plugins.ledger.journal import Journal
+    from agent_portal.plugins.ledger.writer import LedgerWriter
+
+    url = f"sqlite:///{tmp_path}/twice.db"
+    engine = create_engine_for(url)
+    from agent_portal.plugins.ledger import migrate
+
+    migrate(engine)
+    journal = Journal(str(tmp_path / "journal"))
+    journal.append([to_row(record()) for _ in range(7)])
+    journal.seal()
+    original = next((tmp_path / "journal").iterdir())
+    shutil.copy(original, tmp_path / "journal" / "crash-copy.jsonl")  # a crash before the delete
+    writer = LedgerWriter(engine, 100, 3, 60, journal=Journal(str(tmp_path / "journal")))
+    assert writer.flush_once()
+    assert stored_count(url) == 7 and list((tmp_path / "journal").iterdir()) == []
+
+
+def test_back_off_grows_while_the_database_is_down(make_app, tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    proxy.cut()
+    app = ledger_app(make_app, tmp_path, url)
+    writer = portal_of(app).extensions["ledger"].writer
+    for _ in range(3):
+        writer.add(to_row(record()))
+    time.sleep(4.0)
+    # tries at about 0, 0.5, 1.5, 3.5 s (with jitter: fewer), never one per record or per tick
+    assert 1 <= writer.failures <= 5
+    proxy.restore()
+
+
+def test_a_journal_that_cannot_be_written_loses_records_and_health_says_down(make_app, tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    config = base_config(tmp_path, ledger={"flush_seconds": 0.05, "max_queue": 2,
+                                           "journal_dir": str(tmp_path / "journal")},
+                         observability={"health_cache_seconds": 0})
+    config["portal"]["database_url"] = url
+    app = make_app(config=config)
+    writer = portal_of(app).extensions["ledger"].writer
+
+    def disk_full(rows):
+        writer.journal.last_error = "OSError: [Errno 28] No space left on device"
+        return False
+
+    writer.journal.append = disk_full
+    proxy.cut()
+    for _ in range(5):
+        writer.add(to_row(record()))
+    assert writer.dropped == 3
+    health = app.test_client().get("/observability/health", headers=_admin(app)).json["components"]["ledger"]
+    assert health["status"] == "down" and "No space left" in health["detail"]
+    proxy.restore()
