@@ -28,7 +28,7 @@ import yaml  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadgen import Connection, StreamTimer, chat_body  # noqa: E402
 
-from agent_portal.quickstart import wait_until_ready  # noqa: E402
+from agent_portal.readiness import wait_until_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

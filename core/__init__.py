@@ -8,14 +8,14 @@ hookimpl = pluggy.HookimplMarker("agent_portal")
 
 from .errors import AuthError, PortalError, StartupError  # noqa: E402
 from .types import (  # noqa: E402
-    Actor, ChatEstimate, ChatRecord, ChatTarget, Embed, HealthCheck, ModelInfo, Route, UsageProvider,
+    Actor, ChatEstimate, ChatRecord, ChatTarget, Command, Embed, HealthCheck, ModelInfo, Route, UsageProvider,
 )
 from .app import Portal, create_app, portal_of  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "hookimpl", "create_app", "portal_of", "Portal", "Actor", "ChatEstimate", "ChatRecord", "ChatTarget", "Embed",
+    "hookimpl", "create_app", "portal_of", "Portal", "Actor", "ChatEstimate", "ChatRecord", "Command", "ChatTarget", "Embed",
     "HealthCheck", "ModelInfo", "Route", "UsageProvider", "AuthError", "PortalError",
     "StartupError",
 ]

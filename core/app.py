@@ -16,13 +16,13 @@ from . import config as cfg
 from .cors import cross_site_refusal, install_cors
 from .dispatch import ChatRecordDispatcher
 from .errors import AuthError, PortalError, StartupError, error_response, register_error_handlers
+from .hooks import call_each, call_impl, implementations
 from .logs import configure_logging
-from .plugin_manager import (build_plugin_manager, discover_entry_points, unknown_plugin_errors,
-                             validate_plugin_sections)
+from .plugin_manager import (build_plugin_manager, discover_builtins, discover_entry_points,
+                             unknown_plugin_errors, validate_plugin_sections)
 from .routing import register_routes
 from .sse import end_streams
 from .tokens import install_jwt
-from .types import ROLE_RANK
 
 log = logging.getLogger("agent_portal.app")
 
@@ -53,8 +53,7 @@ class Portal:
         self.dispatcher = ChatRecordDispatcher(self)
         self.live_streams: set = set()  # the queues of streams being relayed (see sse.relay)
         self._actor_sources: list = []
-        self.jwt_keys: dict = {}  # issuer (None: no iss claim) -> HS256 secret
-        self.wants_payloads = False  # set by a plugin that records prompts and answers (tracing)
+        self.jwt_keys: dict = {}  # issuer (None: no iss claim) -> HS256 secret, from portal_jwt_keys
         self._engine = None
         self._closed = False
 
@@ -79,19 +78,17 @@ class Portal:
 
     # --- who is calling ---------------------------------------------------------------------
     def order_actor_sources(self) -> None:
-        order = self.config["auth"]["order"]
-        impls = self.hook.portal_actor_from_request.get_hookimpls()
-        rank = {name: i for i, name in enumerate(order)}
-        impls = sorted(impls, key=lambda impl: rank.get(impl.plugin_name, len(rank)))
-        self._actor_sources = [(impl.plugin_name, impl.function) for impl in impls]
+        """Fix the order actor sources are asked in: ``auth.order`` when config gives one, else
+        the plugins' own (``tryfirst``/``trylast``), once, at startup."""
+        self._actor_sources = implementations(self.hook.portal_actor_from_request, self.config["auth"]["order"])
 
     def actor_from_request(self, req):
         """Return the caller of ``req`` from the first actor source that knows it, or None.
 
-        Sources run in ``auth.order``; one that raises :class:`AuthError` ends the search.
+        Sources run in the order fixed at startup; one that raises :class:`AuthError` ends the search.
         """
-        for _name, source in self._actor_sources:
-            actor = source(portal=self, request=req)
+        for impl in self._actor_sources:
+            actor = call_impl(impl, portal=self, request=req)
             if actor is not None:
                 return actor
         return None
@@ -111,21 +108,18 @@ class Portal:
         if ended:
             self.dispatcher.drain(2.0)  # the ended streams' records, before the plugins flush
         self.dispatcher.stop()
-        for name, plugin in self.pm.list_name_plugin():
-            impl = getattr(plugin, "portal_shutdown", None)
-            if impl is None:
-                continue
-            try:
-                impl(portal=self)
-            except Exception:
-                log.exception("plugin %s failed to shut down", name)
+        call_each(self.hook.portal_shutdown, portal=self)  # one failing never stops the others' flush
         if self._engine is not None:
             self._engine.dispose()
 
 
-def create_app(config: dict | str | None = None, environ=None) -> Flask:
+def create_app(config: dict | str | None = None, environ=None, plugins: list | None = None,
+               load_entry_points: bool = True) -> Flask:
     """Build one portal app from a config mapping, a YAML path, or ``$AGENT_PORTAL_CONFIG``.
 
+    ``plugins`` are plugin objects to register besides the installed ones (a module or an
+    object with ``@hookimpl`` methods, named by its ``name`` attribute); ``load_entry_points``
+    false skips third-party plugins (the built-ins still load when config enables them).
     Returns the Flask app; ``app.extensions["agent_portal"]`` is its :class:`Portal`.
     Raises :class:`StartupError` listing every config mistake at once.
     """
@@ -136,11 +130,12 @@ def create_app(config: dict | str | None = None, environ=None) -> Flask:
     errors = list(missing)
     errors += cfg.schema_errors(filled, cfg.CORE_SCHEMA, "")
     errors += cfg.secret_errors(filled, origins)
-    third_party = discover_entry_points()  # scanning installed packages is slow: once per app
-    errors += unknown_plugin_errors(filled, third_party)
+    builtins = discover_builtins()  # scanning installed packages is slow: once per app
+    third_party = discover_entry_points() if load_entry_points else {}
+    errors += unknown_plugin_errors(filled, builtins, third_party, plugins)
     cfg.raise_if_errors(errors)
     merged = cfg.merge_defaults(filled)
-    pm, sources = build_plugin_manager(merged, third_party)
+    pm, sources = build_plugin_manager(merged, builtins, third_party, plugins)
     cfg.raise_if_errors(validate_plugin_sections(pm, merged))
 
     configure_logging(merged["portal"]["log_level"])
@@ -157,6 +152,7 @@ def create_app(config: dict | str | None = None, environ=None) -> Flask:
 
     install_jwt(app, portal)
     start_plugins(portal)
+    portal.jwt_keys = collect_jwt_keys(portal)
     portal.order_actor_sources()
     register_routes(portal, app, Sock(app))
     _install_request_hooks(portal, app)
@@ -167,9 +163,9 @@ def create_app(config: dict | str | None = None, environ=None) -> Flask:
 
 def start_plugins(portal: Portal) -> None:
     """Call each plugin's ``portal_startup`` in pluggy's order, naming the plugin that fails."""
-    for impl in reversed(portal.hook.portal_startup.get_hookimpls()):  # pluggy calls them last-first
+    for impl in implementations(portal.hook.portal_startup):
         try:
-            impl.function(portal=portal)
+            call_impl(impl, portal=portal)
         except StartupError:
             raise
         except Exception as exc:
@@ -197,6 +193,20 @@ def bound_chunked_body(environ, limit: int):
     environ.pop("wsgi.input_terminated", None)
     environ.pop("HTTP_TRANSFER_ENCODING", None)  # werkzeug ignores the length of a chunked body
     return None
+
+
+def collect_jwt_keys(portal: Portal) -> dict:
+    """Return ``{issuer: secret}`` from every plugin's ``portal_jwt_keys``; two plugins claiming
+    one issuer stop startup (a token must have one key that checks it)."""
+    keys: dict = {}
+    owners: dict = {}
+    for impl in implementations(portal.hook.portal_jwt_keys):
+        for issuer, secret in (call_impl(impl, portal=portal) or {}).items():
+            if issuer in keys:
+                raise StartupError(f"plugins {owners[issuer]!r} and {impl.plugin_name!r} both sign tokens "
+                                   f"of issuer {issuer!r}")
+            keys[issuer], owners[issuer] = secret, impl.plugin_name
+    return keys
 
 
 def _install_request_hooks(portal: Portal, app: Flask) -> None:
@@ -239,7 +249,7 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
                                   headers={"WWW-Authenticate": 'Bearer realm="agent-portal"'})
         if actor.role == "pending":
             return error_response(403, "Your account is pending approval.", code="pending_user")
-        if ROLE_RANK.get(actor.role, -1) < ROLE_RANK[access]:
+        if not actor.may(access):
             return error_response(403, f"This route needs the {access} role.", code="forbidden")
         g.actor = actor
         return None

@@ -1,4 +1,5 @@
-"""The ``agent-portal`` command: serve, up, check-config, plugins, routes, keys, token."""
+"""The ``agent-portal`` command: serve, check-config, plugins, routes, and the plugins' own commands
+(``portal_commands``: ``token``, ``keys``, ``up``...)."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +11,10 @@ from . import config as cfg
 from .errors import StartupError
 
 
-def _build(args):
+def _build(args, plugins: list | None = None):
     from .app import create_app, portal_of
 
-    return portal_of(create_app(args.config))
+    return portal_of(create_app(args.config, plugins=plugins))
 
 
 def cmd_check_config(args) -> int:
@@ -25,13 +26,14 @@ def cmd_check_config(args) -> int:
 
 def cmd_plugins(args) -> int:
     """Print installed plugins, whether each is enabled, and the hooks each implements."""
-    from .plugin_manager import BUILTIN_PLUGINS, discover_entry_points, plugin_hooks
+    from .plugin_manager import discover_builtins, discover_entry_points, plugin_hooks
 
     portal = _build(args)
     hooks = plugin_hooks(portal.pm)
+    builtins = discover_builtins()
     rows = []
-    for name in list(BUILTIN_PLUGINS) + sorted(discover_entry_points()):
-        rows.append({"name": name, "source": portal.sources.get(name, "built-in" if name in BUILTIN_PLUGINS
+    for name in list(builtins) + sorted(discover_entry_points()):
+        rows.append({"name": name, "source": portal.sources.get(name, "built-in" if name in builtins
                                                                  else "entry point"),
                      "enabled": name in portal.sources, "hooks": hooks.get(name, [])})
     if args.json:
@@ -55,43 +57,6 @@ def cmd_routes(args) -> int:
     return 0
 
 
-def cmd_token(args) -> int:
-    """Print a portal-signed token for ``--user`` with ``--role``."""
-    from agent_portal.plugins.portal_tokens import mint_token
-
-    portal = _build(args)
-    if "portal_tokens" not in portal.sources:
-        raise StartupError("plugin 'portal_tokens' is not enabled in this config")
-    print(mint_token(portal, args.user, args.role, cfg.parse_duration(args.ttl), email=args.email))
-    return 0
-
-
-def cmd_keys(args) -> int:
-    """Create, list or revoke portal API keys."""
-    from agent_portal.plugins.api_keys import store_of
-
-    portal = _build(args)
-    if "api_keys" not in portal.sources:
-        raise StartupError("plugin 'api_keys' is not enabled in this config")
-    store = store_of(portal)
-    if args.action == "create":
-        from datetime import timedelta
-
-        expires = cfg.parse_duration(args.expires)
-        created = store.create(args.owner, args.role, args.name or "",
-                               timedelta(seconds=expires) if expires else None)
-        print(json.dumps(created, indent=2))
-        print("Keep the key now: it is not shown again.", file=sys.stderr)
-    elif args.action == "list":
-        print(json.dumps(store.list(), indent=2))
-    else:
-        if not store.revoke(args.id):
-            print(f"no active key with id {args.id}", file=sys.stderr)
-            return 1
-        print(f"revoked {args.id}")
-    return 0
-
-
 def cmd_serve(args) -> int:
     """Run the portal under gunicorn with the gevent worker (replaces this process)."""
     argv = gunicorn_argv(args.config, args.host, args.port, args.workers)
@@ -111,14 +76,21 @@ def gunicorn_argv(config, host, port, workers) -> list[str]:
     return argv + ["agent_portal.wsgi:app"]
 
 
-def cmd_up(args) -> int:
-    """Start a local LiteLLM proxy with offline demo models, then the portal in front of it."""
-    from .quickstart import up
+def plugin_commands(plugins: list | None = None) -> list:
+    """Return the :class:`agent_portal.Command` of every installed plugin and of ``plugins``
+    (``portal_commands``)."""
+    from .hooks import call_each
+    from .plugin_manager import catalog_plugin_manager
 
-    return up(args)
+    commands = []
+    for answer in call_each(catalog_plugin_manager(plugins).hook.portal_commands):
+        commands.extend(answer.value or [])
+    return commands
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: list | None = None) -> argparse.ArgumentParser:
+    """Return the command line: the core's commands and every plugin's; ``plugins`` as for
+    :func:`agent_portal.create_app`."""
     parser = argparse.ArgumentParser(prog="agent-portal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -133,51 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=0, help="default: from the CPU count")
     serve.set_defaults(func=cmd_serve)
 
-    up = with_config(sub.add_parser("up", help="start a local LiteLLM with demo models and the portal"))
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8080)
-    up.add_argument("--litellm-port", type=int, default=4000)
-    up.add_argument("--litellm-config", default="config/litellm.yaml")
-    up.add_argument("--litellm-bin", default=os.environ.get("LITELLM_BIN", ".cache/litellm-venv/bin/litellm"))
-    up.add_argument("--workers", type=int, default=1)
-    up.set_defaults(func=cmd_up)
-
     check = with_config(sub.add_parser("check-config", help="print the effective config, secrets masked"))
     check.set_defaults(func=cmd_check_config)
 
-    plugins = with_config(sub.add_parser("plugins", help="installed and enabled plugins and their hooks"))
-    plugins.add_argument("--json", action="store_true")
-    plugins.set_defaults(func=cmd_plugins)
+    listing = with_config(sub.add_parser("plugins", help="installed and enabled plugins and their hooks"))
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_plugins)
 
     routes = with_config(sub.add_parser("routes", help="every route with its access"))
     routes.add_argument("--json", action="store_true")
     routes.set_defaults(func=cmd_routes)
 
-    token = with_config(sub.add_parser("token", help="print a portal-signed token"))
-    token.add_argument("--user", required=True)
-    token.add_argument("--role", choices=["user", "admin"], default="user")
-    token.add_argument("--ttl", default="1h", help="lifetime such as 15m, 1h, 30d")
-    token.add_argument("--email")
-    token.set_defaults(func=cmd_token)
-
-    keys = with_config(sub.add_parser("keys", help="portal API keys"))
-    key_sub = keys.add_subparsers(dest="action", required=True)
-    create = key_sub.add_parser("create")
-    create.add_argument("--owner", required=True)
-    create.add_argument("--role", choices=["user", "admin"], default="user")
-    create.add_argument("--name")
-    create.add_argument("--expires", help="lifetime such as 30d; default never")
-    key_sub.add_parser("list")
-    revoke = key_sub.add_parser("revoke")
-    revoke.add_argument("id")
-    for p in (create, key_sub.choices["list"], revoke):
-        p.add_argument("--config", default=argparse.SUPPRESS)
-    keys.set_defaults(func=cmd_keys)
+    for command in plugin_commands(plugins):
+        parser_of = with_config(sub.add_parser(command.name, help=command.help))
+        command.configure(parser_of)
+        parser_of.set_defaults(func=lambda args, run=command.run: run(args, lambda: _build(args, plugins)))
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, plugins: list | None = None) -> int:
+    """Run the command line; returns the exit code. ``plugins`` as for :func:`agent_portal.create_app`."""
+    args = build_parser(plugins).parse_args(argv)
     try:
         return args.func(args) or 0
     except StartupError as exc:

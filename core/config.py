@@ -62,9 +62,18 @@ DEFAULTS = {
         "trust_request_id": True,
         "cors_origins": [],
     },
-    "auth": {"order": ["portal_tokens", "openwebui_header", "openwebui_session", "api_keys"]},
+    "auth": {"order": []},  # empty: the plugins' own order (tryfirst/trylast), see hooks.implementations
     "plugins": {},
 }
+
+
+def strict_object(properties: dict, required: list | tuple = ()) -> dict:
+    """Return the JSON schema of an object with exactly ``properties`` (unknown keys are errors),
+    the shape of every plugin's config section."""
+    schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
 
 
 def load_config_file(path: str | None) -> dict:

@@ -7,6 +7,8 @@ import queue
 import threading
 import time
 
+from .hooks import call_each
+
 log = logging.getLogger("agent_portal.dispatch")
 
 _STOP = object()
@@ -59,11 +61,7 @@ class ChatRecordDispatcher:
 
     def deliver(self, record) -> None:
         """Hand ``record`` to each plugin's ``portal_chat_completed``, isolating failures."""
-        for impl in self.portal.hook.portal_chat_completed.get_hookimpls():
-            try:
-                impl.function(portal=self.portal, record=record)
-            except Exception:
-                log.exception("plugin %s failed on a chat record", impl.plugin_name)
+        call_each(self.portal.hook.portal_chat_completed, portal=self.portal, record=record)
         self.delivered += 1
 
     def drain(self, timeout: float = 5.0) -> None:

@@ -39,6 +39,16 @@ def portal_shutdown(portal):
     """
 
 
+@hookspec
+def portal_commands():
+    """Add subcommands to ``agent-portal``.
+
+    Returns a list of :class:`agent_portal.Command`. Asked of every installed plugin, enabled
+    or not (the command line is built before a config is read); a command that needs the plugin
+    enabled says so when it runs.
+    """
+
+
 # --- routes and who is calling -------------------------------------------------------------
 
 
@@ -59,6 +69,15 @@ def portal_actor_from_request(portal, request):
     Returns an :class:`agent_portal.Actor`, or None when the request carries no credential of
     this plugin's kind. Raise :class:`agent_portal.AuthError` when it does carry one and that
     credential is bad (expired, forged, revoked, or its issuer cannot be reached).
+    """
+
+
+@hookspec
+def portal_jwt_keys(portal):
+    """Name the HS256 keys this plugin's tokens are signed with.
+
+    Returns ``{issuer: secret}`` (issuer None for tokens without an ``iss`` claim); the core
+    merges every answer after startup and checks each token with the key of its issuer.
     """
 
 
@@ -92,6 +111,15 @@ def portal_models(portal, actor):
     """
 
 
+@hookspec
+def portal_backends(portal):
+    """List the chat backends this plugin runs.
+
+    Returns a list of backend objects (see :class:`agent_portal.upstream.OpenAIUpstream`): each
+    has a ``name``, ``model_ids()``, ``reachable`` and ``last_error``.
+    """
+
+
 @hookspec(firstresult=True)
 def portal_chat_backend(portal, model):
     """Find the backend that serves the public model name ``model``. First result wins.
@@ -117,11 +145,50 @@ def portal_chat_admission(portal, actor, model, target, estimate):
 
 
 @hookspec
+def portal_wants_payloads(portal):
+    """Say whether this plugin records prompts and answers (a tracer that logs payloads).
+
+    Returns True to have chat keep each call's messages and output on its record; asked once,
+    at startup.
+    """
+
+
+@hookspec
 def portal_chat_completed(portal, record):
     """Receive one :class:`agent_portal.ChatRecord` per chat call, streamed or not.
 
     Returns nothing. Called off the request path, one plugin at a time; an exception is logged
     and never reaches the caller or the other plugins.
+    """
+
+
+# --- what was used, and what it cost --------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def portal_spend(portal, user, since):
+    """Say what ``user``'s chat calls since ``since`` (an aware datetime) cost. First result wins.
+
+    Returns USD as a float, or None when this plugin keeps no record of spend.
+    """
+
+
+@hookspec(firstresult=True)
+def portal_recent_calls(portal, limit):
+    """List the newest ``limit`` chat calls, newest first. First result wins.
+
+    Returns a list of dicts (the fields of :class:`agent_portal.ChatRecord`, ``started_at`` as
+    ISO 8601), or None when this plugin keeps no calls.
+    """
+
+
+@hookspec
+def portal_metric(portal, name, value, labels):
+    """Record one measurement: set the gauge or add ``value`` to the counter ``name``.
+
+    ``labels`` is a dict (may be empty). Returns nothing; must not raise. Names in use:
+    ``ledger_queue_depth``, ``ledger_dropped_records``, ``ledger_journal_records``,
+    ``ledger_oldest_unwritten_seconds`` (gauges) and ``upstream_errors`` (counter, label ``kind``).
     """
 
 

@@ -3,22 +3,42 @@ from __future__ import annotations
 
 import time
 
+from .hooks import call_each
 from .isolation import run_isolated
 from .types import HealthCheck
+
+
+def http_check(url: str, judge=None, timeout: float = 3.0):
+    """Return a health check that GETs ``url``: anything but 200 is ``down`` with its status; a
+    200 is ``up``, or what ``judge(body)`` says of its JSON body (a dict with ``status``)."""
+
+    def check(portal):
+        response = portal.http.get(url, timeout=timeout)
+        if response.status_code != 200:
+            return {"status": "down", "detail": f"HTTP {response.status_code}"}
+        if judge is None:
+            return {"status": "up", "detail": "HTTP 200"}
+        try:
+            body = response.json()
+        except ValueError:
+            return {"status": "down", "detail": "answered 200 with something other than JSON"}
+        return judge(body if isinstance(body, dict) else {})
+
+    return check
 
 
 def collect_health_checks(portal) -> list:
     """Return every enabled plugin's :class:`HealthCheck`, each asked for on its own."""
     checks = []
-    for impl in portal.hook.portal_health_checks.get_hookimpls():
-        try:
-            checks.extend(impl.function(portal=portal) or [])
-        except Exception as exc:  # a plugin that cannot even list its checks is itself down
+    for answer in call_each(portal.hook.portal_health_checks, portal=portal):
+        if answer.error is None:
+            checks.extend(answer.value or [])
+            continue
 
-            def broken(portal, exc=exc):
-                raise exc
+        def broken(portal, exc=answer.error):  # a plugin that cannot even list its checks is itself down
+            raise exc
 
-            checks.append(HealthCheck(impl.plugin_name, broken, timeout=0.1))
+        checks.append(HealthCheck(answer.plugin, broken, timeout=0.1))
     return checks
 
 
@@ -55,12 +75,9 @@ def run_health(portal, required_names: set | None = None) -> dict:
 def collect_usage_providers(portal) -> dict:
     """Return ``{name: UsageProvider}`` of every enabled plugin."""
     providers = {}
-    for impl in portal.hook.portal_usage_providers.get_hookimpls():
-        try:
-            for provider in impl.function(portal=portal) or []:
-                providers[provider.name] = provider
-        except Exception:
-            continue
+    for answer in call_each(portal.hook.portal_usage_providers, portal=portal):
+        for provider in (answer.value or []) if answer.error is None else []:
+            providers[provider.name] = provider
     return providers
 
 

@@ -1,7 +1,9 @@
-"""The plugin manager: built-in plugins switched on by config, third-party ones by entry point."""
+"""The plugin manager: built-in plugins switched on by config, third-party ones on unless blocked.
+
+Both are found as entry points of installed distributions; the core names no plugin.
+"""
 from __future__ import annotations
 
-import importlib
 import logging
 from importlib.metadata import entry_points
 
@@ -14,67 +16,66 @@ from .errors import StartupError
 log = logging.getLogger("agent_portal.plugins")
 
 ENTRY_POINT_GROUP = "agent_portal"
+BUILTIN_GROUP = "agent_portal.builtin"
 
-# Built-in plugins, each enabled only when its section ``plugins.<name>`` is present and its
-# ``enabled`` is not false.
-BUILTIN_PLUGINS = {
-    "chat": "agent_portal.plugins.chat",
-    "litellm": "agent_portal.plugins.litellm",
-    "openai_compat": "agent_portal.plugins.openai_compat",
-    "portal_tokens": "agent_portal.plugins.portal_tokens",
-    "openwebui_session": "agent_portal.plugins.openwebui_session",
-    "openwebui_header": "agent_portal.plugins.openwebui_header",
-    "api_keys": "agent_portal.plugins.api_keys",
-    "ledger": "agent_portal.plugins.ledger",
-    "observability": "agent_portal.plugins.observability",
-    "metrics": "agent_portal.plugins.metrics",
-    "rate_limits": "agent_portal.plugins.rate_limits",
-    "kong": "agent_portal.plugins.kong",
-    "embeds": "agent_portal.plugins.embeds",
-    "langfuse": "agent_portal.plugins.langfuse",
-    "helicone": "agent_portal.plugins.helicone",
-    "dashboard": "agent_portal.plugins.dashboard",
-}
+
+def discover_builtins() -> dict:
+    """Return ``{name: entry_point}`` of the plugins shipped with the portal, in name order.
+
+    They are entry points of the distribution (group ``agent_portal.builtin``), found the way a
+    third party's are; each runs only when config has its section (``plugins.<name>``).
+    """
+    return {ep.name: ep for ep in entry_points(group=BUILTIN_GROUP)}
 
 
 def discover_entry_points() -> dict:
-    """Return ``{name: entry_point}`` for every installed third-party plugin."""
+    """Return ``{name: entry_point}`` for every installed third-party plugin (group ``agent_portal``)."""
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def build_plugin_manager(config: dict, third_party: dict | None = None) -> tuple[pluggy.PluginManager, dict]:
+def _load(name: str, entry_point):
+    try:
+        return entry_point.load()
+    except Exception as exc:  # a broken package must name itself
+        raise StartupError(f"plugin {name!r} ({entry_point.value}) failed to load: {exc}") from exc
+
+
+def build_plugin_manager(config: dict, builtins: dict, third_party: dict,
+                         extra: list | None = None) -> tuple[pluggy.PluginManager, dict]:
     """Return a fresh plugin manager for one app, and ``{plugin_name: source}``.
 
-    Registers the built-in plugins that ``config`` enables and every installed third-party plugin
-    (``third_party``, discovered when not given) that ``portal.blocked_plugins`` does not block;
-    raises :class:`StartupError` for a section naming no installed plugin.
+    Registers the built-in plugins that ``config`` enables, every third-party plugin that
+    ``portal.blocked_plugins`` does not block, and the ``extra`` plugin objects (a test's or an
+    embedding program's), each under its ``name`` attribute or its module's name.
     """
     pm = pluggy.PluginManager("agent_portal")
     pm.add_hookspecs(hookspecs)
     sections = config.get("plugins") or {}
     blocked = set(config["portal"].get("blocked_plugins") or [])
-    third_party = discover_entry_points() if third_party is None else third_party
     sources = {}
 
-    cfg_errors = unknown_plugin_errors(config, third_party)
+    cfg_errors = unknown_plugin_errors(config, builtins, third_party, extra)
     if cfg_errors:
         raise StartupError("invalid config:\n  - " + "\n  - ".join(cfg_errors))
 
-    for name, module_path in BUILTIN_PLUGINS.items():
+    for name, entry_point in builtins.items():
         if name not in sections or name in blocked or not _enabled(sections[name]):
             continue
-        pm.register(importlib.import_module(module_path), name=name)
+        pm.register(_load(name, entry_point), name=name)
         sources[name] = "built-in"
 
     for name, entry_point in sorted(third_party.items()):
-        if name in blocked or name in BUILTIN_PLUGINS or not _enabled(sections.get(name)):
+        if name in blocked or name in builtins or not _enabled(sections.get(name)):
             continue
-        try:
-            plugin = entry_point.load()
-        except Exception as exc:  # a broken third-party package must name itself
-            raise StartupError(f"plugin {name!r} ({entry_point.value}) failed to load: {exc}") from exc
-        pm.register(plugin, name=name)
+        pm.register(_load(name, entry_point), name=name)
         sources[name] = f"entry point {entry_point.value}"
+
+    for plugin in extra or []:
+        name = plugin_name(plugin)
+        if name in blocked or not _enabled(sections.get(name)):
+            continue
+        pm.register(plugin, name=name)
+        sources[name] = "given to create_app"
 
     try:
         pm.check_pending()
@@ -83,12 +84,39 @@ def build_plugin_manager(config: dict, third_party: dict | None = None) -> tuple
     return pm, sources
 
 
-def unknown_plugin_errors(config: dict, third_party: dict | None = None) -> list[str]:
+def catalog_plugin_manager(extra: list | None = None) -> pluggy.PluginManager:
+    """Return a plugin manager with every installed plugin (and ``extra``) registered, enabled or
+    not, for what does not depend on a config (the command line); one that fails to load is left out."""
+    pm = pluggy.PluginManager("agent_portal")
+    pm.add_hookspecs(hookspecs)
+    for name, entry_point in {**discover_entry_points(), **discover_builtins()}.items():
+        try:
+            pm.register(entry_point.load(), name=name)
+        except Exception as exc:
+            log.warning("plugin %s could not be loaded: %s", name, exc)
+    for plugin in extra or []:
+        pm.register(plugin, name=plugin_name(plugin))
+    return pm
+
+
+def plugin_name(plugin) -> str:
+    """Return the name a plugin object registers under: its ``name`` attribute, else its module's
+    last part, else its class name."""
+    explicit = getattr(plugin, "name", None)
+    if isinstance(explicit, str):
+        return explicit
+    module = getattr(plugin, "__name__", None)
+    if isinstance(module, str):
+        return module.rsplit(".", 1)[-1]
+    return type(plugin).__name__
+
+
+def unknown_plugin_errors(config: dict, builtins: dict, third_party: dict, extra: list | None = None) -> list[str]:
     """Return one error per ``plugins.<name>`` section that names no installed plugin."""
     sections = config.get("plugins") or {}
     if not isinstance(sections, dict):
         return []
-    known = set(BUILTIN_PLUGINS) | set(discover_entry_points() if third_party is None else third_party)
+    known = set(builtins) | set(third_party) | {plugin_name(p) for p in extra or []}
     return [f"plugins.{name}: no plugin named {name!r} is installed" for name in sorted(set(sections) - known)]
 
 

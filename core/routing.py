@@ -7,6 +7,7 @@ from flask import Blueprint, Flask, g, jsonify
 from flask_sock import Sock
 
 from .errors import StartupError
+from .hooks import call_impl, implementations
 from .types import ACCESS_LEVELS, Route
 
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -42,8 +43,8 @@ def register_routes(portal, app: Flask, sock: Sock) -> None:
     Refuses a route without a valid access level and two routes claiming one path and method.
     """
     declared = [("core", route) for route in core_routes(portal)]
-    for impl in portal.hook.portal_register_routes.get_hookimpls():
-        for route in impl.function(portal=portal) or []:
+    for impl in implementations(portal.hook.portal_register_routes):
+        for route in call_impl(impl, portal=portal) or []:
             declared.append((impl.plugin_name, route))
 
     claimed: dict[tuple[str, str], str] = {}

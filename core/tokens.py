@@ -45,6 +45,24 @@ def cached_credential(request, cache) -> tuple[str | None, object]:
     return token, cache.get(token)
 
 
+def jwt_actor(request, cache, accepts_issuer, make_actor):
+    """Return the caller of ``request`` if its credential is a JWT of this source, else None.
+
+    A token checked before comes from ``cache``. Otherwise a token whose unverified ``iss``
+    ``accepts_issuer(iss)`` refuses is not this source's (None); one it accepts is verified
+    (:func:`verify_jwt`, raising 401 when bad), and ``make_actor(token, claims)`` returns
+    ``(actor, seconds to cache it)``.
+    """
+    token, actor = cached_credential(request, cache)
+    if token is None or actor is not None:
+        return actor
+    if not looks_like_jwt(token) or not accepts_issuer(unverified_issuer(token)):
+        return None
+    actor, seconds = make_actor(token, verify_jwt(token))
+    cache.put(token, actor, seconds)
+    return actor
+
+
 def looks_like_jwt(token: str) -> bool:
     """Return True when ``token`` has the three dot-separated parts of a JWS."""
     return token.count(".") == 2

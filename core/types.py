@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 ACCESS_LEVELS = ("public", "user", "admin")
+ROLES = ("user", "admin")  # the roles a portal credential may carry (Open WebUI adds "pending")
 ROLE_RANK = {"pending": 0, "user": 1, "admin": 2}
 ACCESS_RANK = {"public": 0, "user": 1, "admin": 2}
 
@@ -37,6 +38,21 @@ class Route:
     access: Optional[str] = None
     name: Optional[str] = None
     websocket: bool = False
+
+
+@dataclass
+class Command:
+    """A subcommand of ``agent-portal`` that a plugin adds (hook ``portal_commands``).
+
+    ``configure(parser)`` adds its arguments to its argparse parser (``--config`` is already
+    there); ``run(args, load_portal)`` does the work and returns the exit code, where
+    ``load_portal()`` builds the :class:`agent_portal.Portal` from ``--config``.
+    """
+
+    name: str
+    help: str
+    configure: Callable
+    run: Callable
 
 
 @dataclass

@@ -11,7 +11,6 @@ from flask import g
 from werkzeug.datastructures import Headers
 
 from .errors import AuthError
-from .types import ROLE_RANK
 
 CLOSE_POLICY = 1008
 AUTH_WAIT_SECONDS = 10
@@ -48,7 +47,7 @@ def authenticate_websocket(portal, ws, access: str = "user"):
     except AuthError as exc:
         ws.close(CLOSE_POLICY, exc.message[:120])
         return None
-    if actor is None or ROLE_RANK.get(actor.role, -1) < ROLE_RANK[access]:
+    if actor is None or not actor.may(access):
         ws.close(CLOSE_POLICY, "not allowed")
         return None
     g.actor = actor

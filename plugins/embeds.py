@@ -7,6 +7,7 @@ puts its own policy in its place, so only the portal's pages may frame it.
 from __future__ import annotations
 
 from agent_portal import Embed, PortalError, Route, hookimpl
+from agent_portal.config import strict_object
 from agent_portal.proxy import proxy
 
 NAME = "embeds"
@@ -19,15 +20,11 @@ def portal_config_schema():
           "properties": {"url": {"type": "string", "pattern": "^https?://"}, "title": {"type": "string"},
                          "headers": {"type": "object", "additionalProperties": {"type": "string"}},
                          "timeout_seconds": {"type": "number", "exclusiveMinimum": 0}}}
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "uis": {"type": "object", "propertyNames": {"pattern": "^[a-z0-9][a-z0-9-]{0,40}$"},
-                    "additionalProperties": ui, "default": {}},
-            "frame_ancestors": {"type": "string", "default": "'self'"},
-        },
-    }}
+    return {NAME: strict_object({
+        "uis": {"type": "object", "propertyNames": {"pattern": "^[a-z0-9][a-z0-9-]{0,40}$"},
+                "additionalProperties": ui, "default": {}},
+        "frame_ancestors": {"type": "string", "default": "'self'"},
+    })}
 
 
 @hookimpl

@@ -11,6 +11,7 @@ import re
 from flask import request
 
 from agent_portal import Embed, HealthCheck, PortalError, Route, hookimpl
+from agent_portal.config import strict_object
 from agent_portal.proxy import proxy
 
 NAME = "kong"
@@ -20,22 +21,17 @@ WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 @hookimpl
 def portal_config_schema():
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["admin_url"],
-        "properties": {
-            "admin_url": {"type": "string", "pattern": "^https?://"},
-            "manager_url": {"type": ["string", "null"], "pattern": "^https?://"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
-            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 15},
-            "allow_writes": {"type": "array", "default": [], "items": {
-                "type": "object", "additionalProperties": False, "required": ["methods", "paths"],
-                "properties": {"methods": {"type": "array", "items": {"enum": list(WRITE_METHODS)}},
-                               "paths": {"type": "array", "items": {"type": "string"}}}}},
-            "required": {"type": "boolean", "default": False},
-        },
-    }}
+    return {NAME: strict_object({
+        "admin_url": {"type": "string", "pattern": "^https?://"},
+        "manager_url": {"type": ["string", "null"], "pattern": "^https?://"},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
+        "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 15},
+        "allow_writes": {"type": "array", "default": [], "items": {
+            "type": "object", "additionalProperties": False, "required": ["methods", "paths"],
+            "properties": {"methods": {"type": "array", "items": {"enum": list(WRITE_METHODS)}},
+                           "paths": {"type": "array", "items": {"type": "string"}}}}},
+        "required": {"type": "boolean", "default": False},
+    }, required=["admin_url"])}
 
 
 def path_pattern(glob: str) -> re.Pattern:

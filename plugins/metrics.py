@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from agent_portal import Actor, Route, hookimpl
+from agent_portal.config import strict_object
 from agent_portal.tokens import bearer_token
 
 NAME = "metrics"
@@ -53,12 +54,20 @@ class PortalMetrics:
                                    "Age of the oldest record not yet in the database.",
                                    multiprocess_mode="livemax", **kw)
 
-    def ledger_stats(self, depth: int, dropped: int, journal: int = 0, oldest_age: float = 0.0) -> None:
-        """Record the ledger writer's backlog: queue depth, drops, journal size, oldest age."""
-        self.ledger_queue.set(depth)
-        self.ledger_dropped.set(dropped)
-        self.ledger_journal.set(journal)
-        self.ledger_oldest.set(oldest_age)
+    def measure(self, name: str, value: float, labels: dict) -> None:
+        """Set the gauge or add to the counter ``name`` (see the ``portal_metric`` hook)."""
+        family = {"ledger_queue_depth": self.ledger_queue, "ledger_dropped_records": self.ledger_dropped,
+                  "ledger_journal_records": self.ledger_journal,
+                  "ledger_oldest_unwritten_seconds": self.ledger_oldest,
+                  "upstream_errors": self.upstream_errors}.get(name)
+        if family is None:
+            return
+        if labels:
+            family = family.labels(**labels)
+        if isinstance(family, Gauge):
+            family.set(value)
+        else:
+            family.inc(value)
 
     def observe(self, record) -> None:
         """Count one chat record."""
@@ -86,11 +95,7 @@ class PortalMetrics:
 
 @hookimpl
 def portal_config_schema():
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {"scrape_token": {"type": ["string", "null"], "minLength": 16}},
-    }}
+    return {NAME: strict_object({"scrape_token": {"type": ["string", "null"], "minLength": 16}})}
 
 
 @hookimpl(tryfirst=True)
@@ -104,6 +109,13 @@ def portal_chat_completed(portal, record):
 
 
 @hookimpl
+def portal_metric(portal, name, value, labels):
+    metrics = portal.extensions.get(NAME)  # asked before this plugin started: nothing to count yet
+    if metrics is not None:
+        metrics.measure(name, value, labels)
+
+
+@hookimpl(trylast=True)
 def portal_actor_from_request(portal, request):
     """A scraper's token is an identity only on ``/metrics``."""
     scrape_token = portal.plugin_config(NAME).get("scrape_token")

@@ -12,7 +12,8 @@ import time
 from flask import Response, g, request
 
 from agent_portal import PortalError, Route, hookimpl
-from agent_portal.upstream import OpenAIUpstream
+from agent_portal.config import strict_object
+from agent_portal.hooks import call_each
 from agent_portal.ws_auth import authenticate_websocket
 from agent_portal.observe import collect_usage_providers, run_health, run_usage
 from agent_portal.usage import GROUPS, METRICS, parse_query
@@ -22,16 +23,12 @@ NAME = "observability"
 
 @hookimpl
 def portal_config_schema():
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "health_cache_seconds": {"type": "number", "minimum": 0, "default": 5},
-            "required": {"type": "array", "items": {"type": "string"}, "default": []},
-            "usage_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 10},
-            "events_queue": {"type": "integer", "minimum": 10, "default": 1000},
-        },
-    }}
+    return {NAME: strict_object({
+        "health_cache_seconds": {"type": "number", "minimum": 0, "default": 5},
+        "required": {"type": "array", "items": {"type": "string"}, "default": []},
+        "usage_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+        "events_queue": {"type": "integer", "minimum": 10, "default": 1000},
+    })}
 
 
 class EventHub:
@@ -169,17 +166,17 @@ def portal_register_routes(portal):
     def models():
         backends: dict = {}
         reachable = {}
-        for impl in portal.hook.portal_models.get_hookimpls():
-            try:
-                for info in impl.function(portal=portal, actor=g.actor) or []:
-                    backends.setdefault(info.backend, []).append(info.id)
-            except Exception as exc:  # one plugin's failure shows as its own entry
-                backends.setdefault(impl.plugin_name, [])
-                reachable[impl.plugin_name] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}
-        for ext in portal.extensions.values():
-            for backend in (ext.values() if isinstance(ext, dict) else [ext]):
-                if isinstance(backend, OpenAIUpstream):
-                    reachable[backend.name] = {"reachable": backend.reachable, "error": backend.last_error}
+        for answer in call_each(portal.hook.portal_models, portal=portal, actor=g.actor):
+            if answer.error is not None:  # one plugin's failure shows as its own entry
+                backends.setdefault(answer.plugin, [])
+                reachable[answer.plugin] = {"reachable": False,
+                                            "error": f"{type(answer.error).__name__}: {answer.error}"}
+                continue
+            for info in answer.value or []:
+                backends.setdefault(info.backend, []).append(info.id)
+        for answer in call_each(portal.hook.portal_backends, portal=portal):
+            for backend in answer.value or []:
+                reachable[backend.name] = {"reachable": backend.reachable, "error": backend.last_error}
         return {"backends": [{"backend": b, "models": sorted(set(m)), **reachable.get(b, {})}
                              for b, m in sorted(backends.items())]}
 
@@ -200,14 +197,13 @@ def portal_register_routes(portal):
             hub.unsubscribe(q)
 
     def calls():
-        ledger = portal.extensions.get("ledger")
-        if ledger is None:
-            raise PortalError("The ledger plugin is not enabled.", status=404, code="no_ledger")
         try:
             limit = min(max(int(request.args.get("limit", 50)), 1), 500)
         except ValueError as exc:
             raise PortalError("limit must be a whole number.", code="invalid_limit") from exc
-        rows = ledger.recent(limit)
+        rows = portal.hook.portal_recent_calls(portal=portal, limit=limit)
+        if rows is None:
+            raise PortalError("No plugin keeps calls (enable the ledger).", status=404, code="no_ledger")
         if request.args.get("outcome") == "error":
             rows = [r for r in rows if r["outcome"] != "ok"]
         return {"data": rows}

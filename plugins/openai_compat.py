@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, hookimpl
+from agent_portal.config import strict_object
 from agent_portal.upstream import OpenAIUpstream
 
 NAME = "openai_compat"
@@ -22,11 +23,7 @@ def portal_config_schema():
             "required": {"type": "boolean"},
         },
     }
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {"upstreams": {"type": "object", "additionalProperties": upstream, "default": {}}},
-    }}
+    return {NAME: strict_object({"upstreams": {"type": "object", "additionalProperties": upstream, "default": {}}})}
 
 
 @hookimpl
@@ -45,6 +42,11 @@ def portal_chat_backend(portal, model):
         if model in backend.model_ids():
             return ChatTarget(model=model, backend=backend, upstream_model=model)
     return None
+
+
+@hookimpl
+def portal_backends(portal):
+    return list(portal.extensions[NAME].values())
 
 
 @hookimpl

@@ -5,27 +5,24 @@ import time
 
 import requests
 
-from agent_portal import Actor, AuthError, StartupError, hookimpl, HealthCheck
+from agent_portal import Actor, AuthError, HealthCheck, hookimpl
+from agent_portal.config import strict_object
 from agent_portal.cache import TTLCache
-from agent_portal.tokens import PORTAL_ISSUER, cached_credential, looks_like_jwt, unverified_issuer, verify_jwt
+from agent_portal.observe import http_check
+from agent_portal.tokens import PORTAL_ISSUER, jwt_actor
 
 NAME = "openwebui_session"
-ROLES = ("admin", "user", "pending")
+WEBUI_ROLES = ("admin", "user", "pending")  # Open WebUI's roles; pending users may use nothing
 
 
 @hookimpl
 def portal_config_schema():
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["url", "secret"],
-        "properties": {
-            "url": {"type": "string", "pattern": "^https?://"},
-            "secret": {"type": "string", "minLength": 8},
-            "cache_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 30},
-            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 3},
-        },
-    }}
+    return {NAME: strict_object({
+        "url": {"type": "string", "pattern": "^https?://"},
+        "secret": {"type": "string", "minLength": 8},
+        "cache_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 30},
+        "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 3},
+    }, required=["url", "secret"])}
 
 
 @hookimpl
@@ -34,32 +31,32 @@ def portal_startup(portal):
     if len(settings["secret"]) == 44:
         portal.app.logger.warning("a 44-character WEBUI_SECRET_KEY crashes Open WebUI 0.12.4 unless "
                                   "its OAuth encryption keys are set")
-    if None in portal.jwt_keys:
-        raise StartupError(f"plugin {NAME!r}: another plugin already claims tokens without an issuer")
-    portal.jwt_keys[None] = settings["secret"]
     portal.extensions[NAME] = TTLCache()
+
+
+@hookimpl
+def portal_jwt_keys(portal):
+    return {None: portal.plugin_config(NAME)["secret"]}  # Open WebUI's session tokens carry no iss
 
 
 @hookimpl
 def portal_actor_from_request(portal, request):
     cache = portal.extensions[NAME]
-    token, actor = cached_credential(request, cache)
-    if token is None or actor is not None:
-        return actor
-    if not looks_like_jwt(token) or unverified_issuer(token) == PORTAL_ISSUER:
-        return None
-    claims = verify_jwt(token)
     settings = portal.plugin_config(NAME)
-    who = _whoami(portal, settings, token)
-    if who.get("id") != claims["id"]:
-        raise AuthError("The session does not belong to the token's user.", code="invalid_token")
-    role = who.get("role")
-    if role not in ROLES:
-        raise AuthError("Open WebUI answered an unknown role.", code="invalid_token")
-    actor = Actor(id=claims["id"], role=role, via="webui-session", email=who.get("email"),
-                  name=who.get("name"))
-    cache.put(token, actor, min(settings["cache_seconds"], claims["exp"] - time.time()))
-    return actor
+
+    def session_actor(token, claims):
+        who = _whoami(portal, settings, token)
+        if who.get("id") != claims["id"]:
+            raise AuthError("The session does not belong to the token's user.", code="invalid_token")
+        role = who.get("role")
+        if role not in WEBUI_ROLES:
+            raise AuthError("Open WebUI answered an unknown role.", code="invalid_token")
+        actor = Actor(id=claims["id"], role=role, via="webui-session", email=who.get("email"),
+                      name=who.get("name"))
+        return actor, min(settings["cache_seconds"], claims["exp"] - time.time())
+
+    # Open WebUI's tokens carry no issuer; the portal's own are portal_tokens'
+    return jwt_actor(request, cache, lambda issuer: issuer != PORTAL_ISSUER, session_actor)
 
 
 def _whoami(portal, settings, token) -> dict:
@@ -89,9 +86,5 @@ def _whoami(portal, settings, token) -> dict:
 
 @hookimpl
 def portal_health_checks(portal):
-    def check(portal):
-        url = portal.plugin_config(NAME)["url"].rstrip("/") + "/health"
-        response = portal.http.get(url, timeout=3)
-        return {"status": "up" if response.ok else "down", "detail": f"HTTP {response.status_code}"}
-
-    return [HealthCheck("openwebui", check, timeout=3.0)]
+    return [HealthCheck("openwebui", http_check(portal.plugin_config(NAME)["url"].rstrip("/") + "/health"),
+                        timeout=3.0)]

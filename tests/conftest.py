@@ -61,8 +61,9 @@ def make_app(tmp_path):
     """Build an app from plugin sections (or a whole config with ``config=``); shut down after."""
     apps = []
 
-    def build(config=None, **plugins):
-        app = create_app(config if config is not None else base_config(tmp_path, **plugins))
+    def build(config=None, plugins=None, **sections):
+        """``plugins``: plugin objects to register besides the installed ones (see create_app)."""
+        app = create_app(config if config is not None else base_config(tmp_path, **sections), plugins=plugins)
         apps.append(app)
         return app
 

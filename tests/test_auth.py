@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent_portal import portal_of
-from agent_portal.plugin_manager import BUILTIN_PLUGINS
+from agent_portal.plugin_manager import discover_builtins
 from agent_portal.plugins.api_keys import store_of
 
 from conftest import bearer, chat_plugins
@@ -282,10 +282,10 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
 
 def test_route_audit_every_non_public_route_refuses_lower_callers(make_app, fake_upstream, webui):
     sections = every_builtin_plugin(fake_upstream, webui)
-    assert set(BUILTIN_PLUGINS) <= set(sections), "the audit must enable every built-in plugin"
+    assert set(discover_builtins()) <= set(sections), "the audit must enable every built-in plugin"
     app = make_app(**sections)
     portal = portal_of(app)
-    assert set(portal.sources) >= set(BUILTIN_PLUGINS)
+    assert set(portal.sources) >= set(discover_builtins())
     client = app.test_client()
     user, pending = bearer(app, "bob", "user"), signed_header(role="pending", sub="newbie")
     checked = 0

@@ -227,20 +227,12 @@ class NoAccessRoute:
 
 
 @pytest.fixture
-def app_with_plugin(tmp_path, monkeypatch):
-    """Build an app with an extra plugin object registered as ``intruder``."""
-    from agent_portal import plugin_manager
-
-    original = plugin_manager.build_plugin_manager
+def app_with_plugin(tmp_path):
+    """Build an app with an extra plugin object registered (as its ``name``, ``intruder``)."""
 
     def build(plugin):
-        def with_plugin(config, *args):
-            pm, sources = original(config, *args)
-            pm.register(plugin, name="intruder")
-            return pm, sources
-
-        monkeypatch.setattr("agent_portal.app.build_plugin_manager", with_plugin)
-        return create_app(base_config(tmp_path))
+        plugin.name = "intruder"
+        return create_app(base_config(tmp_path), plugins=[plugin])
 
     return build
 
@@ -255,25 +247,16 @@ def test_route_without_access_stops_startup(app_with_plugin):
         app_with_plugin(NoAccessRoute())
 
 
-def test_misspelt_hook_stops_startup(tmp_path, monkeypatch):
+def test_misspelt_hook_stops_startup(tmp_path):
     class Misspelt:
+        name = "misspelt"
+
         @hookimpl
         def portal_helth_checks(self, portal):
             return []
 
-    from agent_portal import plugin_manager
-
-    original_register = plugin_manager.pluggy.PluginManager.register
-
-    def register(self, plugin, name=None):
-        result = original_register(self, plugin, name)
-        if name == "portal_tokens":
-            original_register(self, Misspelt(), "misspelt")
-        return result
-
-    monkeypatch.setattr(plugin_manager.pluggy.PluginManager, "register", register)
     with pytest.raises(StartupError, match="misspelt"):
-        create_app(base_config(tmp_path))
+        create_app(base_config(tmp_path), plugins=[Misspelt()])
 
 
 # --- errors, request ids, logs --------------------------------------------------------------------

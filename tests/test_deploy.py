@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from agent_portal import config as cfg
-from agent_portal.plugin_manager import build_plugin_manager, validate_plugin_sections
+from agent_portal.plugin_manager import build_plugin_manager, discover_builtins, validate_plugin_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -103,7 +103,7 @@ def test_compose_portal_config_is_valid_with_the_example_environment():
     assert missing == []
     assert cfg.schema_errors(filled, cfg.CORE_SCHEMA, "") == []
     merged = cfg.merge_defaults(filled)
-    pm, sources = build_plugin_manager(merged)
+    pm, sources = build_plugin_manager(merged, discover_builtins(), {})
     assert validate_plugin_sections(pm, merged) == []
     assert {"openwebui_session", "langfuse", "kong", "rate_limits", "ledger"} <= set(sources)
 

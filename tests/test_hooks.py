@@ -7,23 +7,63 @@ import time
 
 import pytest
 
-from agent_portal import (Actor, ChatTarget, Embed, HealthCheck, ModelInfo, PortalError, Route,
+from agent_portal import (Actor, ChatTarget, Command, Embed, HealthCheck, ModelInfo, PortalError, Route,
                           StartupError, UsageProvider, create_app, hookimpl, hookspecs, portal_of)
 from agent_portal.upstream import OpenAIUpstream
 
 from conftest import base_config, bearer, chat_plugins
 
 HELLO = [{"role": "user", "content": "hi"}]
+RECORDER_SECRET = "recorder-signing-secret-5f0c2a9e"
 
 
 class Recorder:
     """A plugin implementing every hook, recording what the portal asked of it."""
+
+    name = "recorder"
 
     def __init__(self, fake_upstream=None):
         self.fake = fake_upstream
         self.records = []
         self.shut_down = False
         self.refuse_model = None
+        self.metrics = []
+
+    @hookimpl
+    def portal_commands(self):
+        def configure(parser):
+            parser.add_argument("--who", default="nobody")
+
+        def run(args, load_portal):
+            print(f"hello {args.who} from {sorted(load_portal().sources)[0]}")
+            return 0
+
+        return [Command("recorder-hello", "say hello", configure, run)]
+
+    @hookimpl
+    def portal_jwt_keys(self, portal):
+        return {"recorder-issuer": RECORDER_SECRET}
+
+    @hookimpl
+    def portal_backends(self, portal):
+        backend = portal.extensions.get("recorder-backend")
+        return [backend] if backend is not None else []
+
+    @hookimpl
+    def portal_wants_payloads(self, portal):
+        return True
+
+    @hookimpl
+    def portal_spend(self, portal, user, since):
+        return 42.0 if user == "big-spender" else None
+
+    @hookimpl
+    def portal_recent_calls(self, portal, limit):
+        return [{"call_id": "recorded", "limit": limit}]
+
+    @hookimpl
+    def portal_metric(self, portal, name, value, labels):
+        self.metrics.append((name, value, labels))
 
     @hookimpl
     def portal_config_schema(self):
@@ -87,29 +127,12 @@ class Recorder:
 
 
 @pytest.fixture
-def with_recorder(tmp_path, monkeypatch, fake_upstream):
-    from agent_portal import plugin_manager
-
-    original = plugin_manager.build_plugin_manager
+def with_recorder(tmp_path, fake_upstream):
     recorder = Recorder(fake_upstream)
 
-    def build(config, *args):
-        pm, sources = original(config, *args)
-        pm.register(recorder, name="recorder")
-        sources["recorder"] = "test"
-        return pm, sources
-
-    unknown = plugin_manager.unknown_plugin_errors
-
-    def known_too(config, *args):  # the recorder is registered by hand, not installed
-        return [e for e in unknown(config, *args) if "'recorder'" not in e]
-
-    monkeypatch.setattr("agent_portal.app.build_plugin_manager", build)
-    monkeypatch.setattr("agent_portal.app.unknown_plugin_errors", known_too)
-    monkeypatch.setattr("agent_portal.plugin_manager.unknown_plugin_errors", known_too)
-
     def make(**sections):
-        return create_app(base_config(tmp_path, **{**chat_plugins(fake_upstream), "embeds": {}, **sections}))
+        return create_app(base_config(tmp_path, **{**chat_plugins(fake_upstream), "embeds": {}, **sections}),
+                          plugins=[recorder])
 
     return recorder, make
 
@@ -216,6 +239,117 @@ def test_hook_portal_embeds(with_recorder):
     app = make()
     listed = app.test_client().get("/embeds", headers=bearer(app, "root", "admin")).json["data"]
     assert {"name": "recorded-ui", "title": "Recorded UI", "path": "/embed/recorded-ui/"} in listed
+
+
+def test_hook_portal_commands(with_recorder, capsys, tmp_path):
+    import yaml
+
+    from agent_portal.cli import main
+
+    recorder, _ = with_recorder
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(base_config(tmp_path)))
+    assert main(["recorder-hello", "--who", "rita", "--config", str(path)], plugins=[recorder]) == 0
+    assert capsys.readouterr().out.strip() == "hello rita from portal_tokens"
+
+
+def test_hook_portal_jwt_keys(with_recorder):
+    import jwt
+
+    from agent_portal.tokens import verify_jwt
+
+    _, make = with_recorder
+    app = make()
+    assert portal_of(app).jwt_keys["recorder-issuer"] == RECORDER_SECRET
+    token = jwt.encode({"id": "rita", "iss": "recorder-issuer", "iat": int(time.time()),
+                        "exp": int(time.time()) + 60}, RECORDER_SECRET, algorithm="HS256")
+    with app.app_context():
+        assert verify_jwt(token)["id"] == "rita"
+
+
+def test_hook_portal_backends(with_recorder):
+    _, make = with_recorder
+    app = make()
+    chat(app)  # the recorder makes its backend on first use
+    backends = app.test_client().get("/observability/models", headers=bearer(app, "root", "admin")).json
+    recorder = next(b for b in backends["backends"] if b["backend"] == "recorder")
+    assert "reachable" in recorder
+
+
+def test_hook_portal_wants_payloads(with_recorder):
+    recorder, make = with_recorder
+    app = make()
+    chat(app)
+    deadline = time.monotonic() + 3
+    while not recorder.records and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert recorder.records[-1].messages == HELLO and recorder.records[-1].output
+
+
+def test_hook_portal_spend(with_recorder):
+    _, make = with_recorder
+    app = make(rate_limits={"roles": {"user": {"daily_budget_usd": 10}}})
+    refused = chat(app, headers=bearer(app, "big-spender"))
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "daily_budget_usd"
+    assert chat(app, headers=bearer(app, "frugal")).status_code == 200
+
+
+def test_hook_portal_recent_calls(with_recorder):
+    _, make = with_recorder
+    app = make()
+    calls = app.test_client().get("/observability/calls?limit=7", headers=bearer(app, "root", "admin")).json
+    assert calls["data"] == [{"call_id": "recorded", "limit": 7}]
+
+
+def test_hook_portal_metric(with_recorder):
+    recorder, make = with_recorder
+    chat(make())  # the ledger's writer reports its figures once it has records
+    deadline = time.monotonic() + 3
+    while not any(m[0] == "ledger_queue_depth" for m in recorder.metrics) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ("ledger_queue_depth", 0, {}) in recorder.metrics
+
+
+def test_an_implementation_may_ask_for_fewer_arguments_than_the_hook_offers(make_app, fake_upstream):
+    class Terse:
+        name = "terse"
+        seen = []
+
+        @hookimpl
+        def portal_chat_admission(self, model):
+            self.seen.append(model)
+
+        @hookimpl
+        def portal_health_checks(self):
+            return [HealthCheck("terse", lambda portal: {"status": "up"})]
+
+    terse = Terse()
+    app = make_app(plugins=[terse], **chat_plugins(fake_upstream))
+    assert chat(app, model="echo").status_code == 200 and terse.seen == ["echo"]
+    health = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin")).json
+    assert health["components"]["terse"]["status"] == "up"
+
+
+def test_a_wrapper_around_a_chat_hook_sees_and_may_change_the_result(make_app, fake_upstream):
+    from dataclasses import replace
+
+    class Steering:
+        name = "steering"
+        wrapped = []
+
+        @hookimpl(wrapper=True)
+        def portal_chat_backend(self, portal, model):
+            target = yield
+            self.wrapped.append((model, target.upstream_model if target else None))
+            if model == "echo" and target is not None:
+                return replace(target, upstream_model="echo-ll")  # send it elsewhere
+            return target
+
+    steering = Steering()
+    app = make_app(plugins=[steering], **chat_plugins(fake_upstream))
+    assert chat(app, model="echo").status_code == 200
+    assert ("echo", "echo") in steering.wrapped
+    assert fake_upstream.requests[-1]["model"] == "echo-ll"
 
 
 def test_every_hook_has_a_test():

@@ -29,7 +29,8 @@ def portal_config_schema():
 
 @hookimpl
 def portal_startup(portal):
-    portal.extensions[NAME] = ChatState(ChatSettings(portal.plugin_config(NAME)))
+    wants_payloads = any(portal.hook.portal_wants_payloads(portal=portal))
+    portal.extensions[NAME] = ChatState(ChatSettings(portal.plugin_config(NAME)), wants_payloads)
 
 
 @hookimpl(tryfirst=True)
@@ -39,15 +40,13 @@ def portal_chat_backend(portal, model):
     if entry is None:
         return None
     upstream = entry.get("model", model)
-    for impl in portal.hook.portal_chat_backend.get_hookimpls():
-        if impl.plugin_name == NAME:
-            continue
-        target = impl.function(portal=portal, model=upstream)
-        if target is not None and target.backend.name == entry["backend"]:
-            return ChatTarget(model=model, backend=target.backend, upstream_model=target.upstream_model,
-                              fallbacks=tuple(entry.get("fallbacks", ())),
-                              input_cost_per_token=entry.get("input_cost_per_token"),
-                              output_cost_per_token=entry.get("output_cost_per_token"))
+    for backends in portal.hook.portal_backends(portal=portal):
+        for backend in backends or []:
+            if backend.name == entry["backend"] and upstream in backend.model_ids():
+                return ChatTarget(model=model, backend=backend, upstream_model=upstream,
+                                  fallbacks=tuple(entry.get("fallbacks", ())),
+                                  input_cost_per_token=entry.get("input_cost_per_token"),
+                                  output_cost_per_token=entry.get("output_cost_per_token"))
     return None
 
 

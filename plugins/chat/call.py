@@ -39,8 +39,9 @@ class PriceBook:
 class ChatState:
     """What the chat plugin keeps per app."""
 
-    def __init__(self, settings: ChatSettings):
+    def __init__(self, settings: ChatSettings, wants_payloads: bool = False):
         self.settings = settings
+        self.capture = settings.capture or wants_payloads
         self.rules = ModelRules(settings.models, settings.expose_upstream_models)
         self.counter = TokenCounter()
         self.prices = PriceBook()
@@ -91,7 +92,7 @@ class ChatCall:
         self.started = time.monotonic()
         self.body, self.stream, self.actor, self.request_id = body, stream, actor, request_id
         self.client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self.capture = self.settings.capture or portal.wants_payloads
+        self.capture = self.state.capture
         self.record = ChatRecord(request_id=request_id, actor_id=actor.id, actor_role=actor.role,
                                  model=body["model"], stream=stream, key_id=actor.key_id,
                                  session_id=session_id, started_at=time.time(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from agent_portal import HealthCheck, UsageProvider, hookimpl
+from agent_portal.config import strict_object
 
 from .schema import calls, migrate, to_row  # noqa: F401 - the ledger's public pieces
 from .store import Ledger
@@ -26,29 +27,41 @@ def ledger_of(portal) -> Ledger:
 
 @hookimpl
 def portal_config_schema():
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "database_url": {"type": ["string", "null"]},
-            "max_queue": {"type": "integer", "minimum": 1, "default": 20_000},
-            "batch_size": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 1000},
-            "flush_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 0.5},
-            "journal": {"type": "boolean", "default": True},
-            "journal_dir": {"type": ["string", "null"]},
-            "backlog_warning": {"type": "integer", "minimum": 0, "default": 10_000},
-            "age_warning_seconds": {"type": "number", "minimum": 0, "default": 60},
-            "shutdown_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 5},
-            "required": {"type": "boolean", "default": True},
-        },
-    }}
+    return {NAME: strict_object({
+        "database_url": {"type": ["string", "null"]},
+        "max_queue": {"type": "integer", "minimum": 1, "default": 20_000},
+        "batch_size": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 1000},
+        "flush_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 0.5},
+        "journal": {"type": "boolean", "default": True},
+        "journal_dir": {"type": ["string", "null"]},
+        "backlog_warning": {"type": "integer", "minimum": 0, "default": 10_000},
+        "age_warning_seconds": {"type": "number", "minimum": 0, "default": 60},
+        "shutdown_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 5},
+        "required": {"type": "boolean", "default": True},
+    })}
+
+
+def _publish(portal):
+    def on_stats(depth: int, dropped: int, journal: int, oldest_age: float) -> None:
+        for name, value in (("ledger_queue_depth", depth), ("ledger_dropped_records", dropped),
+                            ("ledger_journal_records", journal), ("ledger_oldest_unwritten_seconds", oldest_age)):
+            portal.hook.portal_metric(portal=portal, name=name, value=value, labels={})
+    return on_stats
 
 
 @hookimpl(trylast=True)
 def portal_startup(portal):
-    metrics = portal.extensions.get("metrics")
-    portal.extensions[NAME] = Ledger(portal, portal.plugin_config(NAME),
-                                     on_stats=metrics.ledger_stats if metrics else None)
+    portal.extensions[NAME] = Ledger(portal, portal.plugin_config(NAME), on_stats=_publish(portal))
+
+
+@hookimpl
+def portal_spend(portal, user, since):
+    return ledger_of(portal).spend(user, since)
+
+
+@hookimpl
+def portal_recent_calls(portal, limit):
+    return ledger_of(portal).recent(limit)
 
 
 @hookimpl

@@ -13,6 +13,7 @@ from datetime import datetime
 from flask import g, request
 
 from agent_portal import Actor, PortalError, Route, hookimpl
+from agent_portal.config import strict_object
 
 from .limiter import Hold, Limiter
 
@@ -33,26 +34,22 @@ _LIMITS = {
 
 @hookimpl
 def portal_config_schema():
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "storage": {"type": ["string", "null"]},
-            "on_storage_error": {"enum": ["open", "closed"], "default": "open"},
-            "roles": {"type": "object", "properties": {"user": _LIMITS, "admin": _LIMITS},
-                      "additionalProperties": False, "default": {}},
-            "users": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
-            "keys": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
-            "models": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
-            "budget_cache_seconds": {"type": "number", "minimum": 0, "default": 5},  # kept for old configs
-        },
-    }}
+    return {NAME: strict_object({
+        "storage": {"type": ["string", "null"]},
+        "on_storage_error": {"enum": ["open", "closed"], "default": "open"},
+        "roles": {"type": "object", "properties": {"user": _LIMITS, "admin": _LIMITS},
+                  "additionalProperties": False, "default": {}},
+        "users": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
+        "keys": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
+        "models": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
+        "budget_cache_seconds": {"type": "number", "minimum": 0, "default": 5},  # kept for old configs
+    })}
 
 
 def _ledger_spend(portal):
     def spend(user: str, since: datetime) -> float:
-        ledger = portal.extensions.get("ledger")
-        return ledger.spend(user, since) if ledger is not None else 0.0
+        value = portal.hook.portal_spend(portal=portal, user=user, since=since)
+        return float(value) if value is not None else 0.0
     return spend
 
 

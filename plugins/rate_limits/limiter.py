@@ -101,9 +101,8 @@ class Limiter:
             raise
         except Exception as exc:
             self.storage_errors += 1
-            metrics = self.portal.extensions.get("metrics")
-            if metrics is not None:
-                metrics.upstream_errors.labels("limit_storage").inc()
+            self.portal.hook.portal_metric(portal=self.portal, name="upstream_errors", value=1,
+                                           labels={"kind": "limit_storage"})
             log.warning("rate limit storage %s failed: %s", self.storage_url.split("@")[-1], exc)
             if self.fail_open:
                 return default

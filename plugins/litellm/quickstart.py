@@ -1,4 +1,5 @@
-"""``agent-portal up``: a local LiteLLM proxy with offline demo models, and the portal in front of it."""
+"""``agent-portal up`` (this plugin's command): a local LiteLLM proxy with offline demo models, and
+the portal in front of it."""
 from __future__ import annotations
 
 import os
@@ -9,25 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
-from . import config as cfg
-
-
-def wait_until_ready(url: str, seconds: float, process: subprocess.Popen, what: str,
-                     interval: float = 0.25) -> None:
-    """Return once ``url`` answers 200; exit naming ``what`` if ``process`` dies or time runs out."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{what} exited with code {process.returncode} before it was ready")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(interval)
-    raise SystemExit(f"{what} was not ready at {url} after {seconds:.0f}s")
+from agent_portal import config as cfg
+from agent_portal.cli import gunicorn_argv
+from agent_portal.readiness import wait_until_ready
 
 
 def _secret(path: Path, make) -> str:
@@ -80,8 +65,6 @@ def up(args) -> int:
             env=env, stdout=log, stderr=subprocess.STDOUT))
         wait_until_ready(f"{env['LITELLM_URL']}/health/liveliness", 120, children[0], "LiteLLM")
 
-        from .cli import gunicorn_argv
-
         print(f"starting the portal on {args.host}:{args.port} ...", flush=True)
         portal_env = {**env, "PORTAL_WORKERS": str(args.workers)}
         children.append(subprocess.Popen(gunicorn_argv(config_path, args.host, args.port, args.workers),
@@ -102,17 +85,14 @@ def up(args) -> int:
 
 
 def _admin_token(config_path: str, env: dict) -> str:
-    from .app import create_app, portal_of
-    from agent_portal.plugins.portal_tokens import mint_token
-
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        portal = portal_of(create_app(config_path))
-        return mint_token(portal, "admin", "admin", 12 * 3600, email="admin@localhost")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    """Return an admin token from ``agent-portal token`` (the command of whichever plugin signs
+    tokens), run with the portal's own environment."""
+    answer = subprocess.run([sys.executable, "-m", "agent_portal.cli", "token", "--config", config_path,
+                             "--user", "admin", "--role", "admin", "--ttl", "12h",
+                             "--email", "admin@localhost"], env=env, capture_output=True, text=True)
+    if answer.returncode != 0:
+        raise SystemExit(f"could not make an admin token: {answer.stderr.strip()}")
+    return answer.stdout.strip()
 
 
 def _examples(base: str, token: str) -> str:

@@ -1,4 +1,4 @@
-"""Portal API keys for programs: stored as SHA-256 digests, shown once, revocable."""
+"""The API key store: keys kept only as SHA-256 digests in the portal's database, shown once."""
 from __future__ import annotations
 
 import hashlib
@@ -10,16 +10,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
-from flask import g, request
 
-from agent_portal import Actor, AuthError, PortalError, Route, hookimpl
+from agent_portal import Actor, AuthError
 from agent_portal.cache import TTLCache
-from agent_portal.config import parse_duration
-from agent_portal.tokens import bearer_token
+from agent_portal.types import ROLES
 
-NAME = "api_keys"
 PREFIX = "ap-"
-ROLES = ("user", "admin")
 
 metadata = sa.MetaData()
 api_keys = sa.Table(
@@ -144,67 +140,3 @@ class KeyStore:
             value = _aware(out.get(field))
             out[field] = value.isoformat() if value else None
         return out
-
-
-def store_of(portal) -> KeyStore:
-    """Return the app's :class:`KeyStore`."""
-    return portal.extensions[NAME]
-
-
-@hookimpl
-def portal_config_schema():
-    return {NAME: {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {"cache_seconds": {"type": "number", "minimum": 0, "maximum": 300, "default": 10}},
-    }}
-
-
-@hookimpl
-def portal_startup(portal):
-    portal.extensions[NAME] = KeyStore(portal.database(), portal.plugin_config(NAME)["cache_seconds"])
-
-
-@hookimpl
-def portal_actor_from_request(portal, request):
-    token = bearer_token(request)
-    if not token or not token.startswith(PREFIX):
-        return None
-    return store_of(portal).actor_for(token)
-
-
-@hookimpl
-def portal_register_routes(portal):
-    store = store_of(portal)
-
-    def list_keys():
-        return {"data": store.list()}
-
-    def create_key():
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise PortalError("The body must be a JSON object.")
-        owner, role = body.get("owner"), body.get("role", "user")
-        name, expires = body.get("name", ""), body.get("expires_in")
-        if not isinstance(owner, str) or not isinstance(role, str) or not isinstance(name, str):
-            raise PortalError("owner, role and name must be strings.")
-        if expires is not None and not isinstance(expires, str):
-            raise PortalError("expires_in must be a duration string such as '30d'.")
-        try:
-            seconds = parse_duration(expires)
-            created = store.create(owner, role, name, timedelta(seconds=seconds) if seconds else None)
-        except ValueError as exc:
-            raise PortalError(str(exc)) from exc
-        created["created_by"] = g.actor.id
-        return created, 201
-
-    def revoke_key(key_id):
-        if not store.revoke(key_id):
-            raise PortalError("No active key has that id.", status=404)
-        return {"id": key_id, "revoked": True}
-
-    return [
-        Route("/admin/keys", list_keys, access="admin"),
-        Route("/admin/keys", create_key, methods=("POST",), access="admin"),
-        Route("/admin/keys/<key_id>", revoke_key, methods=("DELETE",), access="admin"),
-    ]

@@ -1,0 +1,120 @@
+"""Portal API keys for programs: stored as SHA-256 digests, shown once, revocable; ``/admin/keys``
+and ``agent-portal keys``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+
+from flask import g, request
+
+from agent_portal import Command, PortalError, Route, StartupError, hookimpl
+from agent_portal.config import strict_object
+from agent_portal.config import parse_duration
+from agent_portal.tokens import bearer_token
+from agent_portal.types import ROLES
+
+from .store import PREFIX, KeyStore, digest  # noqa: F401 - digest is part of the plugin's API
+
+NAME = "api_keys"
+
+
+def store_of(portal) -> KeyStore:
+    """Return the app's :class:`KeyStore`."""
+    return portal.extensions[NAME]
+
+
+@hookimpl
+def portal_config_schema():
+    return {NAME: strict_object({"cache_seconds": {"type": "number", "minimum": 0, "maximum": 300, "default": 10}})}
+
+
+@hookimpl
+def portal_startup(portal):
+    portal.extensions[NAME] = KeyStore(portal.database(), portal.plugin_config(NAME)["cache_seconds"])
+
+
+@hookimpl(trylast=True)
+def portal_actor_from_request(portal, request):
+    token = bearer_token(request)
+    if not token or not token.startswith(PREFIX):
+        return None
+    return store_of(portal).actor_for(token)
+
+
+@hookimpl
+def portal_register_routes(portal):
+    store = store_of(portal)
+
+    def list_keys():
+        return {"data": store.list()}
+
+    def create_key():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise PortalError("The body must be a JSON object.")
+        owner, role = body.get("owner"), body.get("role", "user")
+        name, expires = body.get("name", ""), body.get("expires_in")
+        if not isinstance(owner, str) or not isinstance(role, str) or not isinstance(name, str):
+            raise PortalError("owner, role and name must be strings.")
+        if expires is not None and not isinstance(expires, str):
+            raise PortalError("expires_in must be a duration string such as '30d'.")
+        try:
+            seconds = parse_duration(expires)
+            created = store.create(owner, role, name, timedelta(seconds=seconds) if seconds else None)
+        except ValueError as exc:
+            raise PortalError(str(exc)) from exc
+        created["created_by"] = g.actor.id
+        return created, 201
+
+    def revoke_key(key_id):
+        if not store.revoke(key_id):
+            raise PortalError("No active key has that id.", status=404)
+        return {"id": key_id, "revoked": True}
+
+    return [
+        Route("/admin/keys", list_keys, access="admin"),
+        Route("/admin/keys", create_key, methods=("POST",), access="admin"),
+        Route("/admin/keys/<key_id>", revoke_key, methods=("DELETE",), access="admin"),
+    ]
+
+
+def _configure_keys(parser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create")
+    create.add_argument("--owner", required=True)
+    create.add_argument("--role", choices=list(ROLES), default="user")
+    create.add_argument("--name")
+    create.add_argument("--expires", help="lifetime such as 30d; default never")
+    listing = actions.add_parser("list")
+    revoke = actions.add_parser("revoke")
+    revoke.add_argument("id")
+    for sub in (create, listing, revoke):  # --config after the action too
+        sub.add_argument("--config", default=argparse.SUPPRESS)
+
+
+def _run_keys(args, load_portal) -> int:
+    portal = load_portal()
+    if NAME not in portal.sources:
+        raise StartupError(f"plugin {NAME!r} is not enabled in this config")
+    store = store_of(portal)
+    if args.action == "create":
+        expires = parse_duration(args.expires)
+        created = store.create(args.owner, args.role, args.name or "",
+                               timedelta(seconds=expires) if expires else None)
+        print(json.dumps(created, indent=2))
+        print("Keep the key now: it is not shown again.", file=sys.stderr)
+    elif args.action == "list":
+        print(json.dumps(store.list(), indent=2))
+    else:
+        if not store.revoke(args.id):
+            print(f"no active key with id {args.id}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.id}")
+    return 0
+
+
+@hookimpl
+def portal_commands():
+    return [Command("keys", "portal API keys", _configure_keys, _run_keys)]
