@@ -223,6 +223,8 @@ def run(args) -> dict:
         "backlog_at_end_of_load": next((s.get("portal_ledger_queue_depth", 0) + s.get("portal_ledger_journal_records", 0)
                                         for s in reversed(samples) if s["t"] <= load_seconds), None),
         "db_failure_warnings": log_text.count("database write failed"),
+        "samples_without_health": sum(1 for s in samples if s.get("ledger_health") is None),
+        "portal_log_tail": log_text[-3000:],
         "samples": samples,
     }
     return report
@@ -243,7 +245,7 @@ def main() -> None:
     text = json.dumps(report, indent=1)
     if args.out:
         Path(args.out).write_text(text)
-    summary = {k: v for k, v in report.items() if k != "samples"}
+    summary = {k: v for k, v in report.items() if k not in ("samples", "portal_log_tail")}
     print(json.dumps(summary, indent=1))
 
 

@@ -1,15 +1,12 @@
 """Delivering chat records to ``portal_chat_completed`` off the request path."""
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
 import time
 
 from .hooks import call_each
-
-log = logging.getLogger("agent_portal.dispatch")
 
 _STOP = object()
 

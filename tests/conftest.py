@@ -13,11 +13,13 @@ from werkzeug.serving import make_server
 sys.path.insert(0, os.path.dirname(__file__))
 
 from fake_upstream import FakeUpstream  # noqa: E402
+from fake_webui import FakeOpenWebUI  # noqa: E402
 
 from agent_portal import create_app, portal_of  # noqa: E402
 from agent_portal.plugins.portal_tokens import mint_token  # noqa: E402
 
 SECRET = "test-portal-secret-0123456789abcdef"
+WEBUI_SECRET = "webui-secret-for-tests-0123456789"  # not 44 characters long (see CONTRACTS.md)
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -43,6 +45,16 @@ def need_service(name: str, host: str, port: int) -> None:
 @pytest.fixture(scope="session")
 def fake_upstream():
     fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def webui():
+    fake = FakeOpenWebUI(WEBUI_SECRET)
+    fake.add_user("alice", "user")
+    fake.add_user("root", "admin")
+    fake.add_user("newbie", "pending")
     yield fake
     fake.stop()
 
@@ -80,6 +92,18 @@ def chat_plugins(fake, **chat) -> dict:
             "openai_compat": {"upstreams": {"fake": {"base_url": fake.base_url}}},
             "ledger": {"flush_seconds": 0.05}, "observability": {"health_cache_seconds": 0},
             "metrics": {}, "api_keys": {}}
+
+
+def settled_rows(app, count: int = 1, timeout: float = 5.0) -> list[dict]:
+    """Wait for ``count`` chat records to reach the ledger, write them, and return its newest rows."""
+    import time
+
+    portal = portal_of(app)
+    deadline = time.monotonic() + timeout
+    while portal.dispatcher.delivered < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    portal.extensions["ledger"].writer.flush_once()
+    return portal.extensions["ledger"].recent(500)
 
 
 def bearer(app, user: str = "alice", role: str = "user") -> dict:

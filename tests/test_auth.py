@@ -15,21 +15,9 @@ from agent_portal import portal_of
 from agent_portal.plugin_manager import discover_builtins
 from agent_portal.plugins.api_keys import store_of
 
-from conftest import bearer, chat_plugins
-from fake_webui import FakeOpenWebUI
+from conftest import WEBUI_SECRET, bearer, chat_plugins
 
-WEBUI_SECRET = "webui-secret-for-tests-0123456789"  # not 44 characters long (see CONTRACTS.md)
 HEADER_SECRET = "forward-user-info-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def webui():
-    fake = FakeOpenWebUI(WEBUI_SECRET)
-    fake.add_user("alice", "user")
-    fake.add_user("root", "admin")
-    fake.add_user("newbie", "pending")
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ import openai
 import pytest
 from simple_websocket import Client as WebSocketClient, ConnectionClosed
 
-from agent_portal import portal_of
-
-from conftest import bearer, chat_plugins
+from conftest import bearer, chat_plugins, settled_rows as records
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -25,16 +23,6 @@ def app(make_app, fake_upstream):
         "admins-only": {"backend": "fake", "model": "premium", "roles": ["admin"]},
     }
     return make_app(**chat_plugins(fake_upstream, models=models))
-
-
-def records(app, count=1, timeout=3.0):
-    """Wait for ``count`` chat records to reach the ledger's queue or the database; return them."""
-    portal = portal_of(app)
-    deadline = time.monotonic() + timeout
-    while portal.dispatcher.delivered < count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    portal.extensions["ledger"].writer.flush_once()
-    return portal.extensions["ledger"].recent(50)
 
 
 def post_chat(app, body, headers=None, path="/v1/chat/completions"):

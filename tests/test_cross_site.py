@@ -6,22 +6,11 @@ import json
 import pytest
 from simple_websocket import Client as WebSocketClient
 
-from conftest import chat_plugins
-from fake_webui import FakeOpenWebUI
+from conftest import WEBUI_SECRET, chat_plugins
 from fake_admin_uis import FakeKongAdmin
 
-WEBUI_SECRET = "webui-secret-for-tests-0123456789"
 HELLO = [{"role": "user", "content": "hi"}]
 CHAT = json.dumps({"model": "echo", "messages": HELLO})
-
-
-@pytest.fixture
-def webui():
-    fake = FakeOpenWebUI(WEBUI_SECRET)
-    fake.add_user("alice", "user")
-    fake.add_user("root", "admin")
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -18,6 +18,23 @@ pytestmark = pytest.mark.integration
 SCRAPE = "scrape-token-for-the-gunicorn-test"
 
 
+def start_portal(path, env_extra: dict, workers: int):
+    """Start ``agent-portal serve`` on a free port; returns the process and its base URL once /ready."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path),
+                                "--port", str(port), "--workers", str(workers)], env={**os.environ, **env_extra},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(base + "/ready", timeout=0.5).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.05)
+    return process, base
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,21 +51,10 @@ def served(tmp_path, fake_upstream):
                                                                    "models": ["echo", "long"]}}}}}
     path = tmp_path / "portal.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = _free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PORTAL_GRACEFUL_SECONDS": "2"}
-    process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path),
-                                "--port", str(port), "--workers", "2"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/ready", timeout=0.5).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.05)
+    process, base = start_portal(path, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                                        "PORTAL_GRACEFUL_SECONDS": "2"}, workers=2)
     token = mint_token(portal_of(create_app(str(path))), "gina", "user")
     yield base, {"Authorization": f"Bearer {token}"}
     process.terminate()
@@ -106,20 +112,9 @@ def test_sigterm_ends_open_streams_with_an_error_and_loses_no_record(tmp_path, f
                                                                    "models": ["echo", "slow-200"]}}}}}
     path = tmp_path / "portal.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = _free_port()
-    env = {**os.environ, "PORTAL_GRACEFUL_SECONDS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path),
-                                "--port", str(port), "--workers", "1"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_portal(path, {"PORTAL_GRACEFUL_SECONDS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+                                 workers=1)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(base + "/ready", timeout=0.5).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.05)
         headers = {"Authorization": f"Bearer {mint_token(portal_of(create_app(str(path))), 'sam', 'user')}"}
         hello = [{"role": "user", "content": "hi"}]
         for _ in range(20):  # queued in memory: the ledger flushes only every 60 s

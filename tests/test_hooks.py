@@ -137,6 +137,12 @@ def with_recorder(tmp_path, fake_upstream):
     return recorder, make
 
 
+def wait_for_records(recorder, seconds=3.0):
+    deadline = time.monotonic() + seconds
+    while not recorder.records and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def chat(app, model="recorded-echo", headers=None):
     return app.test_client().post("/v1/chat/completions", json={"model": model, "messages": HELLO},
                                   headers=headers or bearer(app))
@@ -188,9 +194,7 @@ def test_hook_portal_usage_providers(with_recorder):
     recorder, make = with_recorder
     app = make()
     chat(app)
-    deadline = time.monotonic() + 3
-    while not recorder.records and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_records(recorder)
     answer = app.test_client().get("/observability/usage?source=all", headers=bearer(app, "root", "admin")).json
     assert answer["sources"]["recorder"] == {"ok": True, "data": [{"requests": 1}]}
 
@@ -225,9 +229,7 @@ def test_hook_portal_chat_completed(with_recorder):
     recorder, make = with_recorder
     app = make()
     chat(app, headers={**bearer(app, "sam"), "X-Request-ID": "hook-record-1"})
-    deadline = time.monotonic() + 3
-    while not recorder.records and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_records(recorder)
     record = recorder.records[-1]
     assert (record.request_id, record.actor_id, record.model, record.completion_tokens) == \
         ("hook-record-1", "sam", "recorded-echo", 5)
@@ -280,9 +282,7 @@ def test_hook_portal_wants_payloads(with_recorder):
     recorder, make = with_recorder
     app = make()
     chat(app)
-    deadline = time.monotonic() + 3
-    while not recorder.records and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_records(recorder)
     assert recorder.records[-1].messages == HELLO and recorder.records[-1].output
 
 

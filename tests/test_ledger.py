@@ -329,3 +329,22 @@ def test_a_journal_that_cannot_be_written_loses_records_and_health_says_down(mak
     health = app.test_client().get("/observability/health", headers=_admin(app)).json["components"]["ledger"]
     assert health["status"] == "down" and "No space left" in health["detail"]
     proxy.restore()
+
+
+def test_a_long_journal_is_replayed_a_share_at_a_time_and_its_count_falls_as_it_goes(tmp_path):
+    from agent_portal.plugins.ledger import migrate
+    from agent_portal.plugins.ledger.journal import Journal
+
+    url = f"sqlite:///{tmp_path}/shares.db"
+    engine = create_engine_for(url)
+    migrate(engine)
+    journal = Journal(str(tmp_path / "journal"))
+    journal.append([to_row(record()) for _ in range(50)])
+    assert journal.on_disk()["files"] == 1 and journal.on_disk()["bytes"] > 0
+    written = []
+    assert journal.replay(written.extend, batch_size=7, max_rows=20) is False
+    assert len(written) == 20 and journal.rows == 30
+    assert journal.replay(written.extend, batch_size=7, max_rows=20) is False
+    assert journal.replay(written.extend, batch_size=7, max_rows=20) is True
+    assert len(written) == 50 and len({r["call_id"] for r in written}) == 50
+    assert journal.rows == 0 and journal.on_disk()["files"] == 0

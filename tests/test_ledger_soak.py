@@ -43,7 +43,7 @@ def test_soak_metrics_and_health_report_the_backlog_during_the_outage(soak):
     served = during[-1]["answered"] - during[0]["answered"]
     backlog = [s.get("portal_ledger_queue_depth", 0) + s.get("portal_ledger_journal_records", 0) for s in during]
     assert backlog[-1] - backlog[0] >= 0.5 * served  # the figures move with the backlog
-    assert "degraded" in {s["ledger_health"] for s in during}
+    assert "degraded" in {s["ledger_health"] for s in during}, soak["portal_log_tail"]
     assert "down" not in {s["ledger_health"] for s in soak["samples"]}
 
 
@@ -55,4 +55,4 @@ def test_soak_memory_stays_flat_after_the_drain(soak):
     assert max(max(s["rss_mb"] or [0]) for s in soak["samples"]) < 160
     late = [s for s in soak["samples"] if RELOAD + 5 <= s["t"] <= LOAD]
     busiest = [max(s["rss_mb"]) for s in late if s["rss_mb"]]
-    assert busiest and busiest[-1] - busiest[0] < 12, busiest
+    assert busiest and busiest[-1] - busiest[0] < 12, (busiest, soak["portal_log_tail"])

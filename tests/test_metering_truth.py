@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from datetime import datetime, timezone
 
 import pytest
@@ -15,7 +14,7 @@ from agent_portal import portal_of
 from agent_portal.database import create_engine_for
 from agent_portal.plugins.chat.counting import TokenCounter
 
-from conftest import bearer, chat_plugins
+from conftest import bearer, chat_plugins, settled_rows as ledger_rows
 
 HELLO = [{"role": "user", "content": "hello there"}]
 MODELS = {
@@ -31,15 +30,6 @@ MODELS = {
 @pytest.fixture
 def app(make_app, fake_upstream):
     return make_app(**chat_plugins(fake_upstream, models=MODELS))
-
-
-def ledger_rows(app, count, timeout=5.0) -> list[dict]:
-    portal = portal_of(app)
-    deadline = time.monotonic() + timeout
-    while portal.dispatcher.delivered < count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    portal.extensions["ledger"].writer.flush_once()
-    return portal.extensions["ledger"].recent(500)
 
 
 def chat(app, body, headers=None):

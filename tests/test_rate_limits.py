@@ -62,16 +62,23 @@ def test_streamed_tokens_count_against_tokens_per_minute(make_app, fake_upstream
 
 
 def test_a_call_under_way_holds_its_token_estimate_until_it_ends(make_app, fake_upstream):
+    import pytest
+
+    from agent_portal import Actor, ChatEstimate
+    from agent_portal.plugins.rate_limits.limiter import LimitExceeded
+
     app = limited_app(make_app, fake_upstream, roles={"user": {"tokens_per_minute": 2000}})
     limiter = portal_of(app).extensions["rate_limits"]
-    from agent_portal import Actor, ChatEstimate
-
-    holds = limiter.admit(Actor("alice", "user", "test"), ("echo",), ChatEstimate(10, 1024, 0.0))
-    assert limiter.status(Actor("alice", "user", "test"))[0]["remaining"] == 2000 - 1034
-    refused = chat(app, stream=True)
-    assert refused.status_code == 200  # 1034 < 2000 still admits; the next is refused
-    assert chat(app).status_code == 429
-    limiter.release(holds)
+    alice = Actor("alice", "user", "test")
+    first = limiter.admit(alice, ("echo",), ChatEstimate(10, 1024, 0.0))
+    assert limiter.status(alice)[0]["remaining"] == 2000 - 1034
+    second = limiter.admit(alice, ("echo",), ChatEstimate(10, 1024, 0.0))  # 1034 < 2000: admitted
+    with pytest.raises(LimitExceeded):
+        limiter.admit(alice, ("echo",), ChatEstimate(10, 1024, 0.0))  # 2068 reserved: refused
+    assert chat(app).status_code == 429  # a real call too, while the two are under way
+    limiter.release(first + second)
+    assert limiter.status(alice)[0]["remaining"] == 2000
+    assert chat(app).status_code == 200
 
 
 def test_daily_budget_starts_from_what_the_ledger_holds(make_app, fake_upstream):

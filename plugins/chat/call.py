@@ -16,7 +16,7 @@ from agent_portal.sse import StreamState, relay
 from .body import message_text
 from .counting import TokenCounter, estimate_tokens
 from .models import ModelRules, resolve
-from .settings import ChatSettings
+from .settings import NAME, ChatSettings
 from .upstream import UpstreamFailure, open_upstream
 
 
@@ -87,7 +87,7 @@ class ChatCall:
 
     def __init__(self, portal, actor, body: dict, stream: bool, session_id: str | None, request_id: str):
         self.portal = portal
-        self.state: ChatState = portal.extensions["chat"]
+        self.state: ChatState = portal.extensions[NAME]
         self.settings = self.state.settings
         self.started = time.monotonic()
         self.body, self.stream, self.actor, self.request_id = body, stream, actor, request_id

@@ -32,9 +32,10 @@ class Journal:
         self._unsynced = 0
         self._lock = threading.Lock()
         self.rows = sum(_count_lines(p) for p in self._files())  # waiting on disk, all files
-        self.oldest_at: float | None = min((os.stat(p).st_mtime for p in self._files()), default=None)
+        self.oldest_at: float | None = min((_created(p) for p in self._files()), default=None)
         self.write_errors = 0
         self.last_error: str | None = None
+        self._offsets: dict[str, int] = {}  # where a replay cut short by its budget resumes
 
     # --- writing ---------------------------------------------------------------------------
     def append(self, rows: list[dict]) -> bool:
@@ -97,16 +98,21 @@ class Journal:
             return []
         return [os.path.join(self.directory, n) for n in names if n.endswith(SUFFIX)]
 
-    def replay(self, write_batch, batch_size: int) -> bool:
-        """Write every unheld file's rows through ``write_batch(rows)`` and delete the file.
+    def replay(self, write_batch, batch_size: int, max_rows: int | None = None) -> bool:
+        """Write unheld files' rows through ``write_batch(rows)``, deleting each file once done.
 
-        Returns False when ``write_batch`` raised (the file stays for the next try), True when
-        nothing replayable is left.
+        Writes at most ``max_rows`` per call (so a long journal never keeps the writer from the
+        rows arriving meanwhile), resuming where the last call stopped. Returns True when nothing
+        replayable is left, False when rows remain; ``write_batch`` raising leaves the file for
+        the next try (replayed from its start: the database skips what it already has).
         """
         if self.rows == 0 and self.oldest_at is None:
             return True
         self.seal()
+        budget = max_rows if max_rows is not None else float("inf")
         for path in self._files():
+            if budget <= 0:
+                return False
             try:
                 handle = open(path, "r", encoding="utf-8")
             except OSError:
@@ -118,33 +124,70 @@ class Journal:
                     continue  # another process is appending to it or replaying it
                 if not os.path.exists(path):
                     continue  # replayed and deleted by another process meanwhile
-                done = 0
-                batch: list[dict] = []
-                for line in handle:
+                handle.seek(self._offsets.get(path, 0))
+                finished = True
+                while True:
+                    if budget <= 0:
+                        finished = False
+                        break
+                    batch = []
+                    for line in iter(handle.readline, ""):
+                        try:
+                            batch.append(json.loads(line))
+                        except ValueError:
+                            log.error("ledger journal %s: skipped a torn line", path)
+                        if len(batch) >= min(batch_size, budget):
+                            break
+                    if not batch:
+                        break
                     try:
-                        batch.append(json.loads(line))
-                    except ValueError:
-                        log.error("ledger journal %s: skipped a torn line", path)
-                        continue
-                    if len(batch) >= batch_size:
-                        write_batch(batch)  # raises: the file stays, replay restarts it later
-                        done += len(batch)
-                        batch = []
-                if batch:
-                    write_batch(batch)
-                    done += len(batch)
+                        write_batch(batch)
+                    except Exception:
+                        self._offsets.pop(path, None)
+                        raise
+                    budget -= len(batch)
+                    with self._lock:
+                        self.rows = max(0, self.rows - len(batch))
+                if not finished:
+                    self._offsets[path] = handle.tell()
+                    return False
                 os.unlink(path)
-                with self._lock:
-                    self.rows = max(0, self.rows - done)
-                log.info("ledger: replayed %d records from the journal %s", done, os.path.basename(path))
+                self._offsets.pop(path, None)
+                log.info("ledger: replayed the journal %s", os.path.basename(path))
         with self._lock:
             if not self._files():
                 self.rows, self.oldest_at = 0, None
+            else:
+                self.oldest_at = min((_created(p) for p in self._files()), default=None)
         return True
+
+    def on_disk(self) -> dict:
+        """Return what every process's journal holds on disk: ``{"files", "bytes", "oldest_age_seconds"}``."""
+        files, size, oldest = 0, 0, None
+        for path in self._files():
+            try:
+                size += os.stat(path).st_size
+            except OSError:
+                continue
+            files += 1
+            oldest = _created(path) if oldest is None else min(oldest, _created(path))
+        return {"files": files, "bytes": size,
+                "oldest_age_seconds": round(time.time() - oldest, 1) if oldest is not None else 0.0}
 
     def close(self) -> None:
         """Sync and close this process's file; it is replayed by whoever starts next."""
         self.seal()
+
+
+def _created(path: str) -> float:
+    """Return when a journal file was started: from its name (``<pid>-<ns>``), else its mtime."""
+    try:
+        return int(os.path.basename(path).split("-", 1)[1].split(".", 1)[0]) / 1e9
+    except (IndexError, ValueError):
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            return time.time()
 
 
 def _count_lines(path: str) -> int:

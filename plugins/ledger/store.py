@@ -102,9 +102,11 @@ class Ledger:
         """Return the ledger's health: ``down`` only while records are being lost, ``degraded``
         while the backlog or its age passes its threshold or the database is away."""
         writer = self.writer
+        on_disk = writer.journal.on_disk() if writer.journal else {"files": 0, "bytes": 0, "oldest_age_seconds": 0}
         figures = {"queued": len(writer.queue), "journaled": writer.journal.rows if writer.journal else 0,
-                   "oldest_age_seconds": round(writer.oldest_age(), 1), "dropped": writer.dropped,
-                   "written": writer.written}
+                   "journal_bytes_all_workers": on_disk["bytes"],
+                   "oldest_age_seconds": round(max(writer.oldest_age(), on_disk["oldest_age_seconds"]), 1),
+                   "dropped": writer.dropped, "written": writer.written}
         database_error = None
         try:
             with self.engine.connect() as conn:
@@ -120,8 +122,10 @@ class Ledger:
             reasons.append(f"database unreachable ({database_error or writer.last_error}); records wait")
         if writer.backlog() > self.settings["backlog_warning"]:
             reasons.append(f"{writer.backlog()} records wait to be written")
-        if writer.oldest_age() > self.settings["age_warning_seconds"]:
-            reasons.append(f"the oldest unwritten record is {writer.oldest_age():.0f}s old")
+        if on_disk["files"]:  # any worker's: the journal holds records only while the database is behind
+            reasons.append(f"{on_disk['bytes']} bytes of records wait in the journal")
+        if figures["oldest_age_seconds"] > self.settings["age_warning_seconds"]:
+            reasons.append(f"the oldest unwritten record is {figures['oldest_age_seconds']:.0f}s old")
         if reasons:
             return {"status": "degraded", "detail": "; ".join(reasons), **figures}
         return {"status": "up", "detail": "writing", **figures}

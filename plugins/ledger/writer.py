@@ -20,6 +20,7 @@ log = logging.getLogger("agent_portal.ledger")
 BACKOFF_START = 0.5
 BACKOFF_CAP = 10.0
 WARN_EVERY = 10.0
+REPLAY_PER_FLUSH = 20_000
 
 
 class LedgerWriter:
@@ -149,7 +150,9 @@ class LedgerWriter:
             self.written += len(rows)
 
         try:
-            return self.journal.replay(write, self.batch_size)
+            # a bounded share per flush: the rows arriving meanwhile are written in between
+            self.journal.replay(write, self.batch_size, max_rows=REPLAY_PER_FLUSH)
+            return True
         except Exception as exc:
             self._failed(exc)
             return False
