@@ -48,8 +48,9 @@ class PortalMetrics:
                                     "Records lost because neither memory nor the journal could hold them.",
                                     multiprocess_mode="livesum", **kw)
         self.ledger_journal = Gauge("portal_ledger_journal_records",
-                                    "Records waiting in the ledger's on-disk journal.",
-                                    multiprocess_mode="livesum", **kw)
+                                    "Records waiting in the ledger's on-disk journal (every worker's "
+                                    "files: each worker reports the whole directory).",
+                                    multiprocess_mode="livemax", **kw)
         self.ledger_oldest = Gauge("portal_ledger_oldest_unwritten_seconds",
                                    "Age of the oldest record not yet in the database.",
                                    multiprocess_mode="livemax", **kw)

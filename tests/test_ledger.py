@@ -250,7 +250,7 @@ def test_records_past_the_memory_bound_go_to_the_journal_and_reach_the_database_
     sent = [record() for _ in range(30)]
     for item in sent:
         writer.add(to_row(item))
-    assert writer.dropped == 0 and writer.backlog() == 30 and writer.journal.rows >= 25
+    assert writer.dropped == 0 and abs(writer.backlog() - 30) <= 1 and writer.journal.rows >= 24
     proxy.restore()
     assert wait_until(lambda: stored_count(PG_URL) == 30, seconds=20)
     assert _rows_by_call_id(PG_URL) == {item.call_id: 1 for item in sent}
@@ -343,7 +343,7 @@ def test_a_long_journal_is_replayed_a_share_at_a_time_and_its_count_falls_as_it_
     assert journal.on_disk()["files"] == 1 and journal.on_disk()["bytes"] > 0
     written = []
     assert journal.replay(written.extend, batch_size=7, max_rows=20) is False
-    assert len(written) == 20 and journal.rows == 30
+    assert len(written) == 20 and abs(journal.rows - 30) <= 1  # estimated from the bytes left
     assert journal.replay(written.extend, batch_size=7, max_rows=20) is False
     assert journal.replay(written.extend, batch_size=7, max_rows=20) is True
     assert len(written) == 50 and len({r["call_id"] for r in written}) == 50

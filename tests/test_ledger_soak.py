@@ -13,7 +13,7 @@ from conftest import need_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 ROOT = Path(__file__).resolve().parent.parent
-LOAD, OUTAGE, RELOAD = 45, (10, 25), 32
+LOAD, OUTAGE, RELOAD = 50, (8, 20), 38
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_soak_loses_and_duplicates_no_record_across_an_outage_and_a_reload(soak)
 
 
 def test_soak_backlog_drains_while_the_load_continues(soak):
-    after = [s for s in soak["samples"] if OUTAGE[1] + 8 <= s["t"] <= LOAD]
+    after = [s for s in soak["samples"] if OUTAGE[1] + 2 <= s["t"] <= LOAD]
     backlog = [s.get("portal_ledger_queue_depth", 0) + s.get("portal_ledger_journal_records", 0) for s in after]
     assert after and min(backlog) < 1000, backlog
 
@@ -53,6 +53,7 @@ def test_soak_backs_off_instead_of_storming_the_database(soak):
 
 def test_soak_memory_stays_flat_after_the_drain(soak):
     assert max(max(s["rss_mb"] or [0]) for s in soak["samples"]) < 160
-    late = [s for s in soak["samples"] if RELOAD + 5 <= s["t"] <= LOAD]
-    busiest = [max(s["rss_mb"]) for s in late if s["rss_mb"]]
-    assert busiest and busiest[-1] - busiest[0] < 12, (busiest, soak["portal_log_tail"])
+    # the workers that lived through the outage, from when the journal drained to the reload
+    drained = [s for s in soak["samples"] if OUTAGE[1] + 6 <= s["t"] <= RELOAD - 1]
+    busiest = [max(s["rss_mb"]) for s in drained if s["rss_mb"]]
+    assert busiest and busiest[-1] - busiest[0] < 10, (busiest, soak["portal_log_tail"])

@@ -31,7 +31,9 @@ class Journal:
         self._path: str | None = None
         self._unsynced = 0
         self._lock = threading.Lock()
-        self.rows = sum(_count_lines(p) for p in self._files())  # waiting on disk, all files
+        self._row_bytes = _first_line_length(self._files()) or 450.0  # for estimating rows from sizes
+        self._appended_rows = 0
+        self._appended_bytes = 0
         self.oldest_at: float | None = min((_created(p) for p in self._files()), default=None)
         self.write_errors = 0
         self.last_error: str | None = None
@@ -53,7 +55,9 @@ class Journal:
                 self.write_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 return False
-            self.rows += len(rows)
+            self._appended_rows += len(rows)
+            self._appended_bytes += len(lines.encode("utf-8"))
+            self._row_bytes = self._appended_bytes / self._appended_rows
             if self.oldest_at is None:
                 self.oldest_at = time.time()
         return True
@@ -106,7 +110,7 @@ class Journal:
         replayable is left, False when rows remain; ``write_batch`` raising leaves the file for
         the next try (replayed from its start: the database skips what it already has).
         """
-        if self.rows == 0 and self.oldest_at is None:
+        if not self._files():
             return True
         self.seal()
         budget = max_rows if max_rows is not None else float("inf")
@@ -146,8 +150,6 @@ class Journal:
                         self._offsets.pop(path, None)
                         raise
                     budget -= len(batch)
-                    with self._lock:
-                        self.rows = max(0, self.rows - len(batch))
                 if not finished:
                     self._offsets[path] = handle.tell()
                     return False
@@ -156,18 +158,33 @@ class Journal:
                 log.info("ledger: replayed the journal %s", os.path.basename(path))
         with self._lock:
             if not self._files():
-                self.rows, self.oldest_at = 0, None
+                self.oldest_at = None
             else:
                 self.oldest_at = min((_created(p) for p in self._files()), default=None)
         return True
+
+    @property
+    def rows(self) -> int:
+        """Return the records waiting on disk in every process's files: estimated from their
+        size (less what this process has replayed of a file it is part-way through), so every
+        worker reports the same figure for the one shared directory."""
+        on_disk = self.on_disk()
+        if not on_disk["files"]:
+            return 0
+        waiting = max(0, on_disk["bytes"] - sum(self._offsets.values()))
+        return max(1, round(waiting / self._row_bytes)) if waiting else 0
 
     def on_disk(self) -> dict:
         """Return what every process's journal holds on disk: ``{"files", "bytes", "oldest_age_seconds"}``."""
         files, size, oldest = 0, 0, None
         for path in self._files():
             try:
-                size += os.stat(path).st_size
-            except OSError:
+                if path == self._path:
+                    with self._lock:  # this process's own file: its position counts what is buffered too
+                        size += self._handle.tell() if self._handle is not None else os.stat(path).st_size
+                else:
+                    size += os.stat(path).st_size
+            except (OSError, ValueError):
                 continue
             files += 1
             oldest = _created(path) if oldest is None else min(oldest, _created(path))
@@ -190,9 +207,11 @@ def _created(path: str) -> float:
             return time.time()
 
 
-def _count_lines(path: str) -> int:
-    try:
-        with open(path, "rb") as handle:
-            return sum(1 for _ in handle)
-    except OSError:
-        return 0
+def _first_line_length(paths: list) -> int:
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                return len(handle.readline())
+        except OSError:
+            continue
+    return 0

@@ -142,7 +142,7 @@ class LedgerWriter:
         return True
 
     def _replay_journal(self) -> bool:
-        if self.journal is None or (self.journal.rows == 0 and self.journal.oldest_at is None):
+        if self.journal is None:
             return True
 
         def write(rows):
