@@ -98,8 +98,8 @@ def test_dashboard_refuses_a_non_admin(browser, seeded):
     app, server = seeded
     page = browser.new_page()
     sign_in(page, server, bearer(app, "alice", "user")["Authorization"].split()[1])
-    page.wait_for_selector("#users-state.error")
-    assert "Admins only" in page.locator("#users-state").inner_text()
+    # before the token is in, the same element says "Not signed in": wait for the answer to it
+    page.locator("#users-state.error", has_text="Admins only").wait_for()
     assert page.locator("#users tbody tr").count() == 0
     page.wait_for_selector("#live-state.down")
     assert page.locator("#live-state").inner_text() == "not allowed"
