@@ -35,7 +35,9 @@ def record(user="alice", model="echo", at=T0, prompt=10, completion=20, cost=0.5
 
 
 def ledger_app(make_app, tmp_path, url, **ledger):
-    config = base_config(tmp_path, ledger={"flush_seconds": 0.05, **ledger}, observability={})
+    # the journal in the test's folder: by default a PostgreSQL ledger's is under the working directory
+    config = base_config(tmp_path, ledger={"flush_seconds": 0.05, "journal_dir": str(tmp_path / "journal"),
+                                           **ledger}, observability={})
     config["portal"]["database_url"] = url
     return make_app(config=config)
 
