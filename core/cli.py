@@ -88,9 +88,12 @@ def plugin_commands(plugins: list | None = None) -> list:
     return commands
 
 
-def build_parser(plugins: list | None = None) -> argparse.ArgumentParser:
-    """Return the command line: the core's commands and every plugin's; ``plugins`` as for
-    :func:`agent_portal.create_app`."""
+CORE_COMMANDS = ("serve", "check-config", "plugins", "routes")
+
+
+def build_parser(plugins: list | None = None, with_plugin_commands: bool = True) -> argparse.ArgumentParser:
+    """Return the command line: the core's commands and (unless told not to) every plugin's;
+    ``plugins`` as for :func:`agent_portal.create_app`."""
     parser = argparse.ArgumentParser(prog="agent-portal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -116,7 +119,7 @@ def build_parser(plugins: list | None = None) -> argparse.ArgumentParser:
     routes.add_argument("--json", action="store_true")
     routes.set_defaults(func=cmd_routes)
 
-    for command in plugin_commands(plugins):
+    for command in plugin_commands(plugins) if with_plugin_commands else []:
         parser_of = with_config(sub.add_parser(command.name, help=command.help))
         command.configure(parser_of)
         parser_of.set_defaults(func=lambda args, run=command.run: run(args, lambda: _build(args, plugins)))
@@ -125,7 +128,10 @@ def build_parser(plugins: list | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None, plugins: list | None = None) -> int:
     """Run the command line; returns the exit code. ``plugins`` as for :func:`agent_portal.create_app`."""
-    args = build_parser(plugins).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # loading every plugin to list its commands costs; a core command does not need them
+    core_only = bool(argv) and argv[0] in CORE_COMMANDS and "-h" not in argv and "--help" not in argv
+    args = build_parser(plugins, with_plugin_commands=not core_only).parse_args(argv)
     try:
         return args.func(args) or 0
     except StartupError as exc:
