@@ -15,7 +15,7 @@ from .app import Portal, create_app, portal_of  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "hookimpl", "create_app", "portal_of", "Portal", "Actor", "ChatEstimate", "ChatRecord", "Command", "ChatTarget", "Embed",
-    "HealthCheck", "ModelInfo", "Route", "UsageProvider", "AuthError", "PortalError",
+    "hookimpl", "create_app", "portal_of", "Portal", "Actor", "ChatEstimate", "ChatRecord", "ChatTarget",
+    "Command", "Embed", "HealthCheck", "ModelInfo", "Route", "UsageProvider", "AuthError", "PortalError",
     "StartupError",
 ]
