@@ -23,7 +23,8 @@ limit_request_line = 8190
 limit_request_field_size = 16384  # room for an 8 KB token, not for more
 
 # Metrics from every worker are summed through files in this directory.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="agent-portal-metrics-"))
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # made only when needed: setdefault would make one every time
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agent-portal-metrics-")
 
 
 def _portal_of(worker):
