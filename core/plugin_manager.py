@@ -13,7 +13,7 @@ from . import hookspecs
 from .config import schema_errors
 from .errors import StartupError
 
-log = logging.getLogger("agent_portal.plugins")
+log = logging.getLogger("agent_portal.plugin_manager")
 
 ENTRY_POINT_GROUP = "agent_portal"
 BUILTIN_GROUP = "agent_portal.builtin"

@@ -279,13 +279,12 @@ def test_a_journal_left_by_a_stopped_portal_is_replayed_at_the_next_start(make_a
 def test_a_journal_replayed_twice_counts_each_call_once(tmp_path):
     import shutil
 
+    from agent_portal.plugins.ledger import migrate
     from agent_portal.plugins.ledger.journal import Journal
     from agent_portal.plugins.ledger.writer import LedgerWriter
 
     url = f"sqlite:///{tmp_path}/twice.db"
     engine = create_engine_for(url)
-    from agent_portal.plugins.ledger import migrate
-
     migrate(engine)
     journal = Journal(str(tmp_path / "journal"))
     journal.append([to_row(record()) for _ in range(7)])
@@ -334,12 +333,8 @@ def test_a_journal_that_cannot_be_written_loses_records_and_health_says_down(mak
 
 
 def test_a_long_journal_is_replayed_a_share_at_a_time_and_its_count_falls_as_it_goes(tmp_path):
-    from agent_portal.plugins.ledger import migrate
     from agent_portal.plugins.ledger.journal import Journal
 
-    url = f"sqlite:///{tmp_path}/shares.db"
-    engine = create_engine_for(url)
-    migrate(engine)
     journal = Journal(str(tmp_path / "journal"))
     journal.append([to_row(record()) for _ in range(50)])
     assert journal.on_disk()["files"] == 1 and journal.on_disk()["bytes"] > 0

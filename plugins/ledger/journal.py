@@ -34,7 +34,6 @@ class Journal:
         self._row_bytes = _first_line_length(self._files()) or 450.0  # for estimating rows from sizes
         self._appended_rows = 0
         self._appended_bytes = 0
-        self.oldest_at: float | None = min((_created(p) for p in self._files()), default=None)
         self.write_errors = 0
         self.last_error: str | None = None
         self._offsets: dict[str, int] = {}  # where a replay cut short by its budget resumes
@@ -58,8 +57,6 @@ class Journal:
             self._appended_rows += len(rows)
             self._appended_bytes += len(lines.encode("utf-8"))
             self._row_bytes = self._appended_bytes / self._appended_rows
-            if self.oldest_at is None:
-                self.oldest_at = time.time()
         return True
 
     def _open(self) -> None:
@@ -156,19 +153,17 @@ class Journal:
                 os.unlink(path)
                 self._offsets.pop(path, None)
                 log.info("ledger: replayed the journal %s", os.path.basename(path))
-        with self._lock:
-            if not self._files():
-                self.oldest_at = None
-            else:
-                self.oldest_at = min((_created(p) for p in self._files()), default=None)
         return True
 
     @property
     def rows(self) -> int:
-        """Return the records waiting on disk in every process's files: estimated from their
-        size (less what this process has replayed of a file it is part-way through), so every
-        worker reports the same figure for the one shared directory."""
-        on_disk = self.on_disk()
+        """Return the records waiting on disk in every process's files (see :meth:`estimated_rows`)."""
+        return self.estimated_rows(self.on_disk())
+
+    def estimated_rows(self, on_disk: dict) -> int:
+        """Return the records an :meth:`on_disk` answer holds: estimated from the files' size
+        (less what this process has replayed of a file it is part-way through), so every worker
+        reports the same figure for the one shared directory."""
         if not on_disk["files"]:
             return 0
         waiting = max(0, on_disk["bytes"] - sum(self._offsets.values()))

@@ -54,8 +54,9 @@ class Ledger:
             self.writer.needs_schema = True
             log.warning("ledger: database unreachable at startup, records will queue: %s",
                         str(exc).splitlines()[0][:200])
-        if journal is not None and journal.rows:
-            log.info("ledger: %d records wait in the journal from an earlier run; replaying", journal.rows)
+        waiting = journal.rows if journal is not None else 0
+        if waiting:
+            log.info("ledger: %d records wait in the journal from an earlier run; replaying", waiting)
             self.writer.start()
 
     def facts(self, query) -> list[CallFacts]:
@@ -102,11 +103,12 @@ class Ledger:
         """Return the ledger's health: ``down`` only while records are being lost, ``degraded``
         while the backlog or its age passes its threshold or the database is away."""
         writer = self.writer
-        on_disk = writer.journal.on_disk() if writer.journal else {"files": 0, "bytes": 0, "oldest_age_seconds": 0}
-        figures = {"queued": len(writer.queue), "journaled": writer.journal.rows if writer.journal else 0,
-                   "journal_bytes_all_workers": on_disk["bytes"],
-                   "oldest_age_seconds": round(max(writer.oldest_age(), on_disk["oldest_age_seconds"]), 1),
+        backlog = writer.backlog_figures()
+        figures = {"queued": backlog["queued"], "journaled": backlog["journaled"],
+                   "journal_bytes_all_workers": backlog["journal_bytes"],
+                   "oldest_age_seconds": backlog["oldest_age_seconds"],
                    "dropped": writer.dropped, "written": writer.written}
+        waiting = backlog["queued"] + backlog["journaled"]
         database_error = None
         try:
             with self.engine.connect() as conn:
@@ -120,10 +122,10 @@ class Ledger:
         reasons = []
         if database_error or writer.last_error:
             reasons.append(f"database unreachable ({database_error or writer.last_error}); records wait")
-        if writer.backlog() > self.settings["backlog_warning"]:
-            reasons.append(f"{writer.backlog()} records wait to be written")
-        if on_disk["files"]:  # any worker's: the journal holds records only while the database is behind
-            reasons.append(f"{on_disk['bytes']} bytes of records wait in the journal")
+        if waiting > self.settings["backlog_warning"]:
+            reasons.append(f"{waiting} records wait to be written")
+        if backlog["journal_files"]:  # any worker's: the journal holds records only while the database is behind
+            reasons.append(f"{backlog['journal_bytes']} bytes of records wait in the journal")
         if figures["oldest_age_seconds"] > self.settings["age_warning_seconds"]:
             reasons.append(f"the oldest unwritten record is {figures['oldest_age_seconds']:.0f}s old")
         if reasons:

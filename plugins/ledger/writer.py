@@ -88,11 +88,12 @@ class LedgerWriter:
             if self._stop.is_set():
                 return
             if time.monotonic() >= self._retry_at:
-                if not self.flush_once():
+                if not self.flush_once():  # which reports the figures itself
                     self._retry_at = time.monotonic() + self._backoff()
-            elif self.journal is not None and len(self.queue) >= self.batch_size:
-                self.spill()  # the database is away: keep memory small, the journal keeps the rest
-            self.report()
+            else:
+                if self.journal is not None and len(self.queue) >= self.batch_size:
+                    self.spill()  # the database is away: keep memory small, the journal keeps the rest
+                self.report()
             if self.journal is not None:
                 self.journal.sync()
 
@@ -128,18 +129,26 @@ class LedgerWriter:
     def _drain_memory(self, count: int) -> bool:
         """Write the first ``count`` queued rows (fewer if fewer are queued)."""
         while count > 0 and self.queue:
-            batch = [self.queue[i][1] for i in range(min(self.batch_size, count, len(self.queue)))]
+            batch = self._head(min(self.batch_size, count))
             try:
                 self._write(batch)
             except Exception as exc:
                 self._failed(exc)
                 return False
-            for _ in batch:
-                self.queue.popleft()
+            self._drop_head(len(batch))
             count -= len(batch)
             self.written += len(batch)
             self._succeeded()
         return True
+
+    def _head(self, count: int) -> list[dict]:
+        """Return the first ``count`` queued rows (fewer if fewer are queued), leaving them queued
+        until :meth:`_drop_head`, so a failed write loses none."""
+        return [self.queue[i][1] for i in range(min(count, len(self.queue)))]
+
+    def _drop_head(self, count: int) -> None:
+        for _ in range(count):
+            self.queue.popleft()
 
     def _replay_journal(self) -> bool:
         if self.journal is None:
@@ -172,11 +181,12 @@ class LedgerWriter:
         self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         now = time.monotonic()
         if now - self._warned_at >= WARN_EVERY:
+            figures = self.backlog_figures()
             log.warning("ledger: database write failed %d times in the last %.0fs; %d records waiting "
                         "(%d in memory, %d in the journal), oldest %.0fs: %s",
                         self._failures_since_warning, min(now - self._warned_at, 1e9) if self._warned_at else 0,
-                        self.backlog(), len(self.queue), self.journal.rows if self.journal else 0,
-                        self.oldest_age(), self.last_error)
+                        figures["queued"] + figures["journaled"], figures["queued"], figures["journaled"],
+                        figures["oldest_age_seconds"], self.last_error)
             self._warned_at = now
             self._failures_since_warning = 0
 
@@ -186,35 +196,39 @@ class LedgerWriter:
             return 0
         moved = 0
         while self.queue:
-            batch = [self.queue[i][1] for i in range(min(self.batch_size, len(self.queue)))]
+            batch = self._head(self.batch_size)
             if not self.journal.append(batch):
                 break
-            for _ in batch:
-                self.queue.popleft()
+            self._drop_head(len(batch))
             moved += len(batch)
         self.journal.sync()
         return moved
 
     # --- what it is holding ------------------------------------------------------------------
+    def backlog_figures(self) -> dict:
+        """Return what waits for the database, the journal's directory read once:
+        ``{"queued", "journaled", "journal_files", "journal_bytes", "oldest_age_seconds"}``
+        (the journal counts every worker's files; the oldest age covers memory and journal)."""
+        queue = self.queue
+        memory_age = max(0.0, time.time() - queue[0][0]) if queue else 0.0
+        on_disk = self.journal.on_disk() if self.journal is not None else \
+            {"files": 0, "bytes": 0, "oldest_age_seconds": 0.0}
+        return {"queued": len(queue),
+                "journaled": self.journal.estimated_rows(on_disk) if self.journal is not None else 0,
+                "journal_files": on_disk["files"], "journal_bytes": on_disk["bytes"],
+                "oldest_age_seconds": round(max(memory_age, on_disk["oldest_age_seconds"]), 1)}
+
     def backlog(self) -> int:
         """Return how many records wait for the database (memory plus journal)."""
-        return len(self.queue) + (self.journal.rows if self.journal is not None else 0)
-
-    def oldest_age(self) -> float:
-        """Return the age in seconds of the oldest record not yet written (0 when none)."""
-        oldest = []
-        if self.queue:
-            oldest.append(self.queue[0][0])
-        if self.journal is not None and self.journal.oldest_at is not None:
-            oldest.append(self.journal.oldest_at)
-        return max(0.0, time.time() - min(oldest)) if oldest else 0.0
+        figures = self.backlog_figures()
+        return figures["queued"] + figures["journaled"]
 
     def report(self) -> None:
         """Publish the current backlog figures to ``on_stats``."""
         if self.on_stats is not None:
-            self.on_stats(depth=len(self.queue), dropped=self.dropped,
-                          journal=self.journal.rows if self.journal is not None else 0,
-                          oldest_age=self.oldest_age())
+            figures = self.backlog_figures()
+            self.on_stats(depth=figures["queued"], dropped=self.dropped, journal=figures["journaled"],
+                          oldest_age=figures["oldest_age_seconds"])
 
     # --- shutdown ------------------------------------------------------------------------------
     def close(self, timeout: float = 5.0) -> dict:
