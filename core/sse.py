@@ -133,20 +133,40 @@ def _usage_only(choices) -> bool:
                for c in choices)
 
 
+class OpenAIEvents:
+    """OpenAI's chat stream, the default protocol of :func:`relay`: ``data: [DONE]`` ends it,
+    and an end without it is a failure; errors are OpenAI error objects."""
+
+    ends_at_eof = False
+
+    @staticmethod
+    def filter(block: bytes, state: StreamState) -> bytes:
+        return filter_events(block, state)
+
+    @staticmethod
+    def error(message: str, code: str, type_: str = "upstream_error") -> bytes:
+        return sse_error(message, code, type_)
+
+
 def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: float,
-          stall_seconds: float, on_end, live: set | None = None):
+          stall_seconds: float, on_end, live: set | None = None, events=OpenAIEvents):
     """Yield the client's SSE bytes from ``response``, then call ``on_end(state)`` exactly once.
 
-    Sends heartbeats while the upstream is silent; ends with an error event (never ``[DONE]``)
-    when the upstream resets, stalls past ``stall_seconds``, sends a malformed chunk or ends
-    without ``[DONE]``, or when the portal shuts down (``end_streams`` puts ``SHUTDOWN`` on
-    every queue registered in ``live``). If the client leaves, the upstream connection is
-    closed at once.
+    ``events`` is the stream's protocol: ``filter(block, state)`` returns the complete events of
+    a block to forward (raising ValueError on a malformed one), ``error(message, code, type)``
+    frames the portal's own error event, and ``ends_at_eof`` says whether the upstream closing
+    the body is a normal end (LangGraph) or a cut (OpenAI, which ends with ``[DONE]``).
+
+    Sends heartbeats while the upstream is silent; ends with an error event (never a clean end)
+    when the upstream resets, stalls past ``stall_seconds``, sends a malformed event or ends
+    early, or when the portal shuts down (``end_streams`` puts ``SHUTDOWN`` on every queue
+    registered in ``live``). If the client leaves, the upstream connection is closed at once.
     """
     blocks: queue.Queue = queue.Queue()
     buffer = b""
     pending = first_block
     reader = None
+    body_ended = False
     if live is not None:
         live.add(blocks)
     try:
@@ -161,12 +181,12 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                 if cut >= 0:
                     complete, buffer = buffer[:cut + 2], buffer[cut + 2:]
                     try:
-                        forward = filter_events(complete, state)
+                        forward = events.filter(complete, state)
                     except ValueError as exc:
                         state.outcome = "upstream_malformed"
                         state.error = f"malformed chunk from upstream: {exc}"
-                        yield sse_error("The upstream sent a malformed chunk; the answer is incomplete.",
-                                        "upstream_malformed")
+                        yield events.error("The upstream sent a malformed chunk; the answer is incomplete.",
+                                           "upstream_malformed")
                         return
                     if forward:
                         yield forward
@@ -181,8 +201,8 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                 if time.monotonic() - last_data > stall_seconds:
                     state.outcome = "upstream_stalled"
                     state.error = f"no data from upstream for {stall_seconds:g}s"
-                    yield sse_error("The upstream stopped sending; the answer is incomplete.",
-                                    "upstream_timeout", "upstream_timeout")
+                    yield events.error("The upstream stopped sending; the answer is incomplete.",
+                                       "upstream_timeout", "upstream_timeout")
                     return
                 yield HEARTBEAT
                 continue
@@ -193,20 +213,34 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
             if kind == SHUTDOWN:
                 state.outcome = "portal_shutdown"
                 state.error = "the portal shut down before the answer was complete"
-                yield sse_error("The portal is shutting down; the answer is incomplete.",
-                                "portal_shutdown", "service_unavailable")
+                yield events.error("The portal is shutting down; the answer is incomplete.",
+                                   "portal_shutdown", "service_unavailable")
                 return
             if kind == FAILED:
                 state.outcome = "upstream_reset"
                 state.error = f"{type(payload).__name__}: {payload}"
-                yield sse_error("The upstream connection failed mid-answer; the answer is incomplete.",
-                                "upstream_reset")
+                yield events.error("The upstream connection failed mid-answer; the answer is incomplete.",
+                                   "upstream_reset")
+                return
+            if events.ends_at_eof:
+                if buffer.strip():  # a last event without its blank line
+                    try:
+                        forward = events.filter(buffer + b"\n\n", state)
+                    except ValueError as exc:
+                        state.outcome = "upstream_malformed"
+                        state.error = f"malformed event from upstream: {exc}"
+                        yield events.error("The upstream sent a malformed event; the answer is incomplete.",
+                                           "upstream_malformed")
+                        return
+                    if forward:
+                        yield forward
+                state.done = body_ended = True
                 return
             # EOF without [DONE]
             state.outcome = "upstream_incomplete"
             state.error = "the upstream ended the stream without [DONE]"
-            yield sse_error("The upstream ended the stream early; the answer is incomplete.",
-                            "upstream_incomplete")
+            yield events.error("The upstream ended the stream early; the answer is incomplete.",
+                               "upstream_incomplete")
             return
     except GeneratorExit:
         state.outcome = "client_disconnected"
@@ -214,7 +248,9 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
     finally:
         if live is not None:
             live.discard(blocks)
-        if not (state.done and state.error is None and _reuse(response, reader, blocks)):
+        if body_ended and state.error is None:
+            response.release_conn()
+        elif not (state.done and state.error is None and _reuse(response, reader, blocks)):
             close_upstream(response)
         on_end(state)
 

@@ -75,11 +75,14 @@ class UsageProvider:
 
 @dataclass
 class ModelInfo:
-    """A model one backend serves."""
+    """A model one backend serves. ``portal_name`` marks a name the portal itself gives (such as
+    ``agent:<graph>``), not an upstream's raw model name: ``chat.expose_upstream_models: false``
+    does not hide it."""
 
     id: str
     backend: str
     owned_by: str = "agent-portal"
+    portal_name: bool = False
 
 
 @dataclass
@@ -93,6 +96,7 @@ class ChatTarget:
     input_cost_per_token: Optional[float] = None
     output_cost_per_token: Optional[float] = None
     names: tuple = ()  # every name that reaches this upstream model (aliases included)
+    portal_name: bool = False  # as ModelInfo.portal_name
 
 
 @dataclass

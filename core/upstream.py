@@ -9,6 +9,17 @@ from urllib.parse import urlsplit
 log = logging.getLogger("agent_portal.upstream")
 
 
+class UpstreamFailure(Exception):
+    """Every attempt on every fallback failed before the first byte (or a backend refused the
+    call outright); ``status`` and ``code`` are what the caller is answered."""
+
+    def __init__(self, status: int, message: str, code: str, headers=None, body=None):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+        self.headers = headers or {}
+        self.body = body
+
+
 class OpenAIUpstream:
     """A chat backend speaking OpenAI's API at ``base_url`` (which ends before ``/chat``).
 
@@ -76,6 +87,18 @@ class OpenAIUpstream:
         finally:
             self._refreshing = False
         return self._models or []
+
+    # --- chat ------------------------------------------------------------------------------------
+    def send_chat(self, body: bytes, headers: dict, timeout, stream: bool):
+        """Send one chat completion request; returns urllib3's response (unread when ``stream``).
+
+        A backend that speaks another protocol overrides this and returns an object with the same
+        surface (``status``, ``headers``, ``data``, ``read1``, ``close``, ``release_conn``,
+        ``connection``) carrying OpenAI's chat format.
+        """
+        return self.chat_pool.urlopen("POST", self.chat_path, body=body, headers=headers, timeout=timeout,
+                                      preload_content=not stream, retries=False, redirect=False,
+                                      assert_same_host=False)
 
     # --- attribution --------------------------------------------------------------------------
     def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:

@@ -264,6 +264,7 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "langfuse": {"public_key": "pk-audit", "secret_key": "sk-audit", "base_url": "http://127.0.0.1:9"},
         "helicone": {"api_key": "audit", "api_url": "http://127.0.0.1:9"},
         "dashboard": {},
+        "langgraph": {"url": "http://127.0.0.1:9"},
     }
     return sections
 

@@ -12,7 +12,7 @@ from simple_websocket import Client as WebSocketClient
 
 from agent_portal import portal_of
 from agent_portal.database import create_engine_for
-from agent_portal.plugins.chat.counting import TokenCounter
+from agent_portal.counting import TokenCounter
 
 from conftest import bearer, chat_plugins, settled_rows as ledger_rows
 

@@ -4,7 +4,7 @@ The routes are generic; which upstream serves a model comes from the ``portal_ch
 hook (the ``litellm`` and ``openai_compat`` plugins, or this plugin's own ``models`` map).
 Modules: ``body`` (what a request may carry), ``models`` (which model a name reaches, who may
 call it), ``upstream`` (retries, fallbacks, failures), ``call`` (one call and its record),
-``counting`` (tokens when the upstream sent none), ``ws`` (the WebSocket route).
+``ws`` (the WebSocket route); tokens the upstream never reported are counted by ``agent_portal.counting``.
 """
 from __future__ import annotations
 

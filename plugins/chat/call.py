@@ -14,7 +14,7 @@ from agent_portal import ChatEstimate, ChatRecord, PortalError
 from agent_portal.sse import StreamState, relay
 
 from .body import message_text
-from .counting import TokenCounter, estimate_tokens
+from agent_portal.counting import TokenCounter, estimate_tokens
 from .models import ModelRules, resolve
 from .settings import NAME, ChatSettings
 from .upstream import UpstreamFailure, open_upstream
@@ -124,6 +124,8 @@ class ChatCall:
             self.record.error = refusal.message
             self.finish()
             raise
+        # a call that fails before any upstream answers is still the primary target's
+        self.record.backend, self.record.upstream_model = target.backend.name, target.upstream_model
         targets = [target] + [t for t in (self.portal.hook.portal_chat_backend(portal=self.portal, model=m)
                                           for m in target.fallbacks) if t is not None]
         try:

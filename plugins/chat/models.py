@@ -35,9 +35,10 @@ class ModelRules:
                 allowed = set(roles) if allowed is None else allowed & set(roles)
         return allowed
 
-    def may_call(self, actor, key: tuple, alias: str | None = None) -> bool:
-        """Return True when ``actor`` may call the upstream ``key`` through ``alias`` (or directly)."""
-        if alias is None and not self.expose_upstream_models:
+    def may_call(self, actor, key: tuple, alias: str | None = None, portal_name: bool = False) -> bool:
+        """Return True when ``actor`` may call the upstream ``key`` through ``alias`` (or directly;
+        ``portal_name`` when that direct name is the portal's own, see ``ModelInfo``)."""
+        if alias is None and not portal_name and not self.expose_upstream_models:
             return False
         roles = self.roles_for(key, alias)
         return roles is None or actor.role in roles
@@ -64,11 +65,11 @@ def resolve(portal, rules: ModelRules, actor, model: str) -> ChatTarget:
     """
     alias = model if model in rules.aliases else None
     target = portal.hook.portal_chat_backend(portal=portal, model=model)
-    if target is None or (alias is None and not rules.expose_upstream_models):
+    if target is None or (alias is None and not target.portal_name and not rules.expose_upstream_models):
         raise PortalError(f"The model `{model}` does not exist or is not served here.", status=404,
                           code="model_not_found", type="invalid_request_error")
     key = (target.backend.name, target.upstream_model)
-    if not rules.may_call(actor, key, alias):
+    if not rules.may_call(actor, key, alias, target.portal_name):
         raise PortalError(f"You may not use the model `{model}`.", status=403, code="model_forbidden")
     changes = {"names": rules.names_for(key, model)}
     if alias is None and target.input_cost_per_token is None and target.output_cost_per_token is None:
@@ -88,7 +89,7 @@ def visible_models(portal, rules: ModelRules, actor) -> list[dict]:
             if entry is not None:
                 allowed = rules.may_call(actor, (entry["backend"], entry.get("model", info.id)), info.id)
             else:
-                allowed = rules.may_call(actor, (info.backend, info.id))
+                allowed = rules.may_call(actor, (info.backend, info.id), portal_name=info.portal_name)
             if not allowed:
                 continue
             seen.add(info.id)

@@ -9,18 +9,9 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionErro
 
 from agent_portal import PortalError
 from agent_portal.sse import close_upstream
+from agent_portal.upstream import UpstreamFailure
 
 RETRYABLE = {429, 500, 502, 503, 504}
-
-
-class UpstreamFailure(Exception):
-    """Every attempt on every fallback failed before the first byte."""
-
-    def __init__(self, status: int, message: str, code: str, headers=None, body=None):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-        self.headers = headers or {}
-        self.body = body
 
 
 def _retry_after(response, cap: float, attempt: int) -> float:
@@ -47,9 +38,7 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
         for attempt in range(settings.retries + 1):
             response = None
             try:
-                response = target.backend.chat_pool.urlopen(
-                    "POST", target.backend.chat_path, body=body, headers=headers, timeout=timeout,
-                    preload_content=not stream, retries=False, redirect=False, assert_same_host=False)
+                response = target.backend.send_chat(body, headers, timeout, stream)
                 if response.status in RETRYABLE:
                     payload = response.data
                     last = UpstreamFailure(429 if response.status == 429 else 502,

@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 
-log = logging.getLogger("agent_portal.chat")
+log = logging.getLogger("agent_portal.counting")
 DEFAULT_ENCODING = "cl100k_base"
 TOKENS_PER_MESSAGE = 3  # OpenAI's per-message framing (role and separators)
 TOKENS_PER_REPLY = 3

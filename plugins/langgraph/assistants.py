@@ -1,0 +1,79 @@
+"""Assistants: every user reads those of the graphs their role may run; admins change them."""
+from __future__ import annotations
+
+import json
+
+from flask import Response, g, request
+
+from agent_portal import PortalError
+
+from .client import segment
+from .proxy import forward, json_body, passthrough
+from .settings import NAME
+
+READ_PARTS = ("schemas", "graph", "subgraphs")
+
+
+def _hidden(assistant_id: str) -> PortalError:
+    return PortalError(f"No such assistant: {assistant_id}.", status=404, code="assistant_not_found")
+
+
+def _allowed(portal, assistant_id: str) -> str:
+    """Return the quoted id when the caller may run the assistant's graph; 404 otherwise, as if
+    it did not exist."""
+    state = portal.extensions[NAME]
+    quoted = segment(assistant_id, "assistant")
+    graph = state.client.graph_id(assistant_id, request_id=g.request_id)
+    if not state.settings.may_run(g.actor, graph):
+        raise _hidden(assistant_id)
+    return quoted
+
+
+def _visible(portal, body: dict) -> list:
+    state = portal.extensions[NAME]
+    answer = state.client.call("POST", "/assistants/search", body, request_id=g.request_id)
+    if answer.status != 200 or not isinstance(answer.json, list):
+        passthrough(answer)
+        raise PortalError(f"The agent server answered HTTP {answer.status} to a search.", status=502,
+                          code="upstream_error", type="upstream_error")
+    return [a for a in answer.json if isinstance(a, dict) and isinstance(a.get("graph_id"), str)
+            and state.settings.may_run(g.actor, a["graph_id"])]
+
+
+def search(portal):
+    return Response(json.dumps(_visible(portal, json_body())), status=200, mimetype="application/json")
+
+
+def count(portal):
+    body = {k: v for k, v in json_body().items() if k not in ("limit", "offset")}
+    return Response(json.dumps(len(_visible(portal, {**body, "limit": 10_000}))), status=200,
+                    mimetype="application/json")
+
+
+def read(portal, assistant_id: str, part: str | None):
+    path = f"/assistants/{_allowed(portal, assistant_id)}" + (f"/{part}" if part else "")
+    return forward(portal, "GET", path)
+
+
+def versions(portal, assistant_id: str):
+    return forward(portal, "POST", f"/assistants/{_allowed(portal, assistant_id)}/versions", json_body())
+
+
+def _changed(portal, response):
+    portal.extensions[NAME].client.forget_assistants()
+    return response
+
+
+def create(portal):
+    return _changed(portal, forward(portal, "POST", "/assistants", json_body(required=True)))
+
+
+def change(portal, assistant_id: str):
+    quoted = segment(assistant_id, "assistant")
+    body = json_body() if request.method == "PATCH" else None
+    return _changed(portal, forward(portal, request.method, f"/assistants/{quoted}", body))
+
+
+def latest(portal, assistant_id: str):
+    quoted = segment(assistant_id, "assistant")
+    return _changed(portal, forward(portal, "POST", f"/assistants/{quoted}/latest", json_body()))
