@@ -116,7 +116,8 @@ def portal_backends(portal):
     """List the chat backends this plugin runs.
 
     Returns a list of backend objects (see :class:`agent_portal.upstream.OpenAIUpstream`): each
-    has a ``name``, ``model_ids()``, ``reachable`` and ``last_error``.
+    has a ``name``, ``model_ids()``, ``reachable``, ``last_error``, and the chat methods
+    ``attribute``, ``request_headers`` and ``send_chat`` (which answers in OpenAI's format).
     """
 
 

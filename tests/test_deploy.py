@@ -1,6 +1,7 @@
 """The deployment files agree with each other and with the portal (they are never run here)."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -69,7 +70,8 @@ def test_portal_urls_name_services_and_ports_that_exist():
     env = portal_environment()
     expected = {"LITELLM_URL": ("litellm", 4000), "OPENWEBUI_URL": ("open-webui", 8080),
                 "LANGFUSE_URL": ("langfuse-web", 3000), "KONG_ADMIN_URL": ("kong", 8001),
-                "REDIS_URL": ("redis", 6379), "PORTAL_DATABASE_URL": ("postgres", 5432)}
+                "REDIS_URL": ("redis", 6379), "PORTAL_DATABASE_URL": ("postgres", 5432),
+                "LANGGRAPH_URL": ("langgraph", 2024)}
     for key, (host, port) in expected.items():
         url = urlsplit(env[key])
         assert (url.hostname, url.port) == (host, port), key
@@ -105,7 +107,18 @@ def test_compose_portal_config_is_valid_with_the_example_environment():
     merged = cfg.merge_defaults(filled)
     pm, sources = build_plugin_manager(merged, discover_builtins(), {})
     assert validate_plugin_sections(pm, merged) == []
-    assert {"openwebui_session", "langfuse", "kong", "rate_limits", "ledger"} <= set(sources)
+    assert {"openwebui_session", "langfuse", "kong", "rate_limits", "ledger", "langgraph"} <= set(sources)
+
+
+def test_the_agents_profile_serves_the_port_the_portal_calls():
+    service = SERVICES["langgraph"]
+    assert service["profiles"] == ["agents"]
+    dockerfile = (ROOT / service["build"] / "Dockerfile").read_text()
+    assert '"--port", "2024"' in dockerfile and "LANGGRAPH_CLI_NO_ANALYTICS=1" in dockerfile
+    assert "2024" in service["expose"]
+    project = json.loads((ROOT / service["build"] / "langgraph.json").read_text())
+    for target in project["graphs"].values():
+        assert (ROOT / service["build"] / target.split(":")[0]).exists()
 
 
 def test_compose_mounts_the_files_that_exist():
@@ -128,14 +141,14 @@ def test_kong_sends_the_portal_paths_to_the_portal_service():
     url = urlsplit(portal["url"])
     assert url.hostname == "portal" and url.port == 8080
     paths = [p for route in portal["routes"] for p in route["paths"]]
-    for prefix in ("/v1", "/observability", "/embed", "/ws/chat", "/ws/events"):
+    for prefix in ("/v1", "/observability", "/embed", "/ws/chat", "/ws/events", "/agents"):
         assert prefix in paths, prefix
     assert any("chat/(completions|stream)" in p for p in paths)
 
 
 def test_kong_streams_without_buffering_and_passes_websockets():
     routes = kong_routes()
-    for name in ("portal-openai-api", "portal-seed-chat", "portal-websockets", "portal-embeds"):
+    for name in ("portal-openai-api", "portal-seed-chat", "portal-websockets", "portal-embeds", "portal-agents"):
         assert routes[name]["response_buffering"] is False, name
     assert routes["portal-websockets"]["request_buffering"] is False
     assert set(routes["portal-websockets"]["protocols"]) == {"http", "https"}

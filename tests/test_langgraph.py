@@ -10,15 +10,14 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import openai
 import pytest
 import requests
 
-from agent_portal import portal_of
 
 from conftest import bearer, settled_rows
 from tcp_proxy import CuttableProxy
@@ -422,3 +421,61 @@ def test_health_shows_the_server_and_its_version_and_the_model_list_shows_agents
     chat = down.test_client().post("/v1/chat/completions", headers=bearer(down, "alice"),
                                    json={"model": "agent:echo", "messages": [{"role": "user", "content": "hi"}]})
     assert chat.status_code == 404  # no graph is known while the server is down
+
+
+# --- what the real dev server cannot show: a Platform deployment's key, a flood of names ----------
+
+
+class PlatformStandIn(BaseHTTPRequestHandler):
+    """A LangGraph Platform deployment as CONTRACTS.md describes it: x-api-key or 401 {"detail"}."""
+
+    searches = 0
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("x-api-key") != "right-key":
+            return self._answer(401, {"detail": "Invalid API key"})
+        if self.path == "/assistants/search":
+            type(self).searches += 1
+            return self._answer(200, [{"assistant_id": "6f1d2c9e-8a4b-4c3d-9e2f-1a2b3c4d5e6f", "graph_id": "echo"}])
+        return self._answer(404, {"detail": "Not found"})
+
+
+@pytest.fixture
+def platform():
+    from fake_http import serve
+
+    server, url = serve(PlatformStandIn)
+    PlatformStandIn.searches = 0
+    yield url
+    server.shutdown()
+
+
+def test_a_key_the_server_refuses_is_the_portals_fault_never_the_callers(make_app, platform):
+    app = make_app(**agent_sections(platform, api_key="wrong-key-0123456789"))
+    answer = app.test_client().post("/agents/threads/search", json={}, headers=bearer(app, "alice"))
+    assert answer.status_code == 502 and answer.json["error"]["code"] == "upstream_auth_failed"
+    good = make_app(**agent_sections(platform, api_key="right-key"))
+    assert good.test_client().post("/agents/assistants/search", json={},
+                                   headers=bearer(good, "alice")).json[0]["graph_id"] == "echo"
+
+
+def test_made_up_agent_names_do_not_make_the_portal_ask_the_server_each_time(make_app, platform):
+    app = make_app(**agent_sections(platform, api_key="right-key"))
+    client, alice = app.test_client(), bearer(app, "alice")
+    for i in range(30):
+        answer = client.post("/v1/chat/completions", headers=alice,
+                             json={"model": f"agent:made-up-{i}", "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 404
+    assert PlatformStandIn.searches <= 2

@@ -123,7 +123,7 @@ def _thread_run_part(portal, thread_id, run_id, part: str | None, method: str):
     path = f"/threads/{quoted}/runs/{segment(run_id, 'run')}" + (f"/{part}" if part else "")
     if part == "stream":
         return forward_stream(portal, path)
-    return forward(portal, method, path, json_body() if method == "POST" else None, with_query=True)
+    return forward(portal, method, path, json_body() if method == "POST" else None)
 
 
 @hookimpl

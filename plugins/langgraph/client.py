@@ -17,6 +17,7 @@ from .settings import AgentSettings
 
 log = logging.getLogger("agent_portal.langgraph")
 UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+MISSING_REFRESH_SECONDS = 3.0
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -118,8 +119,10 @@ class LangGraphClient:
     def graph_ids(self, refresh_if_missing: str | None = None) -> list[str]:
         """Return the graphs the server runs (from its assistants), refreshed every
         ``refresh_seconds``, or at once when ``refresh_if_missing`` is not among them."""
-        stale = time.monotonic() - self._graphs_at > self.settings.refresh_seconds
-        if self._graphs is None or stale or (refresh_if_missing and refresh_if_missing not in self._graphs):
+        age = time.monotonic() - self._graphs_at
+        # an unknown name refreshes the list at most every few seconds: callers choose names
+        missing = refresh_if_missing and refresh_if_missing not in (self._graphs or ()) and age > MISSING_REFRESH_SECONDS
+        if self._graphs is None or age > self.settings.refresh_seconds or missing:
             with self._lock:
                 self._refresh_graphs()
         return self._graphs or []

@@ -39,10 +39,10 @@ def passthrough(answer: Answer) -> Response:
     return Response(answer.body, status=answer.status, mimetype="application/json")
 
 
-def forward(portal, method: str, path: str, body=None, with_query: bool = True) -> Response:
-    """Send the caller's request on to ``path`` and pass the answer back."""
+def forward(portal, method: str, path: str, body=None) -> Response:
+    """Send the caller's request on to ``path`` (its query too, for a GET) and pass the answer back."""
     client = portal.extensions[NAME].client
-    params = list(request.args.items(multi=True)) if with_query else None
+    params = list(request.args.items(multi=True)) if method == "GET" else None
     return passthrough(client.call(method, path, body, params=params, request_id=g.request_id))
 
 

@@ -94,7 +94,7 @@ def thread_part(portal, thread_id, part: str, method: str, checkpoint_id: str | 
     if checkpoint_id is not None:
         path += "/" + segment(checkpoint_id, "checkpoint")
     body = json_body() if method in ("POST", "PATCH") else None
-    return forward(portal, method, path, body, with_query=method == "GET")
+    return forward(portal, method, path, body)
 
 
 def prepare_thread(portal, actor, thread_id: str, run_body: dict) -> str:
