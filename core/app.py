@@ -14,6 +14,7 @@ from flask_sock import Sock
 
 from . import config as cfg
 from .cors import cross_site_refusal, install_cors
+from .counting import TokenCounter
 from .dispatch import ChatRecordDispatcher
 from .errors import AuthError, PortalError, StartupError, error_response, register_error_handlers
 from .hooks import call_each, call_impl, implementations
@@ -52,6 +53,7 @@ class Portal:
         self.pool = urllib3.PoolManager(num_pools=32, maxsize=256, block=False, retries=False)
         self.dispatcher = ChatRecordDispatcher(self)
         self.live_streams: set = set()  # the queues of streams being relayed (see sse.relay)
+        self.token_counter = TokenCounter()  # vocabularies load on the first count
         self._actor_sources: list = []
         self.jwt_keys: dict = {}  # issuer (None: no iss claim) -> HS256 secret, from portal_jwt_keys
         self._engine = None

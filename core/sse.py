@@ -138,6 +138,7 @@ class OpenAIEvents:
     and an end without it is a failure; errors are OpenAI error objects."""
 
     ends_at_eof = False
+    separator = b"\n\n"
 
     @staticmethod
     def filter(block: bytes, state: StreamState) -> bytes:
@@ -152,10 +153,12 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
           stall_seconds: float, on_end, live: set | None = None, events=OpenAIEvents):
     """Yield the client's SSE bytes from ``response``, then call ``on_end(state)`` exactly once.
 
-    ``events`` is the stream's protocol: ``filter(block, state)`` returns the complete events of
-    a block to forward (raising ValueError on a malformed one), ``error(message, code, type)``
-    frames the portal's own error event, and ``ends_at_eof`` says whether the upstream closing
-    the body is a normal end (LangGraph) or a cut (OpenAI, which ends with ``[DONE]``).
+    ``events`` is the stream's protocol: ``filter(block, state)`` returns the client's bytes for
+    a block of complete upstream events (raising ValueError on a malformed one; setting
+    ``state.done`` at the protocol's end event), ``separator`` ends one upstream event (a blank
+    line in SSE, a newline in NDJSON), ``error(message, code, type)`` frames the portal's own
+    error event, and ``ends_at_eof`` says whether the upstream closing the body is a normal end
+    (LangGraph) or a cut (OpenAI, which ends with ``[DONE]``).
 
     Sends heartbeats while the upstream is silent; ends with an error event (never a clean end)
     when the upstream resets, stalls past ``stall_seconds``, sends a malformed event or ends
@@ -177,9 +180,10 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                     pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                 buffer += pending
                 pending = b""
-                cut = buffer.rfind(b"\n\n")
+                cut = buffer.rfind(events.separator)
                 if cut >= 0:
-                    complete, buffer = buffer[:cut + 2], buffer[cut + 2:]
+                    cut += len(events.separator)
+                    complete, buffer = buffer[:cut], buffer[cut:]
                     try:
                         forward = events.filter(complete, state)
                     except ValueError as exc:
@@ -225,7 +229,7 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
             if events.ends_at_eof:
                 if buffer.strip():  # a last event without its blank line
                     try:
-                        forward = events.filter(buffer + b"\n\n", state)
+                        forward = events.filter(buffer + events.separator, state)
                     except ValueError as exc:
                         state.outcome = "upstream_malformed"
                         state.error = f"malformed event from upstream: {exc}"

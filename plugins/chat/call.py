@@ -14,7 +14,7 @@ from agent_portal import ChatEstimate, ChatRecord, PortalError
 from agent_portal.sse import StreamState, relay
 
 from .body import message_text
-from agent_portal.counting import TokenCounter, estimate_tokens
+from agent_portal.counting import estimate_tokens
 from .models import ModelRules, resolve
 from .settings import NAME, ChatSettings
 from .upstream import UpstreamFailure, open_upstream
@@ -43,7 +43,6 @@ class ChatState:
         self.settings = settings
         self.capture = settings.capture or wants_payloads
         self.rules = ModelRules(settings.models, settings.expose_upstream_models)
-        self.counter = TokenCounter()
         self.prices = PriceBook()
 
 
@@ -151,7 +150,7 @@ class ChatCall:
             record.completion_tokens = int(usage.get("completion_tokens") or 0)
             record.usage_source = "upstream"
         else:
-            counter, model, messages = self.state.counter, self.target.upstream_model, self.body["messages"]
+            counter, model, messages = self.portal.token_counter, self.target.upstream_model, self.body["messages"]
             record.prompt_tokens = counter.count_prompt(model, messages, message_text(messages))
             record.completion_tokens = counter.count_text(model, output_text)
             record.usage_source = "counted"

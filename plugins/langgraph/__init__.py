@@ -12,13 +12,12 @@ from flask import g
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, hookimpl
 from agent_portal.cache import TTLCache
-from agent_portal.counting import TokenCounter
 
 from . import assistants, threads
 from .as_model import PREFIX, AgentBackend
 from .client import LangGraphClient, segment
 from .proxy import forward, forward_stream, json_body
-from .runs import AgentRun, background_run, checked_run_body, stream_run, wait_run
+from .runs import agent_run, background_run, checked_run_body, stream_run, wait_run
 from .settings import NAME, AgentSettings, config_schema
 
 
@@ -29,7 +28,6 @@ class AgentState:
         self.settings = settings
         self.client = LangGraphClient(portal, settings)
         self.backend = AgentBackend(self.client)
-        self.counter = TokenCounter()
         self.thread_owners = TTLCache(max_entries=50_000)
 
 
@@ -110,7 +108,7 @@ def _run(portal, mode: str, thread_id: str | None = None):
                             stream=mode == "stream")
     base = "/runs" if thread_id is None else f"/threads/{threads.prepare_thread(portal, actor, thread_id, body)}/runs"
     graph = state.client.graph_id(body["assistant_id"], request_id=g.request_id)
-    run = AgentRun(portal, actor, graph, mode == "stream", thread_id, g.request_id, body)
+    run = agent_run(portal, actor, graph, mode == "stream", thread_id, g.request_id, body)
     if mode == "stream":
         return stream_run(portal, run, base + "/stream", body, g.request_id)
     if mode == "wait":

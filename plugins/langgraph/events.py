@@ -163,6 +163,7 @@ class LangGraphEvents:
     sent; a body that ends is a finished run; the portal's errors framed as the server's."""
 
     ends_at_eof = True
+    separator = b"\n\n"
 
     @staticmethod
     def filter(block: bytes, state: RunStreamState) -> bytes:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 from flask import Response
 
-from agent_portal import ChatEstimate, ChatRecord, ChatTarget, PortalError
-from agent_portal.counting import estimate_tokens
+from agent_portal import PortalError
+from agent_portal.metering import MeteredCall, stream_status
 from agent_portal.sse import relay
 
 from .client import Answer, refuse_bad_key
@@ -53,96 +52,47 @@ def checked_run_body(body, actor, stateless: bool, stream: bool) -> dict:
     return checked
 
 
-class AgentRun:
-    """One run under way: its admission, its record, how it ends."""
-
-    def __init__(self, portal, actor, graph_id: str, stream: bool, thread_id, request_id: str, body: dict):
-        self.portal, self.actor = portal, actor
-        self.state = portal.extensions[NAME]
-        self.graph_id = graph_id
-        self.model = f"agent:{graph_id}"
-        self.text_in = input_text(body.get("input"))
-        self.started = time.monotonic()
-        self.record = ChatRecord(request_id=request_id, actor_id=actor.id, actor_role=actor.role,
-                                 model=self.model, backend=NAME, upstream_model=graph_id, stream=stream,
-                                 key_id=actor.key_id, session_id=thread_id, started_at=time.time())
-
-    def target(self) -> ChatTarget:
-        price_in, price_out = self.state.settings.prices(self.graph_id)
-        return ChatTarget(model=self.model, backend=self.state.backend, upstream_model=self.model,
-                          input_cost_per_token=price_in, output_cost_per_token=price_out,
-                          names=(self.model,), portal_name=True)
-
-    def admit(self) -> None:
-        """Ask every admission hook (limits, budgets) before the run starts; a refusal is
-        recorded and raised."""
-        if not self.state.settings.may_run(self.actor, self.graph_id):
-            raise PortalError(f"You may not run the agent `{self.graph_id}`.", status=403, code="agent_forbidden")
-        target = self.target()
-        prompt = estimate_tokens(self.text_in) + 3
-        completion = self.state.settings.reserve_completion_tokens
-        estimate = ChatEstimate(prompt_tokens=prompt, completion_tokens=completion,
-                                cost=self.cost(target, prompt, completion))
-        self.record.reservation = estimate
-        try:
-            self.portal.hook.portal_chat_admission(portal=self.portal, actor=self.actor, model=self.model,
-                                                   target=target, estimate=estimate)
-        except PortalError as refusal:
-            self.end("refused", refusal.status, refusal.message)
-            raise
-
-    @staticmethod
-    def cost(target: ChatTarget, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * (target.input_cost_per_token or 0.0)
-                + completion_tokens * (target.output_cost_per_token or 0.0))
-
-    def settle(self, meter: RunMeter) -> None:
-        """Put tokens and cost on the record: reported by the graph's models, else counted."""
-        record, counter = self.record, self.state.counter
-        usage = meter.usage()
-        if usage is not None:
-            record.prompt_tokens, record.completion_tokens = usage
-            record.usage_source = "upstream"
-        else:
-            record.prompt_tokens = counter.count_text(self.model, self.text_in) + 3 if self.text_in else 0
-            record.completion_tokens = counter.count_text(self.model, meter.answer_text())
-            record.usage_source = "counted"
-        record.upstream_call_id = record.upstream_call_id or meter.run_id
-        record.cost = self.cost(self.target(), record.prompt_tokens, record.completion_tokens)
-
-    def end(self, outcome: str, status: int, error=None, meter: RunMeter | None = None) -> None:
-        """Close the record and hand it to ``portal_chat_completed`` (off the request path)."""
-        if meter is not None:
-            self.settle(meter)
-        record = self.record
-        record.outcome, record.status = outcome, status
-        record.error = error if error is None or isinstance(error, str) else json.dumps(error)
-        record.partial = outcome != "ok"
-        record.duration = time.monotonic() - self.started
-        self.portal.dispatcher.submit(record)
+def agent_run(portal, actor, graph_id: str, stream: bool, thread_id, request_id: str, body: dict) -> MeteredCall:
+    """Return the metered call of one run of ``graph_id``; 403 when the caller's role may not
+    run that graph."""
+    settings = portal.extensions[NAME].settings
+    if not settings.may_run(actor, graph_id):
+        raise PortalError(f"You may not run the agent `{graph_id}`.", status=403, code="agent_forbidden")
+    return MeteredCall(portal, actor, model=f"agent:{graph_id}", backend=portal.extensions[NAME].backend,
+                       upstream_model=graph_id, stream=stream, request_id=request_id,
+                       prompt_text=input_text(body.get("input")), session_id=thread_id,
+                       prices=settings.prices(graph_id),
+                       reserve_completion_tokens=settings.reserve_completion_tokens)
 
 
-def _failed_answer(run: AgentRun, answer: Answer) -> Response:
+def end_run(run: MeteredCall, outcome: str, status: int, error=None, meter: RunMeter | None = None) -> None:
+    """End ``run``'s record with what ``meter`` saw (its usage, else its answer's text)."""
+    meter = meter or RunMeter()
+    run.end(outcome, status, error, usage=meter.usage(), answer_text=meter.answer_text(),
+            upstream_call_id=meter.run_id)
+
+
+def _failed_answer(run: MeteredCall, answer: Answer) -> Response:
     """Record a run the server refused (HTTP >= 400) and answer the caller with its reason."""
     refuse_bad_key_recorded(run, answer)
     detail = answer.json.get("detail") if isinstance(answer.json, dict) else None
     if answer.status >= 500:
-        run.end("upstream_error", 502, detail or f"HTTP {answer.status}")
+        end_run(run, "upstream_error", 502, detail or f"HTTP {answer.status}")
         raise PortalError(f"The agent server failed: {detail or answer.status}.", status=502,
                           code="upstream_error", type="upstream_error")
-    run.end("upstream_client_error", answer.status, detail or f"HTTP {answer.status}")
+    end_run(run, "upstream_client_error", answer.status, detail or f"HTTP {answer.status}")
     return Response(answer.body, status=answer.status, mimetype="application/json")
 
 
-def refuse_bad_key_recorded(run: AgentRun, answer: Answer) -> None:
+def refuse_bad_key_recorded(run: MeteredCall, answer: Answer) -> None:
     try:
         refuse_bad_key(answer)
     except PortalError as refusal:
-        run.end(refusal.code, refusal.status, refusal.message)
+        end_run(run, refusal.code, refusal.status, refusal.message)
         raise
 
 
-def stream_run(portal, run: AgentRun, path: str, body: dict, request_id: str) -> Response:
+def stream_run(portal, run: MeteredCall, path: str, body: dict, request_id: str) -> Response:
     """Start a streamed run at ``path`` and relay its events as they come; the record is sent
     when the stream ends, however it ends."""
     state = portal.extensions[NAME]
@@ -151,7 +101,7 @@ def stream_run(portal, run: AgentRun, path: str, body: dict, request_id: str) ->
         response = state.client.open("POST", path, body, timeout=state.settings.stream_timeout,
                                      stream=True, request_id=request_id)
     except PortalError as failure:
-        run.end(failure.code, failure.status, failure.message)
+        end_run(run, failure.code, failure.status, failure.message)
         raise
     if response.status != 200:
         answer = Answer(response.status, response.data, response.headers)
@@ -159,11 +109,10 @@ def stream_run(portal, run: AgentRun, path: str, body: dict, request_id: str) ->
     stream_state = RunStreamState()
 
     def on_end(stream_state: RunStreamState):
-        outcome = stream_state.outcome
         if stream_state.first_at is not None:
             run.record.ttft = stream_state.first_at - run.started
-        status = 200 if outcome == "ok" else {"client_disconnected": 499, "portal_shutdown": 503}.get(outcome, 502)
-        run.end(outcome, status, stream_state.error, stream_state.meter)
+        end_run(run, stream_state.outcome, stream_status(stream_state.outcome), stream_state.error,
+                stream_state.meter)
 
     settings = state.settings
     return Response(relay(response, b"", stream_state, settings.heartbeat, settings.between_events, on_end,
@@ -171,7 +120,7 @@ def stream_run(portal, run: AgentRun, path: str, body: dict, request_id: str) ->
                     status=200, mimetype="text/event-stream", headers=STREAM_HEADERS, direct_passthrough=True)
 
 
-def wait_run(portal, run: AgentRun, path: str, body: dict, request_id: str) -> Response:
+def wait_run(portal, run: MeteredCall, path: str, body: dict, request_id: str) -> Response:
     """Run at ``path`` until it ends and answer its final values; a graph that raised (which the
     server answers with HTTP 200 and ``__error__``) is a 502 with the graph's message."""
     state = portal.extensions[NAME]
@@ -179,36 +128,36 @@ def wait_run(portal, run: AgentRun, path: str, body: dict, request_id: str) -> R
     try:
         answer = state.client.call("POST", path, body, timeout=state.settings.run_timeout, request_id=request_id)
     except PortalError as failure:
-        run.end(failure.code, failure.status, failure.message)
+        end_run(run, failure.code, failure.status, failure.message)
         raise
     if answer.status != 200:
         return _failed_answer(run, answer)
     return finished_run(run, answer)
 
 
-def finished_run(run: AgentRun, answer: Answer) -> Response:
+def finished_run(run: MeteredCall, answer: Answer) -> Response:
     """Record a run whose final values ``answer`` holds; returns what the caller gets."""
     meter = RunMeter()
     values = answer.json
     error = values.get("__error__") if isinstance(values, dict) else None
     if error is not None:
         message = error.get("message") if isinstance(error, dict) else str(error)
-        run.end("upstream_error", 502, error, meter)
+        end_run(run, "upstream_error", 502, error, meter)
         raise PortalError(f"The agent failed: {message}", status=502, code="agent_error", type="upstream_error")
     if isinstance(values, dict):
         meter.take_values(values, before_last_human=True)
-    run.end("ok", 200, None, meter)
+    end_run(run, "ok", 200, None, meter)
     return Response(answer.body, status=200, mimetype="application/json")
 
 
-def background_run(portal, run: AgentRun, path: str, join_path: str, body: dict, request_id: str) -> Response:
+def background_run(portal, run: MeteredCall, path: str, join_path: str, body: dict, request_id: str) -> Response:
     """Create a background run; a watcher joins it and records it when it ends."""
     state = portal.extensions[NAME]
     run.admit()
     try:
         answer = state.client.call("POST", path, body, request_id=request_id)
     except PortalError as failure:
-        run.end(failure.code, failure.status, failure.message)
+        end_run(run, failure.code, failure.status, failure.message)
         raise
     if answer.status != 200 or not isinstance(answer.json, dict) or not answer.json.get("run_id"):
         return _failed_answer(run, answer) if answer.status != 200 else _malformed(run)
@@ -219,21 +168,20 @@ def background_run(portal, run: AgentRun, path: str, join_path: str, body: dict,
             joined = state.client.call("GET", join_path.format(run_id=answer.json["run_id"]),
                                        timeout=state.settings.run_timeout)
             if joined.status != 200:
-                run.end("upstream_error", 502, f"joining the run answered HTTP {joined.status}", RunMeter())
+                end_run(run, "upstream_error", 502, f"joining the run answered HTTP {joined.status}")
                 return
             finished_run(run, joined)
-        except PortalError as failure:
-            if failure.code != "agent_error":  # an agent error was recorded by finished_run
-                run.end(failure.code or "upstream_error", failure.status, failure.message, RunMeter())
+        except PortalError as failure:  # an agent error was recorded already: end() does nothing then
+            end_run(run, failure.code or "upstream_error", failure.status, failure.message)
         except Exception:  # the watcher must never die silently: the run is still recorded
             log.exception("langgraph: watching run %s failed", answer.json["run_id"])
-            run.end("upstream_error", 502, "the portal lost track of the run", RunMeter())
+            end_run(run, "upstream_error", 502, "the portal lost track of the run")
 
     threading.Thread(target=watch, name="langgraph-run-watch", daemon=True).start()
     return Response(answer.body, status=200, mimetype="application/json")
 
 
-def _malformed(run: AgentRun):
-    run.end("upstream_malformed", 502, "the agent server's answer was not a run")
+def _malformed(run: MeteredCall):
+    end_run(run, "upstream_malformed", 502, "the agent server's answer was not a run")
     raise PortalError("The agent server's answer was not a run.", status=502, code="upstream_malformed",
                       type="upstream_error")

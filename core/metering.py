@@ -1,0 +1,88 @@
+"""Metering a call that is not a chat completion (an agent run, a search, a notebook answer)
+the way chat calls are metered: admitted by ``portal_chat_admission`` with an estimate, and one
+:class:`ChatRecord` when it ends, whatever the end, handed to ``portal_chat_completed``."""
+from __future__ import annotations
+
+import json
+import time
+
+from .counting import estimate_tokens
+from .errors import PortalError
+from .types import ChatEstimate, ChatRecord, ChatTarget
+
+
+class MeteredCall:
+    """One call under way. ``backend`` is the plugin's backend object (its ``name`` goes on the
+    record); ``prices`` are its (input, output) USD per token; ``prompt_text`` is what the call
+    was given, counted when the backend reports no usage."""
+
+    def __init__(self, portal, actor, *, model: str, backend, upstream_model: str, stream: bool,
+                 request_id: str, prompt_text: str = "", session_id: str | None = None,
+                 prices: tuple = (None, None), reserve_completion_tokens: int = 1024):
+        self.portal, self.actor = portal, actor
+        self.backend = backend
+        self.prompt_text = prompt_text
+        self.prices = prices
+        self.reserve_completion_tokens = reserve_completion_tokens
+        self.started = time.monotonic()
+        self.ended = False
+        self.record = ChatRecord(request_id=request_id, actor_id=actor.id, actor_role=actor.role, model=model,
+                                 backend=backend.name, upstream_model=upstream_model, stream=stream,
+                                 key_id=actor.key_id, session_id=session_id, started_at=time.time())
+
+    def target(self) -> ChatTarget:
+        """Return the call's target as admission hooks see it (the model's only name is its own)."""
+        model = self.record.model
+        return ChatTarget(model=model, backend=self.backend, upstream_model=model,
+                          input_cost_per_token=self.prices[0], output_cost_per_token=self.prices[1],
+                          names=(model,), portal_name=True)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Return the USD of these tokens at the call's prices (0 where none is set)."""
+        return prompt_tokens * (self.prices[0] or 0.0) + completion_tokens * (self.prices[1] or 0.0)
+
+    def admit(self) -> None:
+        """Ask every admission hook (limits, budgets) before the call starts; a refusal is
+        recorded, then raised."""
+        prompt = estimate_tokens(self.prompt_text) + 3
+        completion = self.reserve_completion_tokens
+        estimate = ChatEstimate(prompt_tokens=prompt, completion_tokens=completion,
+                                cost=self.cost(prompt, completion))
+        self.record.reservation = estimate
+        try:
+            self.portal.hook.portal_chat_admission(portal=self.portal, actor=self.actor, model=self.record.model,
+                                                   target=self.target(), estimate=estimate)
+        except PortalError as refusal:
+            self.end("refused", refusal.status, refusal.message)
+            raise
+
+    def end(self, outcome: str, status: int, error=None, usage: tuple | None = None, answer_text: str = "",
+            upstream_call_id: str | None = None) -> None:
+        """Close the record and hand it on (once; later calls do nothing). Tokens are ``usage``
+        (input, output) when the backend reported it, else counted from the prompt and
+        ``answer_text`` (``usage_source: counted``)."""
+        if self.ended:
+            return
+        self.ended = True
+        record, counter, model = self.record, self.portal.token_counter, self.record.model
+        if usage is not None:
+            record.prompt_tokens, record.completion_tokens = int(usage[0]), int(usage[1])
+            record.usage_source = "upstream"
+        elif outcome != "refused":
+            record.prompt_tokens = counter.count_text(model, self.prompt_text) + 3 if self.prompt_text else 0
+            record.completion_tokens = counter.count_text(model, answer_text)
+            record.usage_source = "counted"
+        record.cost = self.cost(record.prompt_tokens, record.completion_tokens)
+        record.upstream_call_id = record.upstream_call_id or upstream_call_id
+        record.outcome, record.status = outcome, status
+        record.error = error if error is None or isinstance(error, str) else json.dumps(error)
+        record.partial = outcome != "ok"
+        record.duration = time.monotonic() - self.started
+        self.portal.dispatcher.submit(record)
+
+
+def stream_status(outcome: str) -> int:
+    """Return the status a relayed stream's record carries for how it ended."""
+    if outcome == "ok":
+        return 200
+    return {"client_disconnected": 499, "portal_shutdown": 503}.get(outcome, 502)
