@@ -1,0 +1,132 @@
+"""Backends that speak another protocol, read as OpenAI's chat stream.
+
+A backend's ``send_chat`` (see :class:`agent_portal.upstream.OpenAIUpstream`) must answer in
+OpenAI's format, because chat relays, counts and records OpenAI chunks. A backend whose server
+streams something else wraps the server's response in a subclass of :class:`OpenAIStreamAdapter`,
+which turns the server's events into OpenAI SSE bytes as they arrive.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+
+class OpenAIStreamAdapter:
+    """``read1`` returns OpenAI SSE bytes made from the wrapped ``response``'s events; the rest
+    (``connection``, ``close``, ``release_conn``) is the response's, so the relay can cut or
+    reuse the connection as usual.
+
+    A subclass sets ``separator`` (what ends one server event) and implements
+    ``take(events: bytes)`` (complete events: call :meth:`content`, :meth:`fail`) and
+    ``finish()`` (the body ended: call :meth:`complete` when the answer is whole, else
+    :meth:`fail`).
+    """
+
+    separator = b"\n\n"
+
+    def __init__(self, response, model: str, call_id: str = "portal"):
+        self.response = response
+        self.model = model
+        self.call_id = call_id
+        self.status, self.headers = 200, {}
+        self.created = int(time.time())
+        self.buffer = b""
+        self.out: list[bytes] = []
+        self.finished = False
+        self.failure: str | None = None  # why the answer is incomplete, when it is
+        self.text: list[str] = []
+
+    # --- the surface the relay and the pool use -----------------------------------------------
+    @property
+    def connection(self):
+        return getattr(self.response, "connection", None)
+
+    def close(self):
+        self.response.close()
+
+    def release_conn(self):
+        self.response.release_conn()
+
+    def read1(self, amt: int = 65536) -> bytes:
+        """Return the next OpenAI SSE bytes (b"" at the end); blocks until there are some."""
+        while not self.out:
+            if self.finished:
+                return b""
+            data = self.response.read1(amt)
+            if not data:
+                self.finished = True
+                self.finish()
+                break
+            self.buffer = (self.buffer + data).replace(b"\r\n", b"\n")
+            cut = self.buffer.rfind(self.separator)
+            if cut >= 0:
+                cut += len(self.separator)
+                complete, self.buffer = self.buffer[:cut], self.buffer[cut:]
+                self.take(complete)
+        out, self.out = b"".join(self.out), []
+        return out
+
+    def read_all(self) -> str:
+        """Read the whole answer (a call that is not streamed); returns its text. Check
+        ``failure`` afterwards."""
+        while self.read1():
+            pass
+        return "".join(self.text)
+
+    # --- what subclasses call -------------------------------------------------------------------
+    def take(self, events: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def chunk(self, delta: dict | None = None, finish: str | None = None, usage: dict | None = None) -> None:
+        """Queue one ``chat.completion.chunk`` (``delta`` None: a usage-only chunk)."""
+        data = {"id": f"chatcmpl-{self.call_id}", "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model,
+                "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if usage is not None:
+            data["usage"] = usage
+        self.out.append(b"data: " + json.dumps(data).encode() + b"\n\n")
+
+    def content(self, text: str) -> None:
+        """Queue a piece of the answer."""
+        if text:
+            self.text.append(text)
+            self.chunk({"content": text})
+
+    def complete(self, usage: tuple | None = None) -> None:
+        """Queue the end of a whole answer: the final chunk, the usage when known, ``[DONE]``."""
+        self.chunk({}, finish="stop")
+        if usage is not None:
+            self.chunk(None, usage={"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                                    "total_tokens": usage[0] + usage[1]})
+        self.out.append(b"data: [DONE]\n\n")
+        self.finished = True
+
+    def fail(self, message: str, code: str) -> None:
+        """Queue an OpenAI error object: the answer is incomplete, the stream ends."""
+        error = {"error": {"message": message, "type": "upstream_error", "code": code}}
+        self.out.append(b"data: " + json.dumps(error).encode() + b"\n\n")
+        self.failure, self.finished = message, True
+
+
+class OpenAIAnswer:
+    """A whole answer as a non-streamed OpenAI chat completion (what ``send_chat`` returns for
+    a call that is not streamed)."""
+
+    def __init__(self, model: str, text: str, call_id: str = "portal", usage: tuple | None = None):
+        self.status, self.headers = 200, {}
+        completion = {"id": f"chatcmpl-{call_id}", "object": "chat.completion", "created": int(time.time()),
+                      "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant", "content": text}}]}
+        if usage is not None:
+            completion["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                                   "total_tokens": usage[0] + usage[1]}
+        self.data = json.dumps(completion).encode()
+
+    def close(self):
+        pass
+
+    def release_conn(self):
+        pass
