@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import time
 
+from .sse import close_upstream
+
 
 class OpenAIStreamAdapter:
     """``read1`` returns OpenAI SSE bytes made from the wrapped ``response``'s events; the rest
@@ -35,6 +37,7 @@ class OpenAIStreamAdapter:
         self.finished = False
         self.failure: str | None = None  # why the answer is incomplete, when it is
         self.text: list[str] = []
+        self.body_ended = False  # the server's body was read to its end
 
     # --- the surface the relay and the pool use -----------------------------------------------
     @property
@@ -45,7 +48,11 @@ class OpenAIStreamAdapter:
         self.response.close()
 
     def release_conn(self):
-        self.response.release_conn()
+        # a connection whose body was not read to its end cannot serve another request
+        if self.body_ended:
+            self.response.release_conn()
+        else:
+            close_upstream(self.response)
 
     def read1(self, amt: int = 65536) -> bytes:
         """Return the next OpenAI SSE bytes (b"" at the end); blocks until there are some."""
@@ -54,7 +61,7 @@ class OpenAIStreamAdapter:
                 return b""
             data = self.response.read1(amt)
             if not data:
-                self.finished = True
+                self.body_ended = self.finished = True
                 self.finish()
                 break
             self.buffer = (self.buffer + data).replace(b"\r\n", b"\n")

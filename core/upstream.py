@@ -9,6 +9,18 @@ from urllib.parse import urlsplit
 log = logging.getLogger("agent_portal.upstream")
 
 
+def unreachable(exc: Exception, service: str):
+    """Return the caller's :class:`PortalError` for ``service`` not answering a request that
+    raised ``exc`` (urllib3's): 504 ``upstream_timeout`` when it timed out, else 502
+    ``upstream_unreachable``."""
+    from .errors import PortalError
+
+    timed_out = "timeout" in type(exc).__name__.lower() or "timed out" in str(exc)
+    return PortalError(f"{service} {'did not answer in time' if timed_out else 'cannot be reached'}"
+                       f" ({type(exc).__name__}).", status=504 if timed_out else 502,
+                       code="upstream_timeout" if timed_out else "upstream_unreachable", type="upstream_error")
+
+
 class UpstreamFailure(Exception):
     """Every attempt on every fallback failed before the first byte (or a backend refused the
     call outright); ``status`` and ``code`` are what the caller is answered."""

@@ -12,6 +12,7 @@ from urllib3.exceptions import HTTPError
 
 from agent_portal import PortalError
 from agent_portal.cache import TTLCache
+from agent_portal.upstream import unreachable
 
 from .settings import AgentSettings
 
@@ -79,11 +80,7 @@ class LangGraphClient:
                                      timeout=timeout or self.settings.timeout, preload_content=not stream,
                                      retries=False, redirect=False, assert_same_host=False)
         except HTTPError as exc:
-            timed_out = "timeout" in type(exc).__name__.lower() or "timed out" in str(exc)
-            raise PortalError(f"The agent server {'did not answer in time' if timed_out else 'cannot be reached'}"
-                              f" ({type(exc).__name__}).", status=504 if timed_out else 502,
-                              code="upstream_timeout" if timed_out else "upstream_unreachable",
-                              type="upstream_error") from exc
+            raise unreachable(exc, "The agent server") from exc
 
     def call(self, method: str, path: str, body=None, params=None, timeout=None, request_id=None) -> Answer:
         """Send one request and read its whole answer; a refusal of the portal's own key is 502."""

@@ -1,0 +1,111 @@
+"""Search: Perplexica behind the portal, multi-user, metered and limited, and as models.
+
+``POST /search`` for users (``search``), ``search:<source>`` as a chat model (``as_model``).
+Perplexica has no users of its own: the portal decides who may search which sources and
+records every search. Modules: ``settings``, ``client`` (Perplexica 1.12.x), ``stream`` (its
+NDJSON stream as SSE and as OpenAI chunks), ``search``, ``as_model``.
+"""
+from __future__ import annotations
+
+import logging
+
+from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, StartupError, hookimpl
+
+from .as_model import PREFIX, SearchBackend
+from .client import PerplexicaClient, WrongVersion, missing_models
+from .search import search_view
+from .settings import NAME, SearchSettings, config_schema
+
+log = logging.getLogger("agent_portal.perplexica")
+
+
+class SearchState:
+    def __init__(self, portal, settings: SearchSettings):
+        self.settings = settings
+        self.client = PerplexicaClient(portal, settings)
+        self.backend = SearchBackend(self.client, settings)
+
+
+@hookimpl
+def portal_config_schema():
+    return {NAME: config_schema()}
+
+
+@hookimpl
+def portal_startup(portal):
+    """Refuse a server that answers in another version's shape; a server not up yet is only
+    logged (health shows it)."""
+    state = SearchState(portal, SearchSettings(portal.plugin_config(NAME)))
+    portal.extensions[NAME] = state
+    try:
+        providers = state.client.providers()
+    except WrongVersion as problem:
+        raise StartupError(f"plugin perplexica: plugins.perplexica.url: {problem.message}") from None
+    except PortalError as problem:
+        log.warning("perplexica: not usable at startup: %s", problem.message)
+        return
+    missing = missing_models(providers, state.settings)
+    if missing:
+        raise StartupError("plugin perplexica: the server offers no " + ", ".join(missing)
+                           + " (plugins.perplexica.chat_model / embedding_model)")
+
+
+def _source(model: str) -> str | None:
+    return model[len(PREFIX):] if model.startswith(PREFIX) else None
+
+
+@hookimpl
+def portal_backends(portal):
+    state = portal.extensions[NAME]
+    return [state.backend] if state.settings.expose_as_models else []
+
+
+@hookimpl
+def portal_chat_backend(portal, model):
+    state = portal.extensions[NAME]
+    if not state.settings.expose_as_models or model not in state.backend.model_ids():
+        return None
+    return ChatTarget(model=model, backend=state.backend, upstream_model=model,
+                      input_cost_per_token=state.settings.prices[0], output_cost_per_token=state.settings.prices[1],
+                      portal_name=True)
+
+
+@hookimpl
+def portal_chat_admission(portal, actor, model, target, estimate):
+    """Searches reached as models follow the same sources per role as ``/search``."""
+    state = portal.extensions[NAME]
+    if target.backend is state.backend:
+        sources = (_source(target.upstream_model) or "").split("+")
+        if not set(sources) <= set(state.settings.allowed_sources(actor)):
+            raise PortalError(f"You may not use the model `{model}`.", status=403, code="model_forbidden")
+
+
+@hookimpl
+def portal_models(portal, actor):
+    state = portal.extensions[NAME]
+    if not state.settings.expose_as_models:
+        return []
+    return [ModelInfo(id=PREFIX + source, backend=NAME, owned_by="perplexica", portal_name=True)
+            for source in state.settings.allowed_sources(actor)]
+
+
+@hookimpl
+def portal_health_checks(portal):
+    state = portal.extensions[NAME]
+
+    def check(portal):
+        try:
+            providers = state.client.providers()
+        except PortalError as problem:
+            return {"status": "down", "detail": problem.message}
+        return {"status": "up", "detail": f"{len(providers['providers'])} providers"}
+
+    return [HealthCheck(NAME, check, timeout=3.0, required=state.settings.required)]
+
+
+@hookimpl
+def portal_register_routes(portal):
+    def search():
+        return search_view(portal)
+
+    return [Route("/search", search, methods=("POST",), access="user")]
