@@ -265,6 +265,7 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "helicone": {"api_key": "audit", "api_url": "http://127.0.0.1:9"},
         "dashboard": {},
         "langgraph": {"url": "http://127.0.0.1:9"},
+        "open_notebook": {"url": "http://127.0.0.1:9"},
         "perplexica": {"url": "http://127.0.0.1:9", "chat_model": {"provider_id": "p", "key": "m"},
                        "embedding_model": {"provider_id": "p", "key": "e"}},
     }
