@@ -71,7 +71,8 @@ def test_portal_urls_name_services_and_ports_that_exist():
     expected = {"LITELLM_URL": ("litellm", 4000), "OPENWEBUI_URL": ("open-webui", 8080),
                 "LANGFUSE_URL": ("langfuse-web", 3000), "KONG_ADMIN_URL": ("kong", 8001),
                 "REDIS_URL": ("redis", 6379), "PORTAL_DATABASE_URL": ("postgres", 5432),
-                "LANGGRAPH_URL": ("langgraph", 2024)}
+                "LANGGRAPH_URL": ("langgraph", 2024), "PERPLEXICA_URL": ("perplexica", 3000),
+                "OPEN_NOTEBOOK_URL": ("open-notebook", 5055)}
     for key, (host, port) in expected.items():
         url = urlsplit(env[key])
         assert (url.hostname, url.port) == (host, port), key
@@ -107,7 +108,8 @@ def test_compose_portal_config_is_valid_with_the_example_environment():
     merged = cfg.merge_defaults(filled)
     pm, sources = build_plugin_manager(merged, discover_builtins(), {})
     assert validate_plugin_sections(pm, merged) == []
-    assert {"openwebui_session", "langfuse", "kong", "rate_limits", "ledger", "langgraph"} <= set(sources)
+    assert {"openwebui_session", "langfuse", "kong", "rate_limits", "ledger", "langgraph", "perplexica",
+            "open_notebook"} <= set(sources)
 
 
 def test_the_agents_profile_serves_the_port_the_portal_calls():
@@ -119,6 +121,19 @@ def test_the_agents_profile_serves_the_port_the_portal_calls():
     project = json.loads((ROOT / service["build"] / "langgraph.json").read_text())
     for target in project["graphs"].values():
         assert (ROOT / service["build"] / target.split(":")[0]).exists()
+
+
+def test_the_search_and_notebooks_profiles_serve_what_the_portal_calls():
+    assert SERVICES["perplexica"]["profiles"] == ["search"] and "3000" in SERVICES["perplexica"]["expose"]
+    assert SERVICES["perplexica"]["image"].split(":")[1].startswith("v1.12")
+    notebook = SERVICES["open-notebook"]
+    assert notebook["profiles"] == SERVICES["surrealdb"]["profiles"] == ["notebooks"]
+    assert "5055" in notebook["expose"] and not notebook.get("ports")
+    portal_config = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())
+    assert notebook["environment"]["OPEN_NOTEBOOK_PASSWORD"] == "${OPEN_NOTEBOOK_PASSWORD}"
+    assert portal_config["plugins"]["open_notebook"]["password"] == "${OPEN_NOTEBOOK_PASSWORD}"
+    assert notebook["environment"]["SURREAL_PASSWORD"] == "${SURREAL_PASSWORD}"
+    assert "${SURREAL_PASSWORD}" in SERVICES["surrealdb"]["command"]
 
 
 def test_compose_mounts_the_files_that_exist():
@@ -141,7 +156,7 @@ def test_kong_sends_the_portal_paths_to_the_portal_service():
     url = urlsplit(portal["url"])
     assert url.hostname == "portal" and url.port == 8080
     paths = [p for route in portal["routes"] for p in route["paths"]]
-    for prefix in ("/v1", "/observability", "/embed", "/ws/chat", "/ws/events", "/agents"):
+    for prefix in ("/v1", "/observability", "/embed", "/ws/chat", "/ws/events", "/agents", "/search", "/notebooks"):
         assert prefix in paths, prefix
     assert any("chat/(completions|stream)" in p for p in paths)
 

@@ -184,9 +184,11 @@ def test_a_server_of_another_version_is_refused_at_startup_and_shows_in_health(m
     assert "another shape" in health["components"]["perplexica"]["detail"]
 
 
-def test_a_model_the_server_does_not_offer_is_refused_at_startup(make_app, perplexica):
-    with pytest.raises(StartupError, match="chat_model prov-openai/gpt-5"):
-        make_app(**search_sections(perplexica.url, chat_model={"provider_id": "prov-openai", "key": "gpt-5"}))
+def test_a_model_the_server_does_not_offer_shows_in_health(make_app, perplexica):
+    app = make_app(**search_sections(perplexica.url, chat_model={"provider_id": "prov-openai", "key": "gpt-5"}))
+    health = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin")).json
+    component = health["components"]["perplexica"]
+    assert component["status"] == "degraded" and "chat_model prov-openai/gpt-5" in component["detail"]
 
 
 def test_searches_are_limited_and_show_in_the_users_usage(make_app, perplexica):

@@ -33,8 +33,8 @@ def portal_config_schema():
 
 @hookimpl
 def portal_startup(portal):
-    """Refuse a server that answers in another version's shape; a server not up yet is only
-    logged (health shows it)."""
+    """Refuse a server that answers in another version's shape; a server not up yet, or without
+    the configured models yet, is only logged (health shows it)."""
     state = SearchState(portal, SearchSettings(portal.plugin_config(NAME)))
     portal.extensions[NAME] = state
     try:
@@ -45,9 +45,8 @@ def portal_startup(portal):
         log.warning("perplexica: not usable at startup: %s", problem.message)
         return
     missing = missing_models(providers, state.settings)
-    if missing:
-        raise StartupError("plugin perplexica: the server offers no " + ", ".join(missing)
-                           + " (plugins.perplexica.chat_model / embedding_model)")
+    if missing:  # models are set up in Perplexica's own UI, maybe after the portal starts: health says
+        log.warning("perplexica: the server offers no %s yet", ", ".join(missing))
 
 
 def _source(model: str) -> str | None:
@@ -98,6 +97,10 @@ def portal_health_checks(portal):
             providers = state.client.providers()
         except PortalError as problem:
             return {"status": "down", "detail": problem.message}
+        missing = missing_models(providers, state.settings)
+        if missing:
+            return {"status": "degraded", "detail": "the server offers no " + ", ".join(missing)
+                    + " (plugins.perplexica.chat_model / embedding_model)"}
         return {"status": "up", "detail": f"{len(providers['providers'])} providers"}
 
     return [HealthCheck(NAME, check, timeout=3.0, required=state.settings.required)]
