@@ -13,6 +13,32 @@ import time
 from .sse import close_upstream
 
 
+class ProtocolBackend:
+    """The chat backend of a plugin whose server speaks another protocol: named ``name``,
+    reachable as its ``client`` last found it. Subclasses implement ``model_ids()`` and
+    ``send_chat(body, headers, timeout, stream)`` (see :class:`agent_portal.upstream.OpenAIUpstream`)."""
+
+    def __init__(self, name: str, client):
+        self.name = self.kind = name
+        self.client = client
+
+    @property
+    def reachable(self):
+        return self.client.reachable
+
+    @property
+    def last_error(self):
+        return self.client.last_error
+
+    def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:
+        """Put the caller in the OpenAI body the backend translates (``user``)."""
+        payload["user"] = actor.id
+
+    def request_headers(self, request_id: str, actor) -> dict:
+        """Return the headers of one call to the server, with the portal's request id."""
+        return {"Content-Type": "application/json", "X-Request-ID": request_id}
+
+
 class OpenAIStreamAdapter:
     """``read1`` returns OpenAI SSE bytes made from the wrapped ``response``'s events; the rest
     (``connection``, ``close``, ``release_conn``) is the response's, so the relay can cut or

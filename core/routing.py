@@ -13,6 +13,17 @@ from .types import ACCESS_LEVELS, Route
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
+def bound_view(portal, name: str, func, **fixed):
+    """Return a view named ``name`` that calls ``func(portal, **fixed, **url_values)``, for
+    plugins that serve many routes from a few functions."""
+
+    def view(**url_values):
+        return func(portal, **fixed, **url_values)
+
+    view.__name__ = name
+    return view
+
+
 def core_routes(portal) -> list[Route]:
     """Return the core's own routes: liveness, readiness, and who the caller is."""
 

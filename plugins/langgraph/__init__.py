@@ -12,6 +12,7 @@ from flask import g
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, hookimpl
 from agent_portal.cache import TTLCache
+from agent_portal.routing import bound_view
 
 from . import assistants, threads
 from .as_model import PREFIX, AgentBackend
@@ -127,10 +128,7 @@ def _thread_run_part(portal, thread_id, run_id, part: str | None, method: str):
 @hookimpl
 def portal_register_routes(portal):
     def view(name, func, **fixed):
-        def handler(**kwargs):
-            return func(portal, **fixed, **kwargs)
-        handler.__name__ = name
-        return handler
+        return bound_view(portal, name, func, **fixed)
 
     A = "/agents"
     user, admin = "user", "admin"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from agent_portal.adapter import OpenAIAnswer, OpenAIStreamAdapter
+from agent_portal.adapter import OpenAIAnswer, OpenAIStreamAdapter, ProtocolBackend
 from agent_portal.upstream import UpstreamFailure
 
 from .events import RunMeter, parse_events
@@ -66,29 +66,15 @@ class AgentStream(OpenAIStreamAdapter):
         self.complete(self.meter.usage())
 
 
-class AgentBackend:
+class AgentBackend(ProtocolBackend):
     """The chat backend named ``langgraph``: each graph of the server as ``agent:<graph_id>``."""
 
-    kind = NAME
-
     def __init__(self, client):
-        self.name = NAME
-        self.client = client
-
-    @property
-    def reachable(self):
-        return self.client.reachable
-
-    @property
-    def last_error(self):
-        return self.client.last_error
+        super().__init__(NAME, client)
 
     def model_ids(self) -> list[str]:
         """Return ``agent:<graph_id>`` for each graph the server runs."""
         return [PREFIX + graph for graph in self.client.graph_ids()]
-
-    def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:
-        payload["user"] = actor.id
 
     def request_headers(self, request_id: str, actor) -> dict:
         return self.client.headers_for(request_id)

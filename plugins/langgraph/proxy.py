@@ -1,11 +1,10 @@
 """Handing the caller's request to the LangGraph server and its answer back."""
 from __future__ import annotations
 
-import json
-
 from flask import Response, g, request
 
 from agent_portal import PortalError
+from agent_portal.request_body import json_object
 from agent_portal.sse import relay
 
 from .client import Answer
@@ -14,19 +13,8 @@ from .settings import NAME
 
 
 def json_body(required: bool = False) -> dict:
-    """Return the request's JSON object ({} for an empty body unless ``required``); 400 otherwise."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        if required:
-            raise PortalError("The request needs a JSON object body.", status=400, code="invalid_json")
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise PortalError("The request body is not valid JSON.", status=400, code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise PortalError("The request body must be a JSON object.", status=400, code="invalid_json")
-    return body
+    """Return the request's JSON object ({} for an empty body unless ``required``)."""
+    return json_object(required)
 
 
 def passthrough(answer: Answer) -> Response:

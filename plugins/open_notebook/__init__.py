@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from agent_portal import HealthCheck, PortalError, Route, hookimpl
 from agent_portal.observe import http_check
+from agent_portal.routing import bound_view
 
 from . import ask, views
 from .client import NotebookClient
@@ -59,10 +60,7 @@ def portal_health_checks(portal):
 @hookimpl
 def portal_register_routes(portal):
     def view(name, func, **fixed):
-        def handler(**kwargs):
-            return func(portal, **fixed, **kwargs)
-        handler.__name__ = name
-        return handler
+        return bound_view(portal, name, func, **fixed)
 
     N, nb = "/notebooks", "/notebooks/<notebook_id>"
     return [

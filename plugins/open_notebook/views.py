@@ -13,6 +13,7 @@ import re
 from flask import Response, g, request
 
 from agent_portal import PortalError
+from agent_portal.request_body import json_object
 
 from .settings import NAME
 
@@ -34,16 +35,7 @@ def _not_found(kind: str, object_id: str) -> PortalError:
 
 
 def _body(required=True) -> dict:
-    raw = request.get_data(cache=True)
-    if not raw.strip() and not required:
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise PortalError("The request body is not valid JSON.", status=400, code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise PortalError("The request body must be a JSON object.", status=400, code="invalid_json")
-    return body
+    return json_object(required)
 
 
 def _text_field(body: dict, key: str, required: bool, limit: int = 100_000) -> str | None:

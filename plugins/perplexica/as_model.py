@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from agent_portal.adapter import OpenAIAnswer
+from agent_portal.adapter import OpenAIAnswer, ProtocolBackend
 from agent_portal.upstream import UpstreamFailure
 
 from .client import normalize_sources
@@ -22,33 +22,16 @@ def _text(content) -> str:
     return content if isinstance(content, str) else ""
 
 
-class SearchBackend:
+class SearchBackend(ProtocolBackend):
     """The chat backend named ``perplexica``: each allowed source as ``search:<source>``."""
 
-    kind = NAME
-
     def __init__(self, client, settings):
-        self.name = NAME
-        self.client = client
+        super().__init__(NAME, client)
         self.settings = settings
-
-    @property
-    def reachable(self):
-        return self.client.reachable
-
-    @property
-    def last_error(self):
-        return self.client.last_error
 
     def model_ids(self) -> list[str]:
         return [PREFIX + source for source in sorted(set(self.settings.sources["user"])
                                                      | set(self.settings.sources["admin"]))]
-
-    def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:
-        payload["user"] = actor.id
-
-    def request_headers(self, request_id: str, actor) -> dict:
-        return {"Content-Type": "application/json", "X-Request-ID": request_id}
 
     def send_chat(self, body: bytes, headers: dict, timeout, stream: bool):
         """Search Perplexica for the last user message; returns an OpenAI-shaped stream or

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 
-from flask import Response, g, request
+from flask import Response, g
 
 from agent_portal import PortalError
 from agent_portal.metering import MeteredCall, stream_status
+from agent_portal.request_body import json_object
 from agent_portal.sse import relay
 
 from .client import normalize_sources
@@ -23,12 +24,7 @@ def _bad(message: str) -> PortalError:
 def read_search(settings, actor) -> dict:
     """Return the checked search request: ``query``, ``sources``, ``mode``, ``history`` (as
     Perplexica's ``[["human"|"assistant", text]]``) and ``stream``; 400 or 403 otherwise."""
-    try:
-        body = json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise PortalError("The request body is not valid JSON.", status=400, code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise PortalError("The request body must be a JSON object.", status=400, code="invalid_json")
+    body = json_object()
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         raise _bad("`query` must be a non-empty string.")
