@@ -196,6 +196,9 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                         yield forward
                 if state.done or state.error:
                     return
+                if body_ended:
+                    state.done = True
+                    return
             if reader is None:
                 reader = threading.Thread(target=pump, args=(response, blocks), daemon=True)
                 reader.start()
@@ -227,18 +230,11 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                                    "upstream_reset")
                 return
             if events.ends_at_eof:
-                if buffer.strip():  # a last event without its blank line
-                    try:
-                        forward = events.filter(buffer + events.separator, state)
-                    except ValueError as exc:
-                        state.outcome = "upstream_malformed"
-                        state.error = f"malformed event from upstream: {exc}"
-                        yield events.error("The upstream sent a malformed event; the answer is incomplete.",
-                                           "upstream_malformed")
-                        return
-                    if forward:
-                        yield forward
-                state.done = body_ended = True
+                body_ended = True
+                if buffer.strip():  # a last event without its separator: close it, filter it above
+                    pending = events.separator
+                    continue
+                state.done = True
                 return
             # EOF without [DONE]
             state.outcome = "upstream_incomplete"

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from http.server import BaseHTTPRequestHandler
-
-from fake_http import serve
+from fake_http import JSONHandler, serve
 
 PROVIDERS = {"providers": [{"id": "prov-openai", "name": "OpenAI",
                             "chatModels": [{"name": "GPT 4o mini", "key": "gpt-4o-mini"}],
@@ -28,47 +26,35 @@ def answer_pieces(query: str) -> list[str]:
     return ["Here is ", "what I found ", f"about {query} [1][2]."]
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(JSONHandler):
     server_version = "Perplexica-standin"
-
-    def log_message(self, *args):
-        pass
-
-    def _json(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self):
         if self.server.state["down"]:
-            return self._json(503, {"message": "unavailable"})
+            return self.reply(503, {"message": "unavailable"})
         if self.path == "/api/providers":
-            return self._json(200, LEGACY_PROVIDERS if self.server.state["legacy"] else PROVIDERS)
-        return self._json(404, {"message": "Not found"})
+            return self.reply(200, LEGACY_PROVIDERS if self.server.state["legacy"] else PROVIDERS)
+        return self.reply(404, {"message": "Not found"})
 
     def do_POST(self):
         state = self.server.state
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if state["down"]:
-            return self._json(503, {"message": "unavailable"})
+            return self.reply(503, {"message": "unavailable"})
         if self.path != "/api/search":
-            return self._json(404, {"message": "Not found"})
+            return self.reply(404, {"message": "Not found"})
         try:
             body = json.loads(raw)
         except ValueError:
-            return self._json(500, {"message": "An error has occurred."})
+            return self.reply(500, {"message": "An error has occurred."})
         state["requests"].append(body)
         if not body.get("sources") or not body.get("query"):
-            return self._json(400, {"message": "Missing sources or query"})
+            return self.reply(400, {"message": "Missing sources or query"})
         query = body["query"]
         if "explode" in query:
-            return self._json(500, {"message": "Search error", "error": "the model provider failed"})
+            return self.reply(500, {"message": "Search error", "error": "the model provider failed"})
         if not body.get("stream"):
-            return self._json(200, {"message": "".join(answer_pieces(query)), "sources": SOURCES})
+            return self.reply(200, {"message": "".join(answer_pieces(query)), "sources": SOURCES})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache, no-transform")

@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import openai
@@ -20,6 +19,7 @@ import requests
 
 
 from conftest import bearer, settled_rows
+from fake_http import JSONHandler, serve
 from tcp_proxy import CuttableProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -426,36 +426,23 @@ def test_health_shows_the_server_and_its_version_and_the_model_list_shows_agents
 # --- what the real dev server cannot show: a Platform deployment's key, a flood of names ----------
 
 
-class PlatformStandIn(BaseHTTPRequestHandler):
+class PlatformStandIn(JSONHandler):
     """A LangGraph Platform deployment as CONTRACTS.md describes it: x-api-key or 401 {"detail"}."""
 
     searches = 0
 
-    def log_message(self, *args):
-        pass
-
-    def _answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.headers.get("x-api-key") != "right-key":
-            return self._answer(401, {"detail": "Invalid API key"})
+            return self.reply(401, {"detail": "Invalid API key"})
         if self.path == "/assistants/search":
             type(self).searches += 1
-            return self._answer(200, [{"assistant_id": "6f1d2c9e-8a4b-4c3d-9e2f-1a2b3c4d5e6f", "graph_id": "echo"}])
-        return self._answer(404, {"detail": "Not found"})
+            return self.reply(200, [{"assistant_id": "6f1d2c9e-8a4b-4c3d-9e2f-1a2b3c4d5e6f", "graph_id": "echo"}])
+        return self.reply(404, {"detail": "Not found"})
 
 
 @pytest.fixture
 def platform():
-    from fake_http import serve
-
     server, url = serve(PlatformStandIn)
     PlatformStandIn.searches = 0
     yield url
@@ -479,3 +466,33 @@ def test_made_up_agent_names_do_not_make_the_portal_ask_the_server_each_time(mak
                              json={"model": f"agent:made-up-{i}", "messages": [{"role": "user", "content": "hi"}]})
         assert answer.status_code == 404
     assert PlatformStandIn.searches <= 2
+
+
+class _Body:
+    """A response body that hands out the given pieces, then ends."""
+
+    def __init__(self, *pieces: bytes):
+        self.pieces = list(pieces)
+        self.released = self.closed = False
+        self.connection = None
+
+    def read1(self, _size=65536):
+        return self.pieces.pop(0) if self.pieces else b""
+
+    def release_conn(self):
+        self.released = True
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_last_event_without_its_blank_line_is_still_relayed_and_the_run_ends_cleanly():
+    from agent_portal.plugins.langgraph.events import LangGraphEvents, RunStreamState
+    from agent_portal.sse import relay
+
+    body = _Body(b'event: metadata\r\ndata: {"run_id": "r1"}\r\n\r\nevent: values\r\n',
+                 b'data: {"messages": []}\r\n')
+    ended = []
+    out = b"".join(relay(body, b"", RunStreamState(), 5, 5, ended.append, events=LangGraphEvents))
+    assert out == b'event: metadata\ndata: {"run_id": "r1"}\n\nevent: values\ndata: {"messages": []}\n\n'
+    assert ended[0].outcome == "ok" and ended[0].done and body.released
