@@ -2,8 +2,8 @@
 
 `GET /api/providers` (the health check) and `POST /api/search`, streamed as newline-delimited
 JSON under an SSE content type, or not streamed. Failures on purpose, chosen by the query:
-"cut" stops the stream mid-answer without `done`; "slow" waits between pieces; "garbage" sends
-a line that is not JSON; "explode" answers 500. ``legacy = True`` answers the providers in the
+"cut" stops the stream mid-answer without `done`; "slow" waits (between pieces when streamed);
+"garbage" sends a line that is not JSON (HTML instead of the answer when not streamed); "explode" answers 500. ``legacy = True`` answers the providers in the
 shape of older releases, ``down = True`` answers 503 to everything.
 """
 from __future__ import annotations
@@ -54,6 +54,10 @@ class Handler(JSONHandler):
         if "explode" in query:
             return self.reply(500, {"message": "Search error", "error": "the model provider failed"})
         if not body.get("stream"):
+            if "slow" in query:
+                time.sleep(1.0)
+            if "garbage" in query:
+                return self.reply(200, b"<html>Perplexica is updating</html>", "text/html")
             return self.reply(200, {"message": "".join(answer_pieces(query)), "sources": SOURCES})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")

@@ -200,3 +200,13 @@ def test_searches_are_limited_and_show_in_the_users_usage(make_app, perplexica):
     settled_rows(app, 2)
     usage = client.get("/observability/usage?group_by=model", headers=alice).json
     assert "search:web" in json.dumps(usage)
+
+
+def test_a_slow_or_garbled_plain_answer_is_a_clear_error(make_app, perplexica):
+    app = make_app(**search_sections(perplexica.url, timeout_seconds=0.3))
+    client, alice = app.test_client(), bearer(app, "alice")
+    slow = client.post("/search", headers=alice, json={"query": "slow"})
+    assert slow.status_code == 504 and slow.json["error"]["code"] == "upstream_timeout"
+    garbled = client.post("/search", headers=alice, json={"query": "garbage"})
+    assert garbled.status_code == 502 and garbled.json["error"]["code"] == "upstream_malformed"
+    assert {r["outcome"] for r in settled_rows(app, 2)} == {"upstream_timeout", "upstream_malformed"}
