@@ -57,10 +57,11 @@ class MeteredCall:
             raise
 
     def end(self, outcome: str, status: int, error=None, usage: tuple | None = None, answer_text: str = "",
-            upstream_call_id: str | None = None) -> None:
+            upstream_call_id: str | None = None, cost: float | None = None) -> None:
         """Close the record and hand it on (once; later calls do nothing). Tokens are ``usage``
         (input, output) when the backend reported it, else counted from the prompt and
-        ``answer_text`` (``usage_source: counted``)."""
+        ``answer_text`` (``usage_source: counted``); the cost is the backend's ``cost`` when it
+        reported one with its usage, else the tokens at the call's prices."""
         if self.ended:
             return
         self.ended = True
@@ -72,7 +73,12 @@ class MeteredCall:
             record.prompt_tokens = counter.count_text(model, self.prompt_text) + 3 if self.prompt_text else 0
             record.completion_tokens = counter.count_text(model, answer_text)
             record.usage_source = "counted"
-        record.cost = self.cost(record.prompt_tokens, record.completion_tokens)
+        try:
+            reported_cost = float(cost) if cost is not None and usage is not None else None
+        except (TypeError, ValueError):
+            reported_cost = None
+        record.cost = reported_cost if reported_cost is not None else self.cost(record.prompt_tokens,
+                                                                                 record.completion_tokens)
         record.upstream_call_id = record.upstream_call_id or upstream_call_id
         record.outcome, record.status = outcome, status
         record.error = error if error is None or isinstance(error, str) else json.dumps(error)

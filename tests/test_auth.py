@@ -266,6 +266,7 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "dashboard": {},
         "langgraph": {"url": "http://127.0.0.1:9"},
         "open_notebook": {"url": "http://127.0.0.1:9"},
+        "documents": {},
         "perplexica": {"url": "http://127.0.0.1:9", "chat_model": {"provider_id": "p", "key": "m"},
                        "embedding_model": {"provider_id": "p", "key": "e"}},
     }

@@ -1,0 +1,123 @@
+"""Documents: upload, parse, chunk, embed, search and answer with citations, for each user the
+collections they may read; and each collection as the chat model ``docs:<name>``.
+
+Install with ``pip install 'agent-portal[documents]'`` (CPU torch first: see README). Modules:
+``settings``, ``parsing`` (PDF, DOCX, PPTX, HTML, Markdown, text), ``chunking``, ``embedders``
+(local model or a backend's /embeddings), ``stores`` (LanceDB, Qdrant), ``catalog`` (collections
+and files in the portal's database), ``collections``, ``ingest``, ``answers`` (search, ask,
+docs: models, /v1/embeddings).
+"""
+from __future__ import annotations
+
+import threading
+
+import urllib3
+
+from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, hookimpl
+from agent_portal.routing import bound_view
+
+from . import answers, collections, ingest
+from .catalog import Catalog
+from .embedders import make_embedder
+from .settings import NAME, DocumentSettings, config_schema
+from .stores import make_store
+
+
+class DocumentState:
+    def __init__(self, portal, settings: DocumentSettings):
+        self.settings = settings
+        self.catalog = Catalog(portal.database())
+        self.embedder = make_embedder(portal, settings)
+        self.backend = answers.DocsBackend(portal)
+        self._store = None
+        self._lock = threading.Lock()
+
+    def store(self):
+        """Return the vector store, opened on first use (its vectors' size comes from the embedder)."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    dimensions = self.embedder.dimensions or len(self.embedder.embed(["dimensions"])[0])
+                    self._store = make_store(self.settings.store, dimensions)
+        return self._store
+
+    def answer_timeout(self, stream: bool):
+        return urllib3.Timeout(connect=5.0, read=self.settings.answer_timeout)
+
+
+@hookimpl
+def portal_config_schema():
+    return {NAME: config_schema()}
+
+
+@hookimpl
+def portal_startup(portal):
+    portal.extensions[NAME] = DocumentState(portal, DocumentSettings(portal.plugin_config(NAME)))
+
+
+@hookimpl
+def portal_backends(portal):
+    state = portal.extensions[NAME]
+    return [state.backend] if state.settings.expose_as_models else []
+
+
+@hookimpl
+def portal_chat_backend(portal, model):
+    state = portal.extensions[NAME]
+    if not state.settings.expose_as_models or not model.startswith(answers.PREFIX):
+        return None
+    answering = portal.hook.portal_chat_backend(portal=portal, model=state.settings.answer_model) \
+        if state.settings.answer_model else None
+    return ChatTarget(model=model, backend=state.backend, upstream_model=model, portal_name=True,
+                      input_cost_per_token=answering.input_cost_per_token if answering else None,
+                      output_cost_per_token=answering.output_cost_per_token if answering else None)
+
+
+@hookimpl
+def portal_chat_admission(portal, actor, model, target, estimate):
+    """``docs:<name>`` reaches only a collection the caller may read (404 otherwise)."""
+    state = portal.extensions[NAME]
+    if target.backend is not state.backend or not target.upstream_model.startswith(answers.PREFIX):
+        return  # not a docs: model (this plugin's embeddings and answers are metered with the same backend)
+    if state.backend.collection_for(actor, target.upstream_model) is None:
+        raise PortalError(f"The model `{model}` does not exist or is not served here.", status=404,
+                          code="model_not_found", type="invalid_request_error")
+
+
+@hookimpl
+def portal_models(portal, actor):
+    state = portal.extensions[NAME]
+    if not state.settings.expose_as_models:
+        return []
+    names = dict.fromkeys(answers.PREFIX + c["name"] for c in state.catalog.readable(actor))
+    return [ModelInfo(id=name, backend=NAME, owned_by="documents", portal_name=True) for name in names]
+
+
+@hookimpl
+def portal_health_checks(portal):
+    state = portal.extensions[NAME]
+
+    def check(portal):
+        chunks = state.store().count()
+        return {"status": "up", "detail": f"{state.settings.store['kind']}: {chunks} chunks", "chunks": chunks}
+
+    return [HealthCheck(NAME, check, timeout=10.0)]
+
+
+@hookimpl
+def portal_register_routes(portal):
+    def view(name, func, **fixed):
+        return bound_view(portal, name, func, **fixed)
+
+    D = "/documents"
+    return [
+        Route(f"{D}/collections", view("collections", collections.collections_view), ("GET", "POST"), "user"),
+        Route(f"{D}/collections/<collection_id>", view("collection", collections.collection_view),
+              ("GET", "DELETE"), "user"),
+        Route(f"{D}/collections/<collection_id>/sharing", view("sharing", collections.share_view), ("PUT",), "user"),
+        Route(f"{D}/collections/<collection_id>/files", view("upload", ingest.upload_view), ("POST",), "user"),
+        Route(f"{D}/files/<file_id>", view("file", ingest.file_view), ("GET", "DELETE"), "user"),
+        Route(f"{D}/search", view("search", answers.search_view), ("POST",), "user"),
+        Route(f"{D}/ask", view("ask", answers.ask_view), ("POST",), "user"),
+        Route("/v1/embeddings", view("embeddings", answers.embeddings_view), ("POST",), "user"),
+    ]

@@ -1,0 +1,337 @@
+"""Search, answers with citations, collections as models, and ``/v1/embeddings``.
+
+Retrieval always filters by the collections the caller may read inside the store's query.
+An answer is the configured chat model's, given the top hits as numbered sources and told to
+cite them as [1], [2]; the list of sources follows the answer. The query's embedding and the
+chat call are each a ledger record, under limits and budgets.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+from types import SimpleNamespace
+
+from flask import Response, g
+
+from agent_portal import Actor, PortalError
+from agent_portal.adapter import OpenAIAnswer, OpenAIStreamAdapter, ProtocolBackend
+from agent_portal.metering import MeteredCall, stream_status
+from agent_portal.request_body import json_object
+from agent_portal.sse import StreamState, relay
+from agent_portal.upstream import UpstreamFailure
+
+from .collections import readable_collection
+from .settings import NAME
+
+PREFIX = "docs:"
+INSTRUCTIONS = ("Answer the question using only the numbered sources below. Cite the sources you use "
+                "as [1], [2] right after the sentence that uses them. If the sources do not hold the "
+                "answer, say so.\n\n")
+
+
+def _state(portal):
+    return portal.extensions[NAME]
+
+
+def _bad(message: str) -> PortalError:
+    return PortalError(message, status=400, code="invalid_request")
+
+
+def hit_view(hit, number: int | None = None) -> dict:
+    view = {"text": hit.text, "score": round(hit.score, 4), "file_id": hit.file_id, "file_name": hit.file_name,
+            "collection_id": hit.collection_id, "page": hit.page, "heading": hit.heading, "chunk": hit.chunk_index}
+    if number is not None:
+        view = {"number": number, **view}
+    return view
+
+
+def where(hit) -> str:
+    parts = [hit.file_name]
+    if hit.page is not None:
+        parts.append(f"page {hit.page}")
+    if hit.heading:
+        parts.append(f"“{hit.heading}”")
+    return ", ".join(parts)
+
+
+def citations(hits) -> str:
+    """Return the sources list that follows an answer."""
+    if not hits:
+        return ""
+    return "\n\nSources:\n" + "\n".join(f"[{n}] {where(hit)}" for n, hit in enumerate(hits, 1))
+
+
+def grounded_messages(hits, messages: list) -> list:
+    """Return ``messages`` with a system message holding the numbered sources first."""
+    sources = "\n\n".join(f"[{n}] ({where(hit)})\n{hit.text}" for n, hit in enumerate(hits, 1))
+    return [{"role": "system", "content": INSTRUCTIONS + (sources or "(no sources found)")}, *messages]
+
+
+def retrieve(portal, actor, query: str, collection_ids: list[str], k: int, request_id: str, stream: bool = False):
+    """Return the ``k`` best chunks for ``query`` among ``collection_ids``; the query's embedding
+    is metered (admitted, recorded)."""
+    state = _state(portal)
+    call = MeteredCall(portal, actor, model=state.embedder.model_name, backend=state.backend,
+                       upstream_model=state.embedder.model_name, stream=False, request_id=request_id,
+                       prompt_text=query, prices=(state.settings.embedding_price, None), reserve_completion_tokens=0)
+    call.admit()
+    try:
+        vector = state.embedder.embed([query])[0]
+        hits = state.store().search(vector, k, collection_ids)
+    except PortalError as failure:
+        call.end(failure.code or "upstream_error", failure.status, failure.message)
+        raise
+    call.end("ok", 200)
+    return hits
+
+
+def _scope(portal, actor, body: dict) -> tuple[list[str], dict]:
+    """Return the ids of the collections a request covers (all the caller may read by default)
+    and their names by id; 404 for any it names that the caller may not read."""
+    readable = _state(portal).catalog.readable(actor)
+    names = {c["id"]: c["name"] for c in readable}
+    asked = body.get("collections")
+    if asked is None:
+        return list(names), names
+    if not isinstance(asked, list) or not all(isinstance(c, str) for c in asked) or len(asked) > 100:
+        raise _bad("`collections` must be a list of collection ids.")
+    for collection_id in asked:
+        readable_collection(portal, actor, collection_id)
+    return list(dict.fromkeys(asked)), names
+
+
+def _query(body: dict, key: str, limit: int) -> str:
+    text = body.get(key)
+    if not isinstance(text, str) or not text.strip():
+        raise _bad(f"`{key}` must be a non-empty string.")
+    if len(text) > limit:
+        raise _bad(f"`{key}` is longer than {limit} characters.")
+    return text
+
+
+def _k(body: dict, default: int) -> int:
+    k = body.get("k", default)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 50:
+        raise _bad("`k` must be an integer from 1 to 50.")
+    return k
+
+
+def search_view(portal):
+    state, actor, body = _state(portal), g.actor, json_object()
+    query = _query(body, "query", state.settings.max_query_chars)
+    k = _k(body, state.settings.top_k)
+    ids, _names = _scope(portal, actor, body)
+    started = time.monotonic()
+    hits = retrieve(portal, actor, query, ids, k, g.request_id)
+    return Response(json.dumps({"hits": [hit_view(h) for h in hits],
+                                "took_ms": round((time.monotonic() - started) * 1000, 1)}),
+                    status=200, mimetype="application/json")
+
+
+# --- answers ------------------------------------------------------------------------------------------
+def answer_target(portal, model: str | None):
+    """Return the chat target that answers (the configured ``answer_model``)."""
+    state = _state(portal)
+    model = model or state.settings.answer_model
+    if not model:
+        raise PortalError("No answer model is set (plugins.documents.answer_model).", status=503,
+                          code="answer_model_missing")
+    target = portal.hook.portal_chat_backend(portal=portal, model=model)
+    if target is None:
+        raise PortalError(f"The answer model {model} is not served here.", status=503, code="answer_model_missing")
+    return target
+
+
+class CitingStream(OpenAIStreamAdapter):
+    """An OpenAI chat stream passed on as it comes, with the sources list as a last content
+    chunk just before ``[DONE]``. An end without ``[DONE]`` is left for the relay to report."""
+
+    def __init__(self, response, model: str, hits):
+        super().__init__(response, model, call_id="docs")
+        self.headers = response.headers
+        self.hits = hits
+
+    def take(self, events: bytes) -> None:
+        for event in events.split(b"\n\n"):
+            if not event.strip():
+                continue
+            if event.strip() == b"data: [DONE]":
+                self.content(citations(self.hits))
+                self.out.append(b"data: [DONE]\n\n")
+                self.finished = True
+                return
+            self.out.append(event + b"\n\n")
+
+    def finish(self) -> None:
+        pass
+
+
+def ask_view(portal):
+    state, actor, body = _state(portal), g.actor, json_object()
+    question = _query(body, "question", state.settings.max_query_chars)
+    if body.get("model") is not None and actor.role != "admin":
+        raise PortalError("Only admins choose the answer model; others get plugins.documents.answer_model.",
+                          status=403, code="model_forbidden")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("`stream` must be true or false.")
+    target = answer_target(portal, body.get("model"))
+    ids, _names = _scope(portal, actor, body)
+    hits = retrieve(portal, actor, question, ids, _k(body, state.settings.top_k), g.request_id)
+    messages = grounded_messages(hits, [{"role": "user", "content": question}])
+    call = MeteredCall(portal, actor, model="documents:ask", backend=state.backend, upstream_model=target.upstream_model,
+                       stream=stream, request_id=g.request_id, prompt_text=messages[0]["content"] + question,
+                       prices=(target.input_cost_per_token, target.output_cost_per_token))
+    call.admit()
+    chat = {"model": target.upstream_model, "messages": messages, "stream": stream}
+    if stream:
+        chat["stream_options"] = {"include_usage": True}
+    target.backend.attribute(chat, actor, g.request_id, None)
+    try:
+        response = target.backend.send_chat(json.dumps(chat).encode(), target.backend.request_headers(g.request_id, actor),
+                                            state.answer_timeout(stream), stream)
+    except (UpstreamFailure, PortalError) as failure:
+        call.end(failure.code or "upstream_error", failure.status, failure.message)
+        raise PortalError(f"The answer model failed: {failure.message}", status=502, code="upstream_error",
+                          type="upstream_error") from None
+    except Exception as exc:
+        call.end("upstream_unreachable", 502, f"{type(exc).__name__}: {exc}")
+        raise PortalError("The answer model cannot be reached.", status=502, code="upstream_unreachable",
+                          type="upstream_error") from None
+    if response.status != 200:
+        call.end("upstream_error", 502, f"HTTP {response.status}")
+        raise PortalError(f"The answer model answered HTTP {response.status}.", status=502, code="upstream_error",
+                          type="upstream_error")
+    sources = [hit_view(h, n) for n, h in enumerate(hits, 1)]
+    if not stream:
+        return _plain_answer(call, response, hits, sources)
+    stream_state = StreamState(strip_usage=True)
+
+    def on_end(stream_state: StreamState):
+        usage = stream_state.usage or {}
+        reported = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)) if usage else None
+        call.end(stream_state.outcome, stream_status(stream_state.outcome), stream_state.error, usage=reported,
+                 answer_text="".join(stream_state.text), cost=stream_state.cost)
+
+    def events():
+        yield b"event: sources\ndata: " + json.dumps(sources).encode() + b"\n\n"
+        yield from relay(CitingStream(response, target.upstream_model, hits), b"", stream_state,
+                         state.settings.heartbeat, state.settings.answer_timeout, on_end, portal.live_streams)
+
+    return Response(events(), status=200, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, direct_passthrough=True)
+
+
+def _plain_answer(call: MeteredCall, response, hits, sources) -> Response:
+    try:
+        data = json.loads(response.data)
+        text = data["choices"][0]["message"]["content"] or ""
+        usage = data.get("usage") or {}
+    except (ValueError, KeyError, IndexError, TypeError):
+        call.end("upstream_malformed", 502, "the answer model's answer was not a chat completion")
+        raise PortalError("The answer model answered with something other than a chat completion.", status=502,
+                          code="upstream_malformed", type="upstream_error") from None
+    reported = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)) if usage else None
+    call.end("ok", 200, usage=reported, answer_text=text, cost=usage.get("cost"))
+    return Response(json.dumps({"answer": text + citations(hits), "sources": sources}), status=200,
+                    mimetype="application/json")
+
+
+# --- collections as models ---------------------------------------------------------------------------
+class DocsBackend(ProtocolBackend):
+    """The chat backend named ``documents``: each readable collection as ``docs:<name>``,
+    answered as ``/documents/ask`` answers, in OpenAI's format."""
+
+    def __init__(self, portal):
+        super().__init__(NAME, SimpleNamespace(reachable=True, last_error=None))  # nothing remote to reach
+        self.portal = portal
+
+    def model_ids(self) -> list[str]:
+        return sorted({PREFIX + c["name"] for c in _state(self.portal).catalog.readable(
+            Actor(id="", role="admin", via="documents"))})
+
+    def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:
+        # stays in the portal: send_chat reads who is asking, then builds the answer model's own body
+        payload["user"], payload["portal_role"], payload["portal_request_id"] = actor.id, actor.role, request_id
+
+    def collection_for(self, actor, model: str) -> dict | None:
+        """Return the collection ``docs:<name>`` means for ``actor``: their own of that name,
+        else the oldest one shared with them."""
+        name = model[len(PREFIX):]
+        return next((c for c in _state(self.portal).catalog.readable(actor) if c["name"] == name), None)
+
+    def send_chat(self, body: bytes, headers: dict, timeout, stream: bool):
+        """Answer the last user message from the collection, with citations."""
+        portal, chat = self.portal, json.loads(body)
+        actor = Actor(id=chat["user"], role=chat["portal_role"], via="documents")
+        collection = self.collection_for(actor, chat["model"])
+        if collection is None:
+            raise UpstreamFailure(404, f"No collection {chat['model'][len(PREFIX):]!r} you may read.", "model_not_found")
+        question = next((m.get("content") for m in reversed(chat["messages"]) if m.get("role") == "user"), None)
+        if not isinstance(question, str) or not question.strip():
+            raise UpstreamFailure(400, "A question needs a last user message with text.", "invalid_request")
+        try:
+            hits = retrieve(portal, actor, question[:_state(portal).settings.max_query_chars], [collection["id"]],
+                            _state(portal).settings.top_k, chat.get("portal_request_id") or "docs")
+            target = answer_target(portal, None)
+        except PortalError as failure:
+            raise UpstreamFailure(failure.status, failure.message, failure.code or "upstream_error") from None
+        history = [m for m in chat["messages"] if m.get("role") in ("user", "assistant")]
+        answer = {k: v for k, v in chat.items() if k not in ("portal_role", "portal_request_id", "messages", "model")}
+        answer.update(model=target.upstream_model, messages=grounded_messages(hits, history))
+        target.backend.attribute(answer, actor, chat.get("portal_request_id") or "docs", None)
+        response = target.backend.send_chat(json.dumps(answer).encode(),
+                                            target.backend.request_headers(chat.get("portal_request_id") or "docs",
+                                                                           actor), timeout, stream)
+        if response.status != 200:
+            return response
+        if stream:
+            return CitingStream(response, chat["model"], hits)
+        data = json.loads(response.data)
+        text = (data["choices"][0]["message"]["content"] or "") + citations(hits)
+        usage = data.get("usage")
+        return OpenAIAnswer(chat["model"], text, "docs",
+                            (usage["prompt_tokens"], usage["completion_tokens"]) if usage else None)
+
+
+def _base64(vector: list[float]) -> str:
+    """Return ``vector`` as OpenAI's base64 encoding: little-endian float32s."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+# --- /v1/embeddings ------------------------------------------------------------------------------------
+def embeddings_view(portal):
+    """OpenAI's ``POST /v1/embeddings`` with the portal's embedder, metered."""
+    state, actor, body = _state(portal), g.actor, json_object()
+    model = body.get("model", state.embedder.model_name)
+    if model != state.embedder.model_name:
+        raise PortalError(f"The embedding model here is {state.embedder.model_name}.", status=404,
+                          code="model_not_found", type="invalid_request_error")
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts or len(texts) > 2048 or not all(
+            isinstance(t, str) and t and len(t) <= 100_000 for t in texts):
+        raise _bad("`input` must be a non-empty string or a list of at most 2048 non-empty strings.")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise _bad("`encoding_format` must be float or base64.")
+    call = MeteredCall(portal, actor, model=model, backend=state.backend, upstream_model=model, stream=False,
+                       request_id=g.request_id, prompt_text="\n".join(texts),
+                       prices=(state.settings.embedding_price, None), reserve_completion_tokens=0)
+    call.admit()
+    try:
+        vectors = state.embedder.embed(texts)
+    except PortalError as failure:
+        call.end(failure.code or "upstream_error", failure.status, failure.message)
+        raise
+    call.end("ok", 200)
+    tokens = call.record.prompt_tokens
+    return Response(json.dumps({"object": "list", "model": model,
+                                "data": [{"object": "embedding", "index": i,
+                                          "embedding": _base64(v) if encoding == "base64" else v}
+                                         for i, v in enumerate(vectors)],
+                                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+                    status=200, mimetype="application/json")

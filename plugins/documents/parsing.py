@@ -1,0 +1,170 @@
+"""Turning an uploaded file into text sections that know where they came from (page, heading).
+
+Each format is read by a well-kept library: pypdf (PDF), python-docx (DOCX), python-pptx
+(PPTX), BeautifulSoup (HTML) and markdown-it-py (Markdown); plain text is decoded as it is.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+
+FORMATS = {".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".html": "html", ".htm": "html",
+           ".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
+
+
+@dataclass
+class Section:
+    """A run of text and where it is: a page (PDF, a slide for PPTX) and the heading above it."""
+
+    text: str
+    page: int | None = None
+    heading: str | None = None
+
+
+class UnsupportedType(Exception):
+    """The file is not one of the formats the portal reads (415)."""
+
+
+class BadDocument(Exception):
+    """The file is of a supported type but cannot be read: corrupt, encrypted, or empty (422)."""
+
+
+def format_of(name: str, data: bytes) -> str:
+    """Return the format of ``name`` by its extension, checked against its first bytes."""
+    dot = name.rfind(".")
+    kind = FORMATS.get(name[dot:].lower()) if dot >= 0 else None
+    if kind is None:
+        raise UnsupportedType(f"{name}: only PDF, DOCX, PPTX, HTML, Markdown and plain text are read")
+    if kind == "pdf" and not data.startswith(b"%PDF"):
+        raise BadDocument(f"{name}: not a PDF (it does not start with %PDF)")
+    if kind in ("docx", "pptx") and not zipfile.is_zipfile(io.BytesIO(data)):
+        raise BadDocument(f"{name}: not a {kind.upper()} file (not a zip archive)")
+    return kind
+
+
+def parse(name: str, data: bytes) -> list[Section]:
+    """Return the text sections of the file ``name`` holding ``data``.
+
+    Raises :class:`UnsupportedType` or :class:`BadDocument` (naming the file).
+    """
+    kind = format_of(name, data)
+    try:
+        sections = _PARSERS[kind](data)
+    except BadDocument as exc:
+        raise BadDocument(f"{name}: {exc}") from None
+    except Exception as exc:  # each library fails in its own way on a broken file
+        raise BadDocument(f"{name}: cannot be read as {kind} ({type(exc).__name__}: {exc})") from exc
+    sections = [s for s in sections if s.text.strip()]
+    if not sections:
+        raise BadDocument(f"{name}: has no text")
+    return sections
+
+
+def _pdf(data: bytes) -> list[Section]:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    if reader.is_encrypted:
+        try:
+            if not reader.decrypt(""):
+                raise BadDocument("is encrypted")
+        except BadDocument:
+            raise
+        except Exception as exc:
+            raise BadDocument(f"is encrypted ({exc})") from exc
+    return [Section(page.extract_text() or "", page=number) for number, page in enumerate(reader.pages, 1)]
+
+
+def _docx(data: bytes) -> list[Section]:
+    import docx
+
+    document = docx.Document(io.BytesIO(data))
+    sections, heading, lines = [], None, []
+    for paragraph in document.paragraphs:
+        style = (paragraph.style.name or "") if paragraph.style is not None else ""
+        if style.startswith("Heading") or style == "Title":
+            if lines:
+                sections.append(Section("\n".join(lines), heading=heading))
+            heading, lines = paragraph.text.strip() or heading, []
+        elif paragraph.text.strip():
+            lines.append(paragraph.text)
+    for table in document.tables:
+        for row in table.rows:
+            lines.append(" | ".join(cell.text for cell in row.cells))
+    if lines:
+        sections.append(Section("\n".join(lines), heading=heading))
+    return sections
+
+
+def _pptx(data: bytes) -> list[Section]:
+    from pptx import Presentation
+
+    sections = []
+    for number, slide in enumerate(Presentation(io.BytesIO(data)).slides, 1):
+        title = slide.shapes.title.text if slide.shapes.title is not None else None
+        texts = [shape.text_frame.text for shape in slide.shapes if shape.has_text_frame and shape.text_frame.text]
+        sections.append(Section("\n".join(texts), page=number, heading=title))
+    return sections
+
+
+def _html(data: bytes) -> list[Section]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(data, "html.parser")
+    for hidden in soup(["script", "style", "noscript", "template"]):
+        hidden.decompose()
+    root = soup.body or soup
+    sections, heading, lines = [], (soup.title.string.strip() if soup.title and soup.title.string else None), []
+    for element in root.find_all(["h1", "h2", "h3", "h4", "p", "li", "pre", "dt", "dd", "td", "th"]):
+        if element.find_parent(["p", "li", "dd", "td", "th", "pre"]) is not None and element.name != "pre":
+            continue  # its text is in its parent's already
+        text = element.get_text(" ", strip=True)
+        if not text:
+            continue
+        if element.name in ("h1", "h2", "h3", "h4"):
+            if lines:
+                sections.append(Section("\n".join(lines), heading=heading))
+            heading, lines = text.rstrip("¶").strip(), []
+        else:
+            lines.append(text)
+    if lines:
+        sections.append(Section("\n".join(lines), heading=heading))
+    return sections
+
+
+def _markdown(data: bytes) -> list[Section]:
+    from markdown_it import MarkdownIt
+
+    text = _decode(data)
+    tokens = MarkdownIt("commonmark").parse(text)
+    source_lines = text.splitlines()
+    sections, heading, start = [], None, 0
+    for index, token in enumerate(tokens):
+        if token.type == "heading_open" and token.map:
+            body = "\n".join(source_lines[start:token.map[0]])
+            if body.strip():
+                sections.append(Section(body, heading=heading))
+            heading, start = tokens[index + 1].content.strip(), token.map[1]
+    body = "\n".join(source_lines[start:])
+    if body.strip():
+        sections.append(Section(body, heading=heading))
+    return sections
+
+
+def _text(data: bytes) -> list[Section]:
+    return [Section(_decode(data))]
+
+
+def _decode(data: bytes) -> str:
+    if b"\x00" in data[:4096]:
+        raise BadDocument("is binary, not text")
+    for encoding in ("utf-8-sig", "utf-16"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+_PARSERS = {"pdf": _pdf, "docx": _docx, "pptx": _pptx, "html": _html, "markdown": _markdown, "text": _text}

@@ -1,0 +1,57 @@
+"""The documents plugin's config section: its schema and the settings read from it at startup."""
+from __future__ import annotations
+
+from agent_portal.config import strict_object
+
+NAME = "documents"
+
+
+def config_schema() -> dict:
+    """Return the JSON schema of ``plugins.documents``."""
+    store = strict_object({
+        "kind": {"enum": ["lancedb", "qdrant"], "default": "lancedb"},
+        "path": {"type": "string", "default": "data/documents"},   # lancedb, or qdrant's local mode
+        "url": {"type": "string", "pattern": "^https?://"},        # qdrant server
+        "api_key": {"type": ["string", "null"]},
+    })
+    embedder = strict_object({
+        "kind": {"enum": ["local", "openai"], "default": "local"},
+        "model": {"type": "string", "default": "all-MiniLM-L6-v2"},  # openai: a model a chat backend serves
+        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 64},
+        "input_cost_per_token": {"type": "number", "minimum": 0},
+    })
+    return strict_object({
+        "store": {**store, "default": {}},
+        "embedder": {**embedder, "default": {}},
+        "chunk_chars": {"type": "integer", "minimum": 200, "maximum": 20000, "default": 1200},
+        "overlap_chars": {"type": "integer", "minimum": 0, "maximum": 5000, "default": 200},
+        "max_file_bytes": {"type": "integer", "minimum": 1, "default": 20 * 1024 * 1024},
+        "max_files_per_upload": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        "background_bytes": {"type": "integer", "minimum": 0, "default": 1024 * 1024},
+        "answer_model": {"type": "string"},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+        "max_query_chars": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 2000},
+        "answer_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 120},
+        "heartbeat_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 15},
+        "expose_as_models": {"type": "boolean", "default": True},
+    })
+
+
+class DocumentSettings:
+    """This plugin's section, read once at startup."""
+
+    def __init__(self, section: dict):
+        self.store = {"kind": "lancedb", "path": "data/documents", **section["store"]}
+        self.embedder = {"kind": "local", "model": "all-MiniLM-L6-v2", "batch_size": 64, **section["embedder"]}
+        self.chunk_chars = section["chunk_chars"]
+        self.overlap_chars = min(section["overlap_chars"], self.chunk_chars // 2)
+        self.max_file_bytes = section["max_file_bytes"]
+        self.max_files = section["max_files_per_upload"]
+        self.background_bytes = section["background_bytes"]
+        self.answer_model = section.get("answer_model")
+        self.top_k = section["top_k"]
+        self.max_query_chars = section["max_query_chars"]
+        self.answer_timeout = section["answer_timeout_seconds"]
+        self.heartbeat = section["heartbeat_seconds"]
+        self.expose_as_models = section["expose_as_models"]
+        self.embedding_price = self.embedder.get("input_cost_per_token")
