@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the portal needs into this checkout, idempotently:
-#   .venv/                  the portal and its test tools
+#   .venv/                  the portal, the documents extra (CPU torch) and the test tools
 #   .cache/litellm-venv/    a LiteLLM proxy in its own virtual environment (offline demo models)
 #   .cache/langgraph-venv/  a LangGraph server (langgraph dev) in its own virtual environment
-# With --browser (the tests), also Debian's chromium for the browser test, when running as root.
+# With --browser (the tests), also Debian's chromium and python3.11-doc, when running as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,7 +12,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+# CPU torch before the documents extra, so that sentence-transformers never pulls a CUDA build
+# (this machine kind serves torch 2.13.0's CPU wheel locally; elsewhere add
+# --index-url https://download.pytorch.org/whl/cpu)
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/python -m pip install -q 'torch==2.13.0'
+fi
+.venv/bin/python -m pip install -q -e '.[test,documents]'
 
 if [ ! -x .cache/litellm-venv/bin/litellm ]; then
   mkdir -p .cache
@@ -33,11 +39,16 @@ if [ ! -x .cache/langgraph-venv/bin/langgraph ]; then
     'langgraph-api>=0.16,<0.17' 'langchain-core>=1.0'
 fi
 
-if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ]; then
+# With --browser (the tests): Debian's chromium for the browser test, and python3.11-doc, the
+# public document set of the documents evaluation (bench/docs_eval.py)
+if [ "${1:-}" = "--browser" ]; then
+  missing=""
+  command -v chromium >/dev/null 2>&1 || missing="chromium"
+  [ -f /usr/share/doc/python3.11/html/genindex-all.html ] || missing="$missing python3.11-doc"
+  if [ -n "$missing" ] && [ "$(id -u)" = "0" ]; then
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "setup: chromium is missing and this is not root; the browser test will say so" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  elif [ -n "$missing" ]; then
+    echo "setup: $missing missing and this is not root; the browser test and the evaluation will say so" >&2
   fi
 fi

@@ -72,7 +72,7 @@ def test_portal_urls_name_services_and_ports_that_exist():
                 "LANGFUSE_URL": ("langfuse-web", 3000), "KONG_ADMIN_URL": ("kong", 8001),
                 "REDIS_URL": ("redis", 6379), "PORTAL_DATABASE_URL": ("postgres", 5432),
                 "LANGGRAPH_URL": ("langgraph", 2024), "PERPLEXICA_URL": ("perplexica", 3000),
-                "OPEN_NOTEBOOK_URL": ("open-notebook", 5055)}
+                "OPEN_NOTEBOOK_URL": ("open-notebook", 5055), "QDRANT_URL": ("qdrant", 6333)}
     for key, (host, port) in expected.items():
         url = urlsplit(env[key])
         assert (url.hostname, url.port) == (host, port), key
@@ -109,7 +109,7 @@ def test_compose_portal_config_is_valid_with_the_example_environment():
     pm, sources = build_plugin_manager(merged, discover_builtins(), {})
     assert validate_plugin_sections(pm, merged) == []
     assert {"openwebui_session", "langfuse", "kong", "rate_limits", "ledger", "langgraph", "perplexica",
-            "open_notebook"} <= set(sources)
+            "open_notebook", "documents"} <= set(sources)
 
 
 def test_the_agents_profile_serves_the_port_the_portal_calls():
@@ -136,6 +136,15 @@ def test_the_search_and_notebooks_profiles_serve_what_the_portal_calls():
     assert "${SURREAL_PASSWORD}" in SERVICES["surrealdb"]["command"]
 
 
+def test_the_documents_profile_runs_the_store_the_portal_can_switch_to():
+    assert SERVICES["qdrant"]["profiles"] == ["documents"] and "6333" in SERVICES["qdrant"]["expose"]
+    assert SERVICES["qdrant"]["environment"]["QDRANT__SERVICE__API_KEY"] == "${QDRANT_API_KEY}"
+    store = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())["plugins"]["documents"]["store"]
+    assert store["api_key"] == "${QDRANT_API_KEY}" and store["path"].startswith("/app/data/")
+    assert env_example()["DOCUMENTS_STORE"] in ("lancedb", "qdrant")
+    assert "torch==2.13.0" in (ROOT / "Dockerfile").read_text() and "[documents]" in (ROOT / "Dockerfile").read_text()
+
+
 def test_compose_mounts_the_files_that_exist():
     for service in SERVICES.values():
         for volume in service.get("volumes", []):
@@ -156,7 +165,8 @@ def test_kong_sends_the_portal_paths_to_the_portal_service():
     url = urlsplit(portal["url"])
     assert url.hostname == "portal" and url.port == 8080
     paths = [p for route in portal["routes"] for p in route["paths"]]
-    for prefix in ("/v1", "/observability", "/embed", "/ws/chat", "/ws/events", "/agents", "/search", "/notebooks"):
+    for prefix in ("/v1", "/observability", "/embed", "/ws/chat", "/ws/events", "/agents", "/search", "/notebooks",
+                   "/documents"):
         assert prefix in paths, prefix
     assert any("chat/(completions|stream)" in p for p in paths)
 

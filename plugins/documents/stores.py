@@ -108,8 +108,9 @@ class QdrantStore(VectorStore):
         if not self.client.collection_exists(self.COLLECTION):
             self.client.create_collection(self.COLLECTION, vectors_config=models.VectorParams(
                 size=dimensions, distance=models.Distance.COSINE))
-            for field in ("collection_id", "file_id"):
-                self.client.create_payload_index(self.COLLECTION, field, models.PayloadSchemaType.KEYWORD)
+            if url:  # a server filters with its payload indexes; the local mode has none
+                for field in ("collection_id", "file_id"):
+                    self.client.create_payload_index(self.COLLECTION, field, models.PayloadSchemaType.KEYWORD)
 
     def add(self, rows):
         if rows:
