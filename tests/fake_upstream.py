@@ -17,12 +17,14 @@ all use it):
     no-done          streams every chunk and usage, then ends without ``[DONE]``
     long             100 chunks 50 ms apart; counts callers who leave early in ``disconnects``
     premium, pricey  like echo (targets of aliases with roles and prices in the tests)
+    embed-16         POST /embeddings: a 16-number vector per input, made from the text's hash
 
 Run alone: ``python tests/fake_upstream.py --port 9100``.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import socket
 import struct
@@ -34,7 +36,13 @@ from fake_http import QuietServer
 
 MODELS = ["echo", "echo-ll", "echo-crlf", "slow-20", "slow-200", "reset-before", "hang-before", "status-400",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
-          "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey"]
+          "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey", "embed-16"]
+
+
+def hashed_vector(text: str, size: int = 16) -> list[float]:
+    """A fixed vector for ``text``: similar texts are not near each other, equal ones are equal."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [(byte - 127.5) / 127.5 for byte in digest[:size]]
 
 
 def completion_chunk(model: str, i: int, content: str) -> bytes:
@@ -88,6 +96,8 @@ class FakeUpstream:
                     fake.headers.append(dict(self.headers))
                     fake.connection_of_request.append(self.connection_number)
                 model = body.get("model", "echo")
+                if self.path.rstrip("/").endswith("/embeddings"):
+                    return fake.embeddings(self, model, body)
                 fake.answer(self, model, body)
 
             def _json(self, status, data, extra=None):
@@ -117,6 +127,15 @@ class FakeUpstream:
         self.server.server_close()
 
     # --- behaviours --------------------------------------------------------------------------
+    def embeddings(self, h, model: str, body: dict) -> None:
+        """OpenAI's embeddings answer for ``embed-16``; 404 for a model without embeddings."""
+        if model != "embed-16":
+            return h._json(404, {"error": {"message": f"{model} has no embeddings", "type": "not_found"}})
+        texts = body.get("input") if isinstance(body.get("input"), list) else [body.get("input") or ""]
+        h._json(200, {"object": "list", "model": model, "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
+                      "data": [{"object": "embedding", "index": i, "embedding": hashed_vector(str(t))}
+                               for i, t in enumerate(texts)]})
+
     def answer(self, h, model: str, body: dict) -> None:
         user = str(body.get("user"))
         if model == "reset-before":

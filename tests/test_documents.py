@@ -215,3 +215,15 @@ def test_asks_and_searches_are_limited_like_chat(make_app, tmp_path, fake_upstre
     assert client.post("/documents/search", headers=alice, json={"query": "q"}).status_code == 200
     assert client.post("/documents/search", headers=alice, json={"query": "q"}).status_code == 200
     assert client.post("/documents/search", headers=alice, json={"query": "q"}).status_code == 429
+
+
+def test_an_embedding_model_of_a_chat_backend_can_be_the_embedder(make_app, tmp_path, fake_upstream):
+    app = make_app(**document_sections(tmp_path, fake_upstream, embedder={"kind": "openai", "model": "embed-16"}))
+    client, alice = app.test_client(), bearer(app, "alice")
+    collection = make_collection(client, alice)
+    assert upload(client, alice, collection, ("a.txt", b"exactly this sentence")).status_code == 200
+    hits = client.post("/documents/search", headers=alice, json={"query": "exactly this sentence"}).json["hits"]
+    assert hits[0]["file_name"] == "a.txt" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    embedded = [r for r in fake_upstream.requests if r.get("model") == "embed-16"]
+    assert embedded and embedded[-1]["input"] == ["exactly this sentence"]
+    assert portal_of(app).extensions["documents"].store().count() == 1
