@@ -34,9 +34,13 @@ class ProtocolBackend:
         """Put the caller in the OpenAI body the backend translates (``user``)."""
         payload["user"] = actor.id
 
-    def request_headers(self, request_id: str, actor) -> dict:
+    def request_headers(self, request_id: str, actor, session_id: str | None = None) -> dict:
         """Return the headers of one call to the server, with the portal's request id."""
         return {"Content-Type": "application/json", "X-Request-ID": request_id}
+
+    def upstream_call_id(self, request_id: str, response) -> str | None:
+        """Return the id the server files this call under (None: the stream tells, or nothing)."""
+        return None
 
 
 class OpenAIStreamAdapter:

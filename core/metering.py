@@ -77,8 +77,11 @@ class MeteredCall:
             reported_cost = float(cost) if cost is not None and usage is not None else None
         except (TypeError, ValueError):
             reported_cost = None
-        record.cost = reported_cost if reported_cost is not None else self.cost(record.prompt_tokens,
-                                                                                 record.completion_tokens)
+        if reported_cost is not None:
+            record.cost, record.cost_source = reported_cost, "upstream"
+        else:
+            record.cost = self.cost(record.prompt_tokens, record.completion_tokens)
+            record.cost_source = "config" if any(p is not None for p in self.prices) else None
         record.upstream_call_id = record.upstream_call_id or upstream_call_id
         record.outcome, record.status = outcome, status
         record.error = error if error is None or isinstance(error, str) else json.dumps(error)

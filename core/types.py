@@ -134,7 +134,9 @@ class ChatRecord:
     ``call_id`` is the portal's own identity of the call, unique per call and per WebSocket
     message; ``request_id`` is the caller's correlation id and may repeat. ``usage_source``
     says where the token figures came from: ``upstream`` (its usage report) or ``counted``
-    (the prompt and the text actually relayed, when the upstream's usage never came).
+    (the prompt and the text actually relayed, when the upstream's usage never came);
+    ``cost_source`` where the cost came from: ``upstream``, ``config`` or ``learned`` (the
+    upstream's last rate for that model), None when no price is known and the cost is 0.
     """
 
     request_id: str
@@ -158,6 +160,7 @@ class ChatRecord:
     session_id: Optional[str] = None
     started_at: float = field(default_factory=time.time)
     usage_source: str = "upstream"
+    cost_source: Optional[str] = None  # upstream, config or learned; None when no price is known (cost 0)
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     messages: Any = None
     output: Optional[str] = None

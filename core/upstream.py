@@ -117,8 +117,12 @@ class OpenAIUpstream:
         """Put the caller into the outgoing body (OpenAI's ``user`` field)."""
         payload["user"] = actor.id
 
-    def request_headers(self, request_id: str, actor) -> dict:
+    def request_headers(self, request_id: str, actor, session_id: str | None = None) -> dict:
         """Return the headers for one chat call, with the portal's request id."""
         headers = dict(self.headers)
         headers["X-Request-ID"] = request_id
         return headers
+
+    def upstream_call_id(self, request_id: str, response) -> str | None:
+        """Return the id the upstream files this call under (LiteLLM's ``x-litellm-call-id``)."""
+        return response.headers.get("x-litellm-call-id")

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
 import pytest
 from opentelemetry import trace as otel_trace
 
 from agent_portal import portal_of
 
-from conftest import bearer, chat_plugins
-from fake_tracing import FakeHelicone, FakeLangfuse
+from agent_portal.plugins.helicone.gateway import helicone_request_id
+
+from conftest import bearer, chat_plugins, settled_rows
+from fake_tracing import SEEDED, FakeHelicone, FakeLangfuse, _observation
 
 HELLO = [{"role": "user", "content": "hi"}]
 RANGE = "from=2026-11-01&to=2026-11-05"
@@ -131,18 +136,61 @@ def test_langfuse_usage_from_the_v2_metrics_api_with_string_numbers(make_app, la
     assert query["view"] == "observations" and query["dimensions"] == [{"field": "providedModelName"}]
 
 
-def test_langfuse_usage_filters_by_user_instead_of_grouping(make_app, langfuse):
-    app = make_app(langfuse=langfuse_section(langfuse), observability={})
-    mine = app.test_client().get(f"/observability/usage?source=langfuse&group_by=user,day&{RANGE}",
-                                 headers=bearer(app, "alice")).json["data"]
-    assert mine == [{"user": "alice", "day": "2026-11-02", "requests": 4, "prompt_tokens": 110,
-                     "completion_tokens": 44, "cost": 0.75, "errors": None, "p50_latency_ms": None,
-                     "p95_latency_ms": None}]
-    assert langfuse.metrics_queries[-1]["filters"] == [
-        {"column": "userId", "operator": "=", "value": "alice", "type": "string"}]
-    everyone = app.test_client().get(f"/observability/usage?source=langfuse&group_by=user&{RANGE}",
-                                     headers=bearer(app, "root", "admin"))
-    assert everyone.status_code == 502 and "group by user" in everyone.json["error"]["message"]
+def test_langfuse_usage_for_one_user_filters_and_for_everyone_groups_by_user(make_app):
+    fake = FakeLangfuse(observations=SEEDED + [_observation("2026-11-02T13:00:00Z", "gpt-a", "bob", "2.0", 5, 5)])
+    try:
+        app = make_app(langfuse=langfuse_section(fake), observability={})
+        mine = app.test_client().get(f"/observability/usage?source=langfuse&group_by=user,day&{RANGE}",
+                                     headers=bearer(app, "alice")).json["data"]
+        assert mine == [{"user": "alice", "day": "2026-11-02", "requests": 4, "prompt_tokens": 110,
+                         "completion_tokens": 44, "cost": 0.75, "errors": None, "p50_latency_ms": None,
+                         "p95_latency_ms": None}]
+        assert fake.metrics_queries[-1]["filters"] == [
+            {"column": "userId", "operator": "=", "value": "alice", "type": "string"}]
+        everyone = app.test_client().get(f"/observability/usage?source=langfuse&group_by=user&{RANGE}",
+                                         headers=bearer(app, "root", "admin"))
+        assert everyone.status_code == 200, everyone.json
+        assert [(r["user"], r["requests"], r["cost"]) for r in everyone.json["data"]] == [("bob", 1, 2.0),
+                                                                                          ("alice", 4, 0.75)]
+        sent = fake.metrics_queries[-1]
+        assert sent["orderBy"] == [{"field": "sum_totalCost", "direction": "desc"}] and "timeDimension" not in sent
+        refused = app.test_client().get(f"/observability/usage?source=langfuse&group_by=user,hour&{RANGE}",
+                                        headers=bearer(app, "root", "admin"))
+        assert refused.status_code == 502 and "without a time dimension" in refused.json["error"]["message"]
+    finally:
+        fake.stop()
+
+
+def _hours_ago(hours: int, minutes: int = 1) -> str:
+    moment = datetime.now(timezone.utc) - timedelta(hours=hours, minutes=minutes)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_an_hourly_week_of_langfuse_usage_has_every_hour(make_app):
+    fake = FakeLangfuse(observations=[_observation(_hours_ago(i), "gpt-a", "alice", "0.01", 1, 1)
+                                      for i in range(168)])
+    try:
+        app = make_app(langfuse=langfuse_section(fake), observability={})
+        rows = app.test_client().get("/observability/usage?source=langfuse&group_by=hour",
+                                     headers=bearer(app, "root", "admin")).json["data"]
+        assert len(rows) == 168 and sum(r["requests"] for r in rows) == 168
+        assert fake.metrics_queries[-1]["config"]["row_limit"] == 1000
+    finally:
+        fake.stop()
+
+
+def test_more_langfuse_rows_than_one_answer_holds_are_read_in_parts_never_cut(make_app):
+    models = [f"model-{m}" for m in range(7)]
+    fake = FakeLangfuse(observations=[_observation(_hours_ago(i), model, "alice", "0.01", 1, 1)
+                                      for i in range(168) for model in models])
+    try:
+        app = make_app(langfuse=langfuse_section(fake), observability={})
+        rows = app.test_client().get("/observability/usage?source=langfuse&group_by=hour,model",
+                                     headers=bearer(app, "root", "admin")).json["data"]
+        assert len(rows) == 7 * 168 and sum(r["requests"] for r in rows) == 7 * 168
+        assert len(fake.metrics_queries) > 1  # the week was split: no single answer holds 1176 rows
+    finally:
+        fake.stop()
 
 
 def test_langfuse_usage_falls_back_to_daily_metrics_on_older_servers(make_app):
@@ -172,18 +220,31 @@ def helicone_section(fake, **extra):
 
 
 def test_chat_through_the_helicone_gateway_carries_its_headers(make_app, fake_upstream, helicone):
-    app = make_app(chat={}, ledger={}, helicone=helicone_section(
+    app = make_app(chat={}, ledger={"flush_seconds": 0.05}, helicone=helicone_section(
         helicone, gateway_url=fake_upstream.base_url, models=["echo"], upstream_api_key="sk-provider",
         properties={"Team": "platform"}))
     request_id = "0123456789abcdef0123456789abcdef"
-    response = chat(app, user="carol", model="echo", stream=False, headers={"X-Request-ID": request_id})
+    response = chat(app, user="carol", model="echo", stream=False,
+                    headers={"X-Request-ID": request_id, "X-Session-Id": "chat-42"})
     assert response.status_code == 200
     sent = {k.lower(): v for k, v in fake_upstream.headers[-1].items()}
     assert sent["helicone-auth"] == "Bearer hel-test-key"
     assert sent["authorization"] == "Bearer sk-provider"
     assert sent["helicone-user-id"] == "carol"
-    assert sent["helicone-request-id"] == "01234567-89ab-cdef-0123-456789abcdef"
+    assert sent["helicone-session-id"] == "chat-42"
+    assert sent["helicone-request-id"] == helicone_request_id(request_id)
     assert sent["helicone-property-team"] == "platform"
+    row = settled_rows(app)[0]
+    assert row["request_id"] == request_id and row["upstream_call_id"] == sent["helicone-request-id"]
+
+
+@pytest.mark.parametrize("request_id", ["0123456789abcdef0123456789abcdef", "ffffffffffffffffffffffffffffffff",
+                                        "0b6c1cb5-64c5-4a4c-8a39-5a1a1e0f6f3c", "req-lf-1", "a" * 120])
+def test_every_helicone_request_id_is_a_standard_uuid_that_maps_back_to_the_request(request_id):
+    sent = helicone_request_id(request_id)
+    parsed = uuid.UUID(sent)
+    assert str(parsed) == sent and 1 <= parsed.version <= 5 and parsed.variant == uuid.RFC_4122
+    assert helicone_request_id(request_id) == sent != helicone_request_id(request_id + "x")
 
 
 def test_helicone_usage_per_user_from_user_metrics(make_app, helicone):
@@ -238,3 +299,84 @@ def test_helicone_health_reads_healthcheck(make_app, helicone):
         "components"]["helicone"]
     assert component == {**component, "status": "up", "detail": "healthy :)"}
 
+
+
+def test_helicone_usage_reads_the_clickhouse_query_whose_rows_carry_cost(make_app, helicone):
+    app = make_app(helicone=helicone_section(helicone), observability={})
+    rows = app.test_client().get(f"/observability/usage?source=helicone&group_by=model&{RANGE}",
+                                 headers=bearer(app, "root", "admin")).json["data"]
+    assert [(r["model"], r["requests"], r["cost"]) for r in rows] == [("gpt-a", 2, 0.01), ("gpt-b", 1, 0.02)]
+    assert {p for _, p, _, _ in helicone.requests} == {"/v1/request/query-clickhouse"}
+
+
+@pytest.mark.parametrize("who", ["alice", "root"])
+def test_helicone_usage_filters_by_model_and_groups_by_hour_for_a_user_and_an_admin(make_app, helicone, who):
+    app = make_app(helicone=helicone_section(helicone), observability={})
+    headers = bearer(app, who, "admin" if who == "root" else "user")
+    answer = app.test_client().get(f"/observability/usage?source=helicone&group_by=hour&model=gpt-a&{RANGE}",
+                                   headers=headers)
+    assert answer.status_code == 200, answer.json
+    assert [(r["hour"], r["requests"]) for r in answer.json["data"]] == [("2026-11-02T10:00:00Z", 1),
+                                                                         ("2026-11-02T11:00:00Z", 1)]
+    sent = json.loads(helicone.requests[-1][3])["filter"]
+    if who == "alice":
+        assert sent == {"left": {"request_response_rmt": {"user_id": {"equals": "alice"}}}, "operator": "and",
+                        "right": {"request_response_rmt": {"model": {"equals": "gpt-a"}}}}
+    else:
+        assert sent == {"request_response_rmt": {"model": {"equals": "gpt-a"}}}
+
+
+def test_more_helicone_requests_than_it_pages_through_is_an_error_not_a_cut_answer(make_app):
+    rows = [{"request_id": f"r{i}", "request_created_at": "2026-11-02T10:00:00Z", "request_user_id": "alice",
+             "request_model": "gpt-a", "response_status": 200, "delay_ms": 1, "prompt_tokens": 1,
+             "completion_tokens": 1, "total_tokens": 2, "cost": 0.001} for i in range(10_500)]
+    fake = FakeHelicone(rows=rows)
+    try:
+        app = make_app(helicone=helicone_section(fake), observability={})
+        answer = app.test_client().get(f"/observability/usage?source=helicone&group_by=model&{RANGE}",
+                                       headers=bearer(app, "root", "admin"))
+        assert answer.status_code == 502 and "more than 10000" in answer.json["error"]["message"]
+    finally:
+        fake.stop()
+
+
+# --- what Langfuse shows of each call ----------------------------------------------------------
+
+
+def test_a_streamed_calls_generation_starts_when_the_call_started(make_app, fake_upstream, langfuse):
+    app = make_app(**chat_plugins(fake_upstream), langfuse=langfuse_section(langfuse))
+    began = time.time_ns()
+    chat(app, model="slow-200")
+    ended = time.time_ns()
+    assert wait_for(lambda: langfuse.spans)
+    span = langfuse.spans[0]
+    assert began <= span["start"] < began + 200_000_000  # not when the record was written, a second later
+    assert span["end"] - span["start"] >= 900_000_000 and span["end"] <= ended + 50_000_000
+
+
+def test_an_unpriced_call_exports_no_cost_and_a_priced_one_does(make_app, fake_upstream, langfuse):
+    app = make_app(**chat_plugins(fake_upstream, models={"priced": {"backend": "fake", "model": "premium",
+                                                                    "input_cost_per_token": 0.001}}),
+                   langfuse=langfuse_section(langfuse))
+    chat(app, model="echo")
+    chat(app, model="priced")
+    assert wait_for(lambda: len(langfuse.spans) == 2)
+    by_model = {s["attributes"]["langfuse.observation.model.name"]: s["attributes"] for s in langfuse.spans}
+    assert "langfuse.observation.cost_details" not in by_model["echo"]
+    assert json.loads(by_model["premium"]["langfuse.observation.cost_details"]) == {"total": pytest.approx(0.007)}
+
+
+def test_the_public_model_name_is_on_the_trace_and_filters_langfuse_usage(make_app, fake_upstream, langfuse):
+    app = make_app(**chat_plugins(fake_upstream, models={"team-model": {"backend": "fake", "model": "echo"}}),
+                   langfuse=langfuse_section(langfuse))
+    chat(app, model="team-model")
+    assert wait_for(lambda: langfuse.spans)
+    attributes = langfuse.spans[0]["attributes"]
+    assert attributes["langfuse.observation.model.name"] == "echo"
+    assert json.loads(attributes["langfuse.observation.metadata.public_model"]) == "team-model"
+    assert "model:team-model" in list(attributes["langfuse.trace.tags"])
+    langfuse.observations.append(_observation("2026-11-02T10:00:00Z", "echo", "alice", "0.1", 7, 5,
+                                              tags=["model:team-model"]))
+    rows = app.test_client().get(f"/observability/usage?source=langfuse&group_by=model&model=team-model&{RANGE}",
+                                 headers=bearer(app, "root", "admin")).json["data"]
+    assert [(r["model"], r["requests"]) for r in rows] == [("echo", 1)]

@@ -70,8 +70,8 @@ def chat_call(portal, force_stream: bool | None = None):
         payload, headers = call.plain_answer()
         return Response(payload, status=200, mimetype="application/json", headers=headers)
     headers = dict(STREAM_HEADERS)
-    if call.record.upstream_call_id:
-        headers["x-litellm-call-id"] = call.record.upstream_call_id
+    if call.response.headers.get("x-litellm-call-id"):
+        headers["x-litellm-call-id"] = call.response.headers["x-litellm-call-id"]
     return Response(call.relay(), status=200, mimetype="text/event-stream", headers=headers,
                     direct_passthrough=True)
 

@@ -50,9 +50,9 @@ def _key(target) -> tuple:
     return (target.backend.name, target.upstream_model)
 
 
-def price(state: ChatState, target, prompt_tokens: int, completion_tokens: int, upstream_cost) -> float:
-    """Return the call's cost: the upstream's when it sent one, else the config's prices, else
-    the upstream's last seen rate for that model, else 0."""
+def price(state: ChatState, target, prompt_tokens: int, completion_tokens: int, upstream_cost) -> tuple:
+    """Return the call's (cost, where it came from): the upstream's when it sent one, else the
+    config's prices, else the upstream's last seen rate for that model, else (0, None)."""
     if upstream_cost is not None:
         try:
             cost = float(upstream_cost)
@@ -60,12 +60,12 @@ def price(state: ChatState, target, prompt_tokens: int, completion_tokens: int, 
             cost = None
         if cost is not None:
             state.prices.learn(_key(target), cost, prompt_tokens + completion_tokens)
-            return cost
+            return cost, "upstream"
     if target.input_cost_per_token is not None or target.output_cost_per_token is not None:
         return (prompt_tokens * (target.input_cost_per_token or 0.0)
-                + completion_tokens * (target.output_cost_per_token or 0.0))
+                + completion_tokens * (target.output_cost_per_token or 0.0)), "config"
     rate = state.prices.rate(_key(target))
-    return rate * (prompt_tokens + completion_tokens) if rate else 0.0
+    return (rate * (prompt_tokens + completion_tokens), "learned") if rate else (0.0, None)
 
 
 def estimate(state: ChatState, target, body: dict) -> ChatEstimate:
@@ -78,7 +78,7 @@ def estimate(state: ChatState, target, body: dict) -> ChatEstimate:
         state.settings.reserve_completion_tokens
     completion = max(1, int(ceiling)) * max(1, int(body.get("n") or 1))
     return ChatEstimate(prompt_tokens=prompt, completion_tokens=completion,
-                        cost=price(state, target, prompt, completion, None))
+                        cost=price(state, target, prompt, completion, None)[0])
 
 
 class ChatCall:
@@ -129,7 +129,8 @@ class ChatCall:
                                           for m in target.fallbacks) if t is not None]
         try:
             self.response, self.target, self.first_block, self.first_at = open_upstream(
-                self.settings, targets, self.build_payload, self.stream, self.request_id, self.actor)
+                self.settings, targets, self.build_payload, self.stream, self.request_id, self.actor,
+                self.record.session_id)
         except UpstreamFailure as failure:
             self.record.outcome, self.record.status = failure.code, failure.status
             self.record.error = failure.message
@@ -137,7 +138,7 @@ class ChatCall:
             raise
         self.record.backend = self.target.backend.name
         self.record.upstream_model = self.target.upstream_model
-        self.record.upstream_call_id = self.response.headers.get("x-litellm-call-id")
+        self.record.upstream_call_id = self.target.backend.upstream_call_id(self.request_id, self.response)
         self.header_cost = self.response.headers.get("x-litellm-response-cost")
         self.record.ttft = self.first_at - self.started
 
@@ -155,8 +156,8 @@ class ChatCall:
             record.completion_tokens = counter.count_text(model, output_text)
             record.usage_source = "counted"
             upstream_cost = None  # a cost header sent before the answer was cut covers no usage
-        record.cost = price(self.state, self.target, record.prompt_tokens, record.completion_tokens,
-                            upstream_cost)
+        record.cost, record.cost_source = price(self.state, self.target, record.prompt_tokens,
+                                                record.completion_tokens, upstream_cost)
 
     def finish(self) -> None:
         """Close the record's timing and hand it to ``portal_chat_completed`` (off the request path)."""

@@ -23,7 +23,8 @@ def _retry_after(response, cap: float, attempt: int) -> float:
     return max(0.0, min(wait, cap))
 
 
-def open_upstream(settings, targets: list, build_payload, stream: bool, request_id: str, actor):
+def open_upstream(settings, targets: list, build_payload, stream: bool, request_id: str, actor,
+                  session_id: str | None = None):
     """Send the call to the first target that answers, with retries before the first byte.
 
     Returns ``(response, target, first_block, ttft_mark)``; ``first_block`` is the first bytes
@@ -34,7 +35,7 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
     timeout = settings.stream_timeout if stream else settings.plain_timeout
     for target in targets:
         body = json.dumps(build_payload(target)).encode()
-        headers = target.backend.request_headers(request_id, actor)
+        headers = target.backend.request_headers(request_id, actor, session_id)
         for attempt in range(settings.retries + 1):
             response = None
             try:

@@ -6,12 +6,15 @@ import uuid
 from agent_portal.upstream import OpenAIUpstream
 
 
+HELICONE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://agent-portal/helicone-request-id")
+
+
 def helicone_request_id(request_id: str) -> str:
-    """Return the portal's request id as the UUID Helicone expects (it is one when 32 hex digits)."""
-    try:
-        return str(uuid.UUID(hex=request_id))
-    except ValueError:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"agent-portal:{request_id}"))
+    """Return the ``Helicone-Request-Id`` of the portal's request ``request_id``: a version 5
+    UUID derived from it. Helicone replaces any id that is not a standard UUID (versions 1-5),
+    and the portal's own 32-hex ids, read as UUIDs, carry random version bits; derived, the
+    same request id always maps to the same Helicone id."""
+    return str(uuid.uuid5(HELICONE_NAMESPACE, request_id))
 
 
 class HeliconeGateway(OpenAIUpstream):
@@ -30,11 +33,15 @@ class HeliconeGateway(OpenAIUpstream):
         super().__init__(portal, "helicone", settings["gateway_url"], api_key=api_key, headers=headers,
                          models=settings.get("models"))
 
-    def request_headers(self, request_id, actor):
-        headers = super().request_headers(request_id, actor)
-        headers["Helicone-User-Id"] = actor.id
+    def request_headers(self, request_id, actor, session_id=None):
+        headers = super().request_headers(request_id, actor, session_id)
+        if actor is not None:
+            headers["Helicone-User-Id"] = actor.id
         headers["Helicone-Request-Id"] = helicone_request_id(request_id)
+        if session_id:
+            headers["Helicone-Session-Id"] = session_id
         return headers
 
-
-# --- usage ---------------------------------------------------------------------------------------
+    def upstream_call_id(self, request_id, response):
+        """Helicone files the call under the id the portal sent."""
+        return helicone_request_id(request_id)

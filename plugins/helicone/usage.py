@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from agent_portal.usage import CallFacts, aggregate, empty_row
 
 PAGE = 1000
-MAX_ROWS = 20_000
+MAX_ROWS = 10_000  # Helicone refuses offsets beyond 10,000: more rows than this is an error, never a cut answer
 
 
 def _post(portal, settings, path, body):
@@ -27,6 +27,19 @@ def _when(value) -> datetime:
 
 def _user_filter(user):
     return {"request_response_rmt": {"user_id": {"equals": user}}} if user else "all"
+
+
+def request_filter(user: str | None, model: str | None):
+    """Return the ``/v1/request/query-clickhouse`` filter: the user and the model when given,
+    joined with ``and``."""
+    parts = [{"request_response_rmt": {field: {"equals": value}}}
+             for field, value in (("user_id", user), ("model", model)) if value]
+    if not parts:
+        return "all"
+    node = parts[0]
+    for part in parts[1:]:
+        node = {"left": node, "operator": "and", "right": part}
+    return node
 
 
 def usage_from_helicone(portal, query, settings: dict) -> list[dict]:
@@ -52,13 +65,13 @@ def usage_from_helicone(portal, query, settings: dict) -> list[dict]:
     if "backend" in query.group_by:
         raise ValueError("Helicone does not know the portal's backends")
     facts, offset = [], 0
-    while offset < MAX_ROWS:
-        rows = _post(portal, settings, "/v1/request/query", {
-            "filter": _user_filter(query.user), "offset": offset, "limit": PAGE, "sort": {"created_at": "desc"}})
-        rows = rows or []
+    while True:
+        rows = _post(portal, settings, "/v1/request/query-clickhouse", {
+            "filter": request_filter(query.user, query.model), "offset": offset, "limit": PAGE,
+            "sort": {"created_at": "desc"}}) or []
         for row in rows:
             at = _when(row.get("request_created_at"))
-            if not (query.start <= at < query.end) or (query.model and row.get("request_model") != query.model):
+            if not (query.start <= at < query.end):
                 continue
             status = int(row.get("response_status") or 0)
             facts.append(CallFacts(user=row.get("request_user_id") or "", model=row.get("request_model") or "",
@@ -71,4 +84,7 @@ def usage_from_helicone(portal, query, settings: dict) -> list[dict]:
         if len(rows) < PAGE or (oldest is not None and oldest < query.start):
             break
         offset += PAGE
+        if offset >= MAX_ROWS:
+            raise ValueError(f"Helicone holds more than {MAX_ROWS} requests in this range; narrow it "
+                             "(a shorter range, a user or a model) rather than read a cut answer")
     return aggregate(facts, query)

@@ -76,7 +76,7 @@ class AgentBackend(ProtocolBackend):
         """Return ``agent:<graph_id>`` for each graph the server runs."""
         return [PREFIX + graph for graph in self.client.graph_ids()]
 
-    def request_headers(self, request_id: str, actor) -> dict:
+    def request_headers(self, request_id: str, actor, session_id: str | None = None) -> dict:
         return self.client.headers_for(request_id)
 
     def send_chat(self, body: bytes, headers: dict, timeout, stream: bool):
