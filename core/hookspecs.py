@@ -117,7 +117,8 @@ def portal_backends(portal):
 
     Returns a list of backend objects (see :class:`agent_portal.upstream.OpenAIUpstream`): each
     has a ``name``, ``model_ids()``, ``reachable``, ``last_error``, and the chat methods
-    ``attribute``, ``request_headers`` and ``send_chat`` (which answers in OpenAI's format).
+    ``attribute``, ``request_headers(request_id, actor, session_id)``, ``send_chat`` (which
+    answers in OpenAI's format) and ``upstream_call_id(request_id, response)``.
     """
 
 
