@@ -49,7 +49,8 @@ class StreamState:
     """What one relayed stream has seen: usage, cost, the text relayed (content and tool-call
     arguments, kept to count tokens when no usage comes), how it ended."""
 
-    __slots__ = ("usage", "cost", "call_id", "done", "chunks", "error", "outcome", "text", "strip_usage")
+    __slots__ = ("usage", "cost", "call_id", "done", "chunks", "error", "outcome", "text", "strip_usage",
+                 "finished", "skipped")
 
     def __init__(self, strip_usage: bool):
         self.usage = None
@@ -61,55 +62,80 @@ class StreamState:
         self.outcome = "ok"
         self.text: list[str] = []
         self.strip_usage = strip_usage
+        self.finished = False  # a choice's finish_reason came: the answer is whole
+        self.skipped = 0  # malformed events left out
+
+    def restart(self) -> None:
+        """Forget how the last upstream ended, for the next one that continues the answer
+        (the text relayed so far stays)."""
+        self.usage = self.cost = self.error = None
+        self.done = self.finished = False
+        self.outcome = "ok"
+
+
+MAX_SKIPPED = 3  # malformed events a stream may send before it counts as broken
 
 
 def filter_events(block: bytes, state: StreamState) -> bytes:
     """Return the complete SSE events of ``block`` to forward, updating ``state``.
 
     Parses each ``data:`` line: records usage and cost, drops the usage-only chunk when the
-    client did not ask for it, notes ``[DONE]``; raises ValueError on a malformed event.
+    client did not ask for it, notes ``[DONE]`` and finish reasons. A malformed event is left
+    out and counted; raises ValueError when more than ``MAX_SKIPPED`` were.
     """
     out = []
     for event in block.split(b"\n\n"):
         if not event.strip():
             continue
-        data = None
-        for line in event.split(b"\n"):
-            if line.startswith(b"data:"):
-                data = line[5:].strip()
-            elif line and not line.startswith((b":", b"event:", b"id:", b"retry:")):
-                raise ValueError("an SSE line that is neither data, event, id nor comment")
-        if data is None:
-            out.append(event)
+        try:
+            forward = _filter_event(event, state)
+        except ValueError:
+            state.skipped += 1
+            if state.skipped > MAX_SKIPPED:
+                raise
             continue
-        if data == DONE:
-            state.done = True
-            out.append(event)
-            continue
-        chunk = json.loads(data)
-        if not isinstance(chunk, dict):
-            raise ValueError("an SSE data line that is not a JSON object")
-        if "error" in chunk and chunk["error"]:
-            state.error = chunk["error"]
-            state.outcome = "upstream_error"
-            out.append(event)
-            continue
-        state.chunks += 1
-        if state.call_id is None:
-            state.call_id = chunk.get("id")
-        usage = chunk.get("usage")
-        choices = chunk.get("choices")
-        if usage:
-            state.usage = usage
-            cost = chunk.get("cost", usage.get("cost") if isinstance(usage, dict) else None)
-            if cost is not None:
-                state.cost = cost
-            if state.strip_usage and _usage_only(choices):
-                continue
-        if choices:
-            _collect_text(choices, state.text)
-        out.append(event)
+        if forward is not None:
+            out.append(forward)
     return b"".join(e + b"\n\n" for e in out)
+
+
+def _filter_event(event: bytes, state: StreamState) -> bytes | None:
+    """Return one event to forward (None to drop it), updating ``state``; ValueError when malformed."""
+    data = None
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data = line[5:].strip()
+        elif line and not line.startswith((b":", b"event:", b"id:", b"retry:")):
+            raise ValueError("an SSE line that is neither data, event, id nor comment")
+    if data is None:
+        return event
+    if data == DONE:
+        state.done = True
+        return event
+    chunk = json.loads(data)
+    if not isinstance(chunk, dict):
+        raise ValueError("an SSE data line that is not a JSON object")
+    if "error" in chunk and chunk["error"]:
+        state.error = chunk["error"]
+        state.outcome = "upstream_error"
+        return event
+    state.chunks += 1
+    if state.call_id is None:
+        state.call_id = chunk.get("id")
+    usage = chunk.get("usage")
+    choices = chunk.get("choices")
+    if usage:
+        state.usage = usage
+        cost = chunk.get("cost", usage.get("cost") if isinstance(usage, dict) else None)
+        if cost is not None:
+            state.cost = cost
+        if state.strip_usage and _usage_only(choices):
+            return None
+    if choices:
+        _collect_text(choices, state.text)
+        if any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
+            state.finished = True
+    return event
 
 
 def _collect_text(choices, text: list) -> None:
@@ -150,7 +176,7 @@ class OpenAIEvents:
 
 
 def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: float,
-          stall_seconds: float, on_end, live: set | None = None, events=OpenAIEvents):
+          stall_seconds: float, on_end, live: set | None = None, events=OpenAIEvents, resume=None):
     """Yield the client's SSE bytes from ``response``, then call ``on_end(state)`` exactly once.
 
     ``events`` is the stream's protocol: ``filter(block, state)`` returns the client's bytes for
@@ -158,12 +184,16 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
     ``state.done`` at the protocol's end event), ``separator`` ends one upstream event (a blank
     line in SSE, a newline in NDJSON), ``error(message, code, type)`` frames the portal's own
     error event, and ``ends_at_eof`` says whether the upstream closing the body is a normal end
-    (LangGraph) or a cut (OpenAI, which ends with ``[DONE]``).
+    (LangGraph) or a cut (OpenAI, which ends with ``[DONE]``; an OpenAI stream that ends after
+    a finish reason without ``[DONE]`` is whole, and the client gets its ``[DONE]``).
 
-    Sends heartbeats while the upstream is silent; ends with an error event (never a clean end)
-    when the upstream resets, stalls past ``stall_seconds``, sends a malformed event or ends
-    early, or when the portal shuts down (``end_streams`` puts ``SHUTDOWN`` on every queue
-    registered in ``live``). If the client leaves, the upstream connection is closed at once.
+    Sends heartbeats while the upstream is silent. When the upstream resets, stalls past
+    ``stall_seconds``, turns malformed or ends early, ``resume(state)`` (when given) may return
+    ``(response, first_block)`` of another upstream that continues the answer, relayed on the
+    same client stream; or a message saying why none can; otherwise, and when the portal shuts
+    down (``end_streams`` puts ``SHUTDOWN`` on every queue registered in ``live``), the stream
+    ends with an error event, never a clean end. If the client leaves, the upstream connection
+    is closed at once.
     """
     blocks: queue.Queue = queue.Queue()
     buffer = b""
@@ -175,6 +205,7 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
     try:
         last_data = time.monotonic()
         while True:
+            failure = None  # (outcome, error, client message, code, type) of a failure mid-stream
             if pending:
                 if b"\r" in pending:  # SSE allows CRLF and CR line ends; relay in LF
                     pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -187,60 +218,80 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                     try:
                         forward = events.filter(complete, state)
                     except ValueError as exc:
-                        state.outcome = "upstream_malformed"
-                        state.error = f"malformed chunk from upstream: {exc}"
-                        yield events.error("The upstream sent a malformed chunk; the answer is incomplete.",
-                                           "upstream_malformed")
-                        return
+                        forward = None
+                        failure = ("upstream_malformed", f"malformed chunk from upstream: {exc}",
+                                   "The upstream sent a malformed chunk; the answer is incomplete.",
+                                   "upstream_malformed", "upstream_error")
                     if forward:
                         yield forward
-                if state.done or state.error:
+                if failure is None:
+                    if state.done or state.error:
+                        return
+                    if body_ended:
+                        state.done = True
+                        return
+            if failure is None:
+                if reader is None:
+                    reader = threading.Thread(target=pump, args=(response, blocks), daemon=True)
+                    reader.start()
+                try:
+                    kind, payload = blocks.get(timeout=heartbeat_seconds)
+                except queue.Empty:
+                    if time.monotonic() - last_data <= stall_seconds:
+                        yield HEARTBEAT
+                        continue
+                    kind, payload = None, None
+                    failure = ("upstream_stalled", f"no data from upstream for {stall_seconds:g}s",
+                               "The upstream stopped sending; the answer is incomplete.", "upstream_timeout",
+                               "upstream_timeout")
+                if kind == DATA:
+                    pending = payload
+                    last_data = time.monotonic()
+                    continue
+                if kind == SHUTDOWN:
+                    state.outcome = "portal_shutdown"
+                    state.error = "the portal shut down before the answer was complete"
+                    yield events.error("The portal is shutting down; the answer is incomplete.",
+                                       "portal_shutdown", "service_unavailable")
                     return
-                if body_ended:
+                if kind == FAILED:
+                    failure = ("upstream_reset", f"{type(payload).__name__}: {payload}",
+                               "The upstream connection failed mid-answer; the answer is incomplete.",
+                               "upstream_reset", "upstream_error")
+                elif kind == EOF and events.ends_at_eof:
+                    body_ended = True
+                    if buffer.strip():  # a last event without its separator: close it, filter it above
+                        pending = events.separator
+                        continue
                     state.done = True
                     return
-            if reader is None:
-                reader = threading.Thread(target=pump, args=(response, blocks), daemon=True)
-                reader.start()
-            try:
-                kind, payload = blocks.get(timeout=heartbeat_seconds)
-            except queue.Empty:
-                if time.monotonic() - last_data > stall_seconds:
-                    state.outcome = "upstream_stalled"
-                    state.error = f"no data from upstream for {stall_seconds:g}s"
-                    yield events.error("The upstream stopped sending; the answer is incomplete.",
-                                       "upstream_timeout", "upstream_timeout")
+                elif kind == EOF and state.finished:
+                    # every choice finished (and its usage came, when asked): the answer is whole
+                    body_ended = state.done = True
+                    yield b"data: [DONE]\n\n"
                     return
-                yield HEARTBEAT
+                elif kind == EOF:
+                    failure = ("upstream_incomplete", "the upstream ended the stream without [DONE]",
+                               "The upstream ended the stream early; the answer is incomplete.",
+                               "upstream_incomplete", "upstream_error")
+            outcome, error, message, code, type_ = failure
+            state.outcome, state.error = outcome, error
+            continuation = resume(state) if resume is not None else None
+            if isinstance(continuation, tuple):
+                close_upstream(response)
+                response, pending = continuation
+                buffer, reader, body_ended, last_data = b"", None, False, time.monotonic()
+                if live is not None:
+                    live.discard(blocks)
+                blocks = queue.Queue()  # the old reader may still post to the old one
+                if live is not None:
+                    live.add(blocks)
+                state.restart()
                 continue
-            if kind == DATA:
-                pending = payload
-                last_data = time.monotonic()
-                continue
-            if kind == SHUTDOWN:
-                state.outcome = "portal_shutdown"
-                state.error = "the portal shut down before the answer was complete"
-                yield events.error("The portal is shutting down; the answer is incomplete.",
-                                   "portal_shutdown", "service_unavailable")
-                return
-            if kind == FAILED:
-                state.outcome = "upstream_reset"
-                state.error = f"{type(payload).__name__}: {payload}"
-                yield events.error("The upstream connection failed mid-answer; the answer is incomplete.",
-                                   "upstream_reset")
-                return
-            if events.ends_at_eof:
-                body_ended = True
-                if buffer.strip():  # a last event without its separator: close it, filter it above
-                    pending = events.separator
-                    continue
-                state.done = True
-                return
-            # EOF without [DONE]
-            state.outcome = "upstream_incomplete"
-            state.error = "the upstream ended the stream without [DONE]"
-            yield events.error("The upstream ended the stream early; the answer is incomplete.",
-                               "upstream_incomplete")
+            if isinstance(continuation, str):
+                state.error = f"{error}; {continuation}"
+                message = f"{message} {continuation}"
+            yield events.error(message, code, type_)
             return
     except GeneratorExit:
         state.outcome = "client_disconnected"

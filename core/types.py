@@ -160,7 +160,9 @@ class ChatRecord:
     session_id: Optional[str] = None
     started_at: float = field(default_factory=time.time)
     usage_source: str = "upstream"
-    cost_source: Optional[str] = None  # upstream, config or learned; None when no price is known (cost 0)
+    cost_source: Optional[str] = None  # upstream, config, learned or mixed; None: no price known (cost 0)
+    served_by: Optional[list] = None  # per target (backend, model, tokens, cost) when several served the answer
+    skipped_chunks: int = 0  # malformed events the upstream sent that were left out
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     messages: Any = None
     output: Optional[str] = None

@@ -18,6 +18,15 @@ all use it):
     long             100 chunks 50 ms apart; counts callers who leave early in ``disconnects``
     premium, pricey  like echo (targets of aliases with roles and prices in the tests)
     embed-16         POST /embeddings: a 16-number vector per input, made from the text's hash
+    ctx-exceeded     400 context_length_exceeded (a fallback with a larger window may answer)
+    content-filter   400 content_filter (never retried)
+    status-429-bare  429 without Retry-After; status-429-long asks to wait 30 s
+    slow-first-<ms>  like echo, ``<ms>`` milliseconds before the first chunk only
+    garbage-mid      streams 2 chunks, then 5 that are not JSON, then ends without finishing
+    no-prefill       like echo, but refuses (400 prefill_not_supported) to continue an assistant message
+
+Every answering model continues an answer it is given as a last assistant message (a prefill):
+it counts the ``tokN`` already there and carries on from the next one.
 
 Run alone: ``python tests/fake_upstream.py --port 9100``.
 """
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import socket
 import struct
 import threading
@@ -36,7 +46,9 @@ from fake_http import QuietServer
 
 MODELS = ["echo", "echo-ll", "echo-crlf", "slow-20", "slow-200", "reset-before", "hang-before", "status-400",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
-          "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey", "embed-16"]
+          "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey", "embed-16",
+          "ctx-exceeded", "content-filter", "status-429-bare", "status-429-long", "slow-first-1500",
+          "garbage-mid", "no-prefill"]
 
 
 def hashed_vector(text: str, size: int = 16) -> list[float]:
@@ -143,6 +155,22 @@ class FakeUpstream:
         if model == "hang-before":
             time.sleep(30)
             return self._reset(h)
+        if model == "ctx-exceeded":
+            return h._json(400, {"error": {"message": "This model's maximum context length is 16 tokens.",
+                                           "type": "invalid_request_error", "code": "context_length_exceeded"}})
+        if model == "content-filter":
+            return h._json(400, {"error": {"message": "The response was filtered by the content filter.",
+                                           "type": "invalid_request_error", "code": "content_filter"}})
+        if model == "status-429-bare":
+            return h._json(429, {"error": {"message": "slow down", "type": "rate_limit", "code": "429"}})
+        if model == "status-429-long":
+            return h._json(429, {"error": {"message": "slow down", "type": "rate_limit", "code": "429"}},
+                           {"Retry-After": "30"})
+        messages = body.get("messages") or []
+        prefill = messages[-1].get("content") if messages and messages[-1].get("role") == "assistant" else None
+        if model == "no-prefill" and prefill is not None:
+            return h._json(400, {"error": {"message": "This model cannot continue an assistant message.",
+                                           "type": "invalid_request_error", "code": "prefill_not_supported"}})
         if model.startswith("status-"):
             return self._status(h, int(model.split("-")[1]))
         if model.startswith("flaky-"):
@@ -154,15 +182,19 @@ class FakeUpstream:
         chunks = int(body.get("max_tokens") or 5)
         if model == "long":
             chunks = 100
+        start = len(re.findall(r"tok\d+", str(prefill))) if prefill else 0
         if not body.get("stream"):
-            text = " ".join(f"tok{i}" for i in range(chunks))
+            if model.startswith("slow-first-"):
+                time.sleep(int(model.split("-")[2]) / 1000)
+            text = " ".join(f"tok{i}" for i in range(start, chunks))
             return h._json(200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 7, "completion_tokens": chunks, "total_tokens": 7 + chunks}},
+                "usage": {"prompt_tokens": 7 + start, "completion_tokens": chunks - start,
+                          "total_tokens": 7 + chunks}},
                 {"x-litellm-call-id": "call-fake"} if model == "echo-ll" else None)
-        self._stream(h, model, body, chunks)
+        self._stream(h, model, body, chunks, start)
 
     def _status(self, h, code: int) -> None:
         extra = {"Retry-After": "0"} if code == 429 else None
@@ -174,14 +206,14 @@ class FakeUpstream:
         h.connection.close()
         h.close_connection = True
 
-    def _stream(self, h, model: str, body: dict, chunks: int) -> None:
+    def _stream(self, h, model: str, body: dict, chunks: int, start: int = 0) -> None:
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Transfer-Encoding", "chunked")
         h.send_header("x-litellm-call-id", f"call-{model}")
         h.end_headers()
         delay = 0.0
-        if model.startswith("slow-"):
+        if model.startswith("slow-") and not model.startswith("slow-first-"):
             delay = int(model.split("-")[1]) / 1000
         elif model == "long":
             delay = 0.05
@@ -193,9 +225,17 @@ class FakeUpstream:
             h.wfile.flush()
 
         try:
-            for i in range(chunks):
+            for i in range(start, chunks):
                 if delay:
                     time.sleep(delay)
+                if i == start and model.startswith("slow-first-"):
+                    time.sleep(int(model.split("-")[2]) / 1000)
+                if i == 2 and model == "garbage-mid":
+                    for _ in range(5):
+                        send(b"data: {not json at all\n\n")
+                    h.wfile.write(b"0\r\n\r\n")
+                    h.wfile.flush()
+                    return
                 if i == 2 and model == "reset-mid":
                     return self._reset(h)
                 if i == 2 and model == "stall-mid":
@@ -209,7 +249,7 @@ class FakeUpstream:
                      "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             send(b"data: " + json.dumps(final).encode() + b"\n\n")
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage = {"prompt_tokens": 7, "completion_tokens": chunks, "total_tokens": 7 + chunks}
+                usage = {"prompt_tokens": 7 + start, "completion_tokens": chunks - start, "total_tokens": 7 + chunks}
                 if model == "echo-ll":
                     tail = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
                             "choices": [{"index": 0, "delta": {}}], "usage": {**usage, "cost": 0.0042}}

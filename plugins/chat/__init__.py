@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Response, g, request
 
-from agent_portal import ChatTarget, ModelInfo, Route, hookimpl
+from agent_portal import ChatTarget, HealthCheck, ModelInfo, Route, hookimpl
 
 from .body import read_chat_body
 from .call import ChatCall, ChatState
@@ -30,7 +30,8 @@ def portal_config_schema():
 @hookimpl
 def portal_startup(portal):
     wants_payloads = any(portal.hook.portal_wants_payloads(portal=portal))
-    portal.extensions[NAME] = ChatState(ChatSettings(portal.plugin_config(NAME)), wants_payloads)
+    portal.extensions[NAME] = ChatState(ChatSettings(portal.plugin_config(NAME)), wants_payloads,
+                                        portal.settings.get("redis_url"))
 
 
 @hookimpl(tryfirst=True)
@@ -48,6 +49,22 @@ def portal_chat_backend(portal, model):
                                   input_cost_per_token=entry.get("input_cost_per_token"),
                                   output_cost_per_token=entry.get("output_cost_per_token"))
     return None
+
+
+@hookimpl
+def portal_health_checks(portal):
+    """The circuit of every upstream target that failed lately: degraded while one is open."""
+    breaker = portal.extensions[NAME].breaker
+
+    def circuits(portal):
+        targets = breaker.report()
+        if "error" in targets:
+            return {"status": "degraded", "detail": f"circuit state unavailable: {targets['error']}"}
+        opened = sorted(k for k, v in targets.items() if v["state"] == "open")
+        return {"status": "degraded" if opened else "up",
+                "detail": f"open: {', '.join(opened)}" if opened else "every circuit closed", "targets": targets}
+
+    return [HealthCheck("circuits", circuits, timeout=2.0)]
 
 
 @hookimpl

@@ -15,9 +15,10 @@ from agent_portal.sse import StreamState, relay
 
 from .body import message_text
 from agent_portal.counting import estimate_tokens
+from .breaker import Breaker
 from .models import ModelRules, resolve
 from .settings import NAME, ChatSettings
-from .upstream import UpstreamFailure, open_upstream
+from .upstream import UpstreamFailure, error_code, open_upstream
 
 
 class PriceBook:
@@ -39,8 +40,9 @@ class PriceBook:
 class ChatState:
     """What the chat plugin keeps per app."""
 
-    def __init__(self, settings: ChatSettings, wants_payloads: bool = False):
+    def __init__(self, settings: ChatSettings, wants_payloads: bool = False, redis_url: str | None = None):
         self.settings = settings
+        self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooloff, redis_url)
         self.capture = settings.capture or wants_payloads
         self.rules = ModelRules(settings.models, settings.expose_upstream_models)
         self.prices = PriceBook()
@@ -97,11 +99,17 @@ class ChatCall:
                                  session_id=session_id, started_at=time.time(),
                                  messages=body["messages"] if self.capture else None)
         self.target = self.response = None
+        self.targets: list = []
         self.first_block, self.first_at, self.header_cost = b"", None, None
+        self.served: list[dict] = []  # the parts of an answer that more than one target served
+        self.part_start = 0  # where in the relayed text the current target's part begins
+        self.deadline = self.started + self.settings.call_budget
 
-    def build_payload(self, target) -> dict:
+    def build_payload(self, target, prefill: str | None = None) -> dict:
         payload = dict(self.body)
         payload["model"] = target.upstream_model
+        if prefill:  # the answer so far, for a fallback to continue
+            payload["messages"] = [*self.body["messages"], {"role": "assistant", "content": prefill}]
         if self.stream:
             payload["stream"] = True
             payload["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
@@ -125,12 +133,12 @@ class ChatCall:
             raise
         # a call that fails before any upstream answers is still the primary target's
         self.record.backend, self.record.upstream_model = target.backend.name, target.upstream_model
-        targets = [target] + [t for t in (self.portal.hook.portal_chat_backend(portal=self.portal, model=m)
-                                          for m in target.fallbacks) if t is not None]
+        self.targets = targets = [target] + [t for t in (self.portal.hook.portal_chat_backend(
+            portal=self.portal, model=m) for m in target.fallbacks) if t is not None]
         try:
             self.response, self.target, self.first_block, self.first_at = open_upstream(
                 self.settings, targets, self.build_payload, self.stream, self.request_id, self.actor,
-                self.record.session_id)
+                self.record.session_id, self.state.breaker, self.deadline)
         except UpstreamFailure as failure:
             self.record.outcome, self.record.status = failure.code, failure.status
             self.record.error = failure.message
@@ -142,22 +150,64 @@ class ChatCall:
         self.header_cost = self.response.headers.get("x-litellm-response-cost")
         self.record.ttft = self.first_at - self.started
 
-    def settle_usage(self, usage: dict | None, output_text: str, upstream_cost) -> None:
-        """Put tokens and cost on the record: the upstream's usage when it came, else counted
-        from the prompt and ``output_text`` (what was actually relayed)."""
-        record = self.record
+    def part_usage(self, usage: dict | None, output_text: str, upstream_cost, prefill: str = "") -> dict:
+        """Return one target's part of the answer: its tokens (its usage when it came, else
+        counted from its prompt and ``output_text``, what it actually relayed) and cost."""
+        target = self.target
         if usage:
-            record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            record.completion_tokens = int(usage.get("completion_tokens") or 0)
-            record.usage_source = "upstream"
+            prompt, completion, source = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), \
+                "upstream"
         else:
-            counter, model, messages = self.portal.token_counter, self.target.upstream_model, self.body["messages"]
-            record.prompt_tokens = counter.count_prompt(model, messages, message_text(messages))
-            record.completion_tokens = counter.count_text(model, output_text)
-            record.usage_source = "counted"
+            counter, model = self.portal.token_counter, target.upstream_model
+            messages = self.body["messages"] + ([{"role": "assistant", "content": prefill}] if prefill else [])
+            prompt = counter.count_prompt(model, messages, message_text(messages))
+            completion, source = counter.count_text(model, output_text), "counted"
             upstream_cost = None  # a cost header sent before the answer was cut covers no usage
-        record.cost, record.cost_source = price(self.state, self.target, record.prompt_tokens,
-                                                record.completion_tokens, upstream_cost)
+        cost, cost_source = price(self.state, target, prompt, completion, upstream_cost)
+        return {"backend": target.backend.name, "model": target.upstream_model, "prompt_tokens": prompt,
+                "completion_tokens": completion, "cost": cost, "usage_source": source, "cost_source": cost_source}
+
+    def settle_usage(self, usage: dict | None, output_text: str, upstream_cost, prefill: str = "") -> None:
+        """Put tokens and cost on the record: the sum of every target's part."""
+        record = self.record
+        last = self.part_usage(usage, output_text, upstream_cost, prefill)
+        parts = [*self.served, last]
+        record.prompt_tokens = sum(p["prompt_tokens"] for p in parts)
+        record.completion_tokens = sum(p["completion_tokens"] for p in parts)
+        record.cost = sum(p["cost"] for p in parts)
+        record.usage_source = "upstream" if all(p["usage_source"] == "upstream" for p in parts) else "counted"
+        sources = {p["cost_source"] for p in parts}
+        record.cost_source = None if None in sources else sources.pop() if len(sources) == 1 else "mixed"
+        if self.served:
+            record.served_by = parts
+
+    def resume(self, stream_state: StreamState):
+        """Continue a stream cut, stalled or malformed mid-answer on the next target: the
+        original messages and the answer so far as an assistant message (a prefill). Returns
+        ``(response, first_block)``, or a sentence saying why no target could, or None when
+        continuing is off for this model or there is no other target."""
+        alias = self.settings.models.get(self.body["model"], {})
+        if not alias.get("continue_on_failure", self.settings.continue_on_failure):
+            return None
+        index = next((i for i, t in enumerate(self.targets) if t is self.target), len(self.targets))
+        remaining = self.targets[index + 1:]
+        if not remaining:
+            return None
+        self.state.breaker.failure(self.target)
+        text = "".join(stream_state.text)
+        self.served.append({**self.part_usage(None, text[self.part_start:], None,
+                                              text[:self.part_start]), "outcome": stream_state.outcome})
+        try:
+            response, target, first, _ = open_upstream(
+                self.settings, remaining, lambda t: self.build_payload(t, prefill=text), True, self.request_id,
+                self.actor, self.record.session_id, self.state.breaker, max(self.deadline, time.monotonic() + 5))
+        except UpstreamFailure as failure:
+            refused = failure.body is not None and error_code(failure.body)[0] == "prefill_not_supported"
+            reason = f"it refused to continue an answer (prefill): {failure.message}" if refused else failure.message
+            return f"No fallback could continue the answer: {reason}"
+        self.target, self.part_start = target, len(text)
+        self.record.backend, self.record.upstream_model = target.backend.name, target.upstream_model
+        return response, first
 
     def finish(self) -> None:
         """Close the record's timing and hand it to ``portal_chat_completed`` (off the request path)."""
@@ -172,8 +222,9 @@ class ChatCall:
         def on_end(state: StreamState):
             cost = state.cost if state.cost is not None else self.header_cost
             text = "".join(state.text)
-            self.settle_usage(state.usage, text, cost)
-            record.partial = state.usage is None or state.outcome != "ok"
+            self.settle_usage(state.usage, text[self.part_start:], cost, text[:self.part_start])
+            record.skipped_chunks = state.skipped
+            record.partial = state.outcome != "ok"
             record.outcome = state.outcome
             if state.outcome != "ok":
                 record.status = {"client_disconnected": 499, "portal_shutdown": 503}.get(state.outcome, 502)
@@ -184,7 +235,7 @@ class ChatCall:
             self.finish()
 
         return relay(self.response, self.first_block, state, self.settings.heartbeat,
-                     self.settings.between_chunks, on_end, self.portal.live_streams)
+                     self.settings.between_chunks, on_end, self.portal.live_streams, resume=self.resume)
 
     def plain_answer(self) -> tuple[bytes, dict]:
         """Read a non-streamed answer; returns its bytes and the headers to pass on."""

@@ -1,8 +1,6 @@
 """The chat plugin's config section: its schema and the settings read from it once at startup."""
 from __future__ import annotations
 
-import urllib3
-
 NAME = "chat"
 
 
@@ -19,6 +17,7 @@ def config_schema() -> dict:
             "input_cost_per_token": {"type": "number", "minimum": 0},
             "output_cost_per_token": {"type": "number", "minimum": 0},
             "roles": {"type": "array", "items": {"enum": ["user", "admin"]}},
+            "continue_on_failure": {"type": "boolean"},
         },
     }
     return {
@@ -27,6 +26,13 @@ def config_schema() -> dict:
         "properties": {
             "connect_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 5},
             "first_byte_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 60},
+            "first_token_timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+            "call_budget_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 120},
+            "continue_on_failure": {"type": "boolean", "default": True},
+            "circuit_breaker": {"type": "object", "additionalProperties": False, "default": {}, "properties": {
+                "failures": {"type": "integer", "minimum": 1, "default": 5},
+                "cooloff_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 30},
+            }},
             "between_chunks_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 60},
             "heartbeat_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 15},
             "retries": {"type": "integer", "minimum": 0, "maximum": 5, "default": 2},
@@ -44,7 +50,12 @@ class ChatSettings:
 
     def __init__(self, section: dict):
         self.connect = section["connect_timeout_seconds"]
-        self.first_byte = section["first_byte_timeout_seconds"]
+        # the first token's limit (first_byte_timeout_seconds is its older name)
+        self.first_byte = section.get("first_token_timeout_seconds") or section["first_byte_timeout_seconds"]
+        self.call_budget = section["call_budget_seconds"]
+        self.continue_on_failure = section["continue_on_failure"]
+        self.breaker_failures = section["circuit_breaker"].get("failures", 5)
+        self.breaker_cooloff = section["circuit_breaker"].get("cooloff_seconds", 30)
         self.between_chunks = section["between_chunks_timeout_seconds"]
         self.heartbeat = min(section["heartbeat_seconds"], self.between_chunks)
         self.retries = section["retries"]
@@ -53,6 +64,5 @@ class ChatSettings:
         self.expose_upstream_models = section["expose_upstream_models"]
         self.reserve_completion_tokens = section["reserve_completion_tokens"]
         self.models = section["models"]
-        self.stream_timeout = urllib3.Timeout(connect=self.connect,
-                                              read=max(self.first_byte, self.between_chunks))
-        self.plain_timeout = urllib3.Timeout(connect=self.connect, read=self.first_byte)
+        # a stream's socket waits longer than the relay's own stall limit, which ends it first
+        self.stream_read_timeout = self.between_chunks + 5

@@ -1,9 +1,25 @@
-"""Reaching an upstream: retries before the first byte, fallbacks, and failures mapped to answers."""
+"""Reaching an upstream: what each failure before the first byte leads to, and failures mapped
+to answers.
+
+| failure before the first byte                     | what happens                                 |
+|---------------------------------------------------|----------------------------------------------|
+| 429 with Retry-After within retry_max_wait        | the same target again, after that wait       |
+| 429 without it, or asking to wait longer          | the next target                              |
+| 500, 502, 503, 504; connection reset; empty body  | the same target again (``retries``), then the next |
+| connect refused, connect or first-token timeout   | the next target at once                      |
+| 401/403 (the portal's own key refused)            | the next target; 502 upstream_auth_failed    |
+| 404, context length exceeded                      | the next target (another may have the model, a larger window) |
+| any other 4xx (the caller's request, content filters) | answered as it is, never retried         |
+| the call's time budget (call_budget_seconds) spent | 504 call_budget_exceeded                    |
+| a target whose circuit is open                    | skipped                                      |
+"""
 from __future__ import annotations
 
 import json
+import socket
 import time
 
+import urllib3
 from flask import Response
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
@@ -11,96 +27,166 @@ from agent_portal import PortalError
 from agent_portal.sse import close_upstream
 from agent_portal.upstream import UpstreamFailure
 
-RETRYABLE = {429, 500, 502, 503, 504}
+RETRY_SAME = {500, 502, 503, 504}
+NEXT_TARGET_CODES = {"context_length_exceeded", "model_not_found", "prefill_not_supported"}
 
 
-def _retry_after(response, cap: float, attempt: int) -> float:
+def _retry_after(response) -> float | None:
     value = response.headers.get("Retry-After") if response is not None else None
     try:
-        wait = float(value) if value is not None else 0.1 * (2 ** attempt)
+        return max(0.0, float(value)) if value is not None else None
     except ValueError:
-        wait = 0.1 * (2 ** attempt)
-    return max(0.0, min(wait, cap))
+        return None
+
+
+def _backoff(attempt: int, cap: float) -> float:
+    return min(cap, 0.1 * (2 ** attempt))
+
+
+def set_read_timeout(response, seconds: float) -> None:
+    """Give a stream's socket a new read timeout (best effort)."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.settimeout(seconds)
+        except OSError:
+            pass
+
+
+def error_code(payload: bytes) -> tuple[str | None, str]:
+    """Return (the error's code, its message) from an OpenAI-style error body."""
+    try:
+        data = json.loads(payload)
+        error = data.get("error", data.get("detail"))
+        if isinstance(error, dict):
+            code = error.get("code") or error.get("type")
+            return (str(code) if code else None), str(error.get("message") or error)
+        if error:
+            return None, str(error)
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return None, ""
 
 
 def open_upstream(settings, targets: list, build_payload, stream: bool, request_id: str, actor,
-                  session_id: str | None = None):
-    """Send the call to the first target that answers, with retries before the first byte.
+                  session_id: str | None = None, breaker=None, deadline: float | None = None):
+    """Send the call to the first target that answers, following the table above.
 
     Returns ``(response, target, first_block, ttft_mark)``; ``first_block`` is the first bytes
-    of a stream (b"" when not streaming). Raises :class:`UpstreamFailure` when all fail; an
-    upstream 4xx (other than 429) is final and raised at once with its body.
+    of a stream (b"" when not streaming). Raises :class:`UpstreamFailure` when every target
+    failed, when the caller's own request was refused, or when the time budget ran out.
     """
     last = UpstreamFailure(502, "No upstream could be reached.", "upstream_unreachable")
-    timeout = settings.stream_timeout if stream else settings.plain_timeout
+    deadline = deadline or time.monotonic() + settings.call_budget
     for target in targets:
+        if breaker is not None and not breaker.allow(target):
+            last = UpstreamFailure(503, f"{target.backend.name}/{target.upstream_model} is failing; its circuit "
+                                   "is open for a while.", "circuit_open")
+            continue
         body = json.dumps(build_payload(target)).encode()
         headers = target.backend.request_headers(request_id, actor, session_id)
         for attempt in range(settings.retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamFailure(504, f"No upstream answered within the call's budget of "
+                                      f"{settings.call_budget:g}s.", "call_budget_exceeded")
+            timeout = urllib3.Timeout(connect=min(settings.connect, remaining),
+                                      read=min(settings.first_byte, remaining))
             response = None
             try:
                 response = target.backend.send_chat(body, headers, timeout, stream)
-                if response.status in RETRYABLE:
-                    payload = response.data
-                    last = UpstreamFailure(429 if response.status == 429 else 502,
-                                           _upstream_message(payload, response.status),
-                                           "upstream_rate_limited" if response.status == 429 else "upstream_error",
+                status = response.status
+                if status == 429:
+                    payload, wait = response.data, _retry_after(response)
+                    close_upstream(response)
+                    last = UpstreamFailure(429, _upstream_message(payload, status), "upstream_rate_limited",
                                            headers={"Retry-After": response.headers["Retry-After"]}
                                            if "Retry-After" in response.headers else None)
-                    wait = _retry_after(response, settings.retry_max_wait, attempt)
-                    close_upstream(response)
-                    if attempt < settings.retries:
+                    if wait is not None and wait <= settings.retry_max_wait and attempt < settings.retries \
+                            and time.monotonic() + wait < deadline:
                         time.sleep(wait)
-                    continue
-                if response.status in (401, 403):
+                        continue
+                    break
+                if status in RETRY_SAME:
                     payload = response.data
                     close_upstream(response)
+                    last = UpstreamFailure(502, _upstream_message(payload, status), "upstream_error")
+                    _failed(breaker, target)
+                    if attempt < settings.retries:
+                        time.sleep(min(_backoff(attempt, settings.retry_max_wait), max(0.0, deadline - time.monotonic())))
+                        continue
+                    break
+                if status in (401, 403):
+                    payload = response.data
+                    close_upstream(response)
+                    _failed(breaker, target)
                     # the caller's credentials are fine; the portal's own upstream key is not
-                    raise UpstreamFailure(502, "The upstream refused the portal's credentials: "
-                                          + _upstream_message(payload, response.status), "upstream_auth_failed")
-                if response.status >= 400:
+                    last = UpstreamFailure(502, "The upstream refused the portal's credentials: "
+                                           + _upstream_message(payload, status), "upstream_auth_failed")
+                    break
+                if status >= 400:
                     payload = response.data
                     close_upstream(response)
-                    raise UpstreamFailure(response.status, _upstream_message(payload, response.status),
-                                          "upstream_client_error", body=payload)
+                    code, message = error_code(payload)
+                    failure = UpstreamFailure(status, message or _upstream_message(payload, status),
+                                              "upstream_client_error", body=payload)
+                    if status == 404 or code in NEXT_TARGET_CODES or "context length" in message.lower():
+                        last = failure
+                        break
+                    raise failure
                 if not stream:
+                    _succeeded(breaker, target)
                     return response, target, b"", time.monotonic()
                 first = response.read1(65536)
                 if not first:
                     close_upstream(response)
-                    last = UpstreamFailure(502, "The upstream closed the stream before any data.",
-                                           "upstream_empty")
+                    last = UpstreamFailure(502, "The upstream closed the stream before any data.", "upstream_empty")
+                    _failed(breaker, target)
                     continue
+                set_read_timeout(response, settings.stream_read_timeout)
+                _succeeded(breaker, target)
                 return response, target, first, time.monotonic()
             except UpstreamFailure:
                 raise
             except NewConnectionError as exc:  # a subclass of ConnectTimeoutError: refused is not slow
                 last = UpstreamFailure(502, f"The upstream refused the connection ({exc.__class__.__name__}).",
                                        "upstream_unreachable")
-            except (ReadTimeoutError, ConnectTimeoutError, TimeoutError) as exc:
+                _failed(breaker, target)
+                _close(response)
+                break
+            except (ReadTimeoutError, ConnectTimeoutError, TimeoutError, socket.timeout) as exc:
                 last = UpstreamFailure(504, f"The upstream did not answer in time ({exc.__class__.__name__}).",
                                        "upstream_timeout")
+                _failed(breaker, target)
+                _close(response)
+                break  # a timeout is not a reason to ask the same target again
             except (HTTPError, OSError) as exc:
                 last = UpstreamFailure(502, f"The upstream refused or reset the connection ({exc.__class__.__name__}).",
                                        "upstream_unreachable")
-            if response is not None:
-                close_upstream(response)
-            if attempt < settings.retries:
-                time.sleep(_retry_after(None, settings.retry_max_wait, attempt))
+                _failed(breaker, target)
+                _close(response)
+                if attempt < settings.retries:
+                    time.sleep(min(_backoff(attempt, settings.retry_max_wait), max(0.0, deadline - time.monotonic())))
     raise last
 
 
+def _close(response) -> None:
+    if response is not None:
+        close_upstream(response)
+
+
+def _failed(breaker, target) -> None:
+    if breaker is not None:
+        breaker.failure(target)
+
+
+def _succeeded(breaker, target) -> None:
+    if breaker is not None:
+        breaker.success(target)
+
+
 def _upstream_message(payload: bytes, status: int) -> str:
-    try:
-        data = json.loads(payload)
-        error = data.get("error", data.get("detail"))
-        if isinstance(error, dict):
-            return str(error.get("message") or error)
-        if error:
-            return str(error)
-    except (ValueError, AttributeError, TypeError):
-        pass
-    return f"The upstream answered HTTP {status}."
+    return error_code(payload)[1] or f"The upstream answered HTTP {status}."
 
 
 def failure_response(failure: UpstreamFailure) -> Response:

@@ -7,6 +7,7 @@ never counts a call twice.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timezone
 
@@ -41,6 +42,8 @@ calls = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("upstream_call_id", sa.String(200)),
     sa.Column("session_id", sa.String(200)),
+    sa.Column("served_by", sa.Text),  # JSON: the targets that served a recovered answer, each's tokens and cost
+    sa.Column("skipped_chunks", sa.Integer, nullable=False, default=0),
 )
 COLUMNS = [c.name for c in calls.columns if c.name != "id"]
 _CLIPPED = ("actor_id", "model", "backend", "upstream_model", "upstream_call_id", "session_id")
@@ -155,6 +158,8 @@ def copy_insert(conn, rows: list[dict]) -> None:
 def to_row(record) -> dict:
     """Return the ledger row of a :class:`agent_portal.ChatRecord` (JSON-able: time as a float)."""
     row = {name: getattr(record, name) for name in COLUMNS}
+    if row.get("served_by") is not None:
+        row["served_by"] = json.dumps(row["served_by"])
     for name in _CLIPPED:
         if isinstance(row.get(name), str):
             row[name] = row[name][:200]
