@@ -135,10 +135,14 @@ def create_app(config: dict | str | None = None, environ=None, plugins: list | N
     builtins = discover_builtins()  # scanning installed packages is slow: once per app
     third_party = discover_entry_points() if load_entry_points else {}
     errors += unknown_plugin_errors(filled, builtins, third_party, plugins)
+    try:  # the plugins' sections are checked too, so that every mistake is reported in one go
+        merged = cfg.merge_defaults(filled)
+        pm, sources = build_plugin_manager(merged, builtins, third_party, plugins)
+        errors += validate_plugin_sections(pm, merged)
+    except (StartupError, TypeError, ValueError, AttributeError, KeyError):
+        if not errors:
+            raise
     cfg.raise_if_errors(errors)
-    merged = cfg.merge_defaults(filled)
-    pm, sources = build_plugin_manager(merged, builtins, third_party, plugins)
-    cfg.raise_if_errors(validate_plugin_sections(pm, merged))
 
     configure_logging(merged["portal"]["log_level"])
     portal = Portal(merged, pm, sources)

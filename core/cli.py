@@ -132,6 +132,11 @@ def main(argv=None, plugins: list | None = None) -> int:
     # loading every plugin to list its commands costs; a core command does not need them
     core_only = bool(argv) and argv[0] in CORE_COMMANDS and "-h" not in argv and "--help" not in argv
     args = build_parser(plugins, with_plugin_commands=not core_only).parse_args(argv)
+    if getattr(args, "config", "") is None and args.func is not cmd_plugins:
+        # without a config the portal would start empty and every plugin's command look disabled
+        print(f"agent-portal: no config: pass --config FILE or set {cfg.ENV_VAR} (the run command's banner "
+              "shows both, and where it keeps PORTAL_SECRET_KEY)", file=sys.stderr)
+        return 2
     try:
         return args.func(args) or 0
     except StartupError as exc:

@@ -137,3 +137,19 @@ def test_serve_answers_ready_under_gunicorn_within_two_seconds(tmp_path):
     finally:
         process.terminate()
         process.wait(15)
+
+
+@pytest.mark.parametrize("command", [["serve"], ["check-config"], ["routes"], ["token", "--user", "a"],
+                                     ["keys", "list"]])
+def test_a_command_without_a_config_is_refused_clearly(capsys, monkeypatch, command):
+    monkeypatch.delenv("AGENT_PORTAL_CONFIG", raising=False)
+    code, out, err = run(capsys, *command)
+    assert code == 2 and "no config" in err and "--config" in err and out == ""
+
+
+def test_every_config_mistake_is_reported_in_one_go(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("portal:\n  secret_key: cli-secret-0123456789abcdef0123456789\nbogus_setting: 1\n"
+                    "plugins:\n  chat:\n    retries: many\n")
+    code, _, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 1 and "bogus_setting" in err and "retries" in err

@@ -218,3 +218,11 @@ def test_gunicorn_uses_gevent_without_preload_and_lets_streams_finish(gunicorn_s
     assert gunicorn_settings["graceful_timeout"] >= 10 and gunicorn_settings["keepalive"] >= 30
     assert gunicorn_settings["limit_request_field_size"] >= 8192 + 100  # an 8 KB token fits
     assert callable(gunicorn_settings["worker_exit"]) and callable(gunicorn_settings["child_exit"])
+
+
+def test_what_users_read_points_only_at_files_in_the_repository():
+    for name in ("README.md", ".env.example", "docker-compose.yml"):
+        text = (ROOT / name).read_text()
+        assert "CONTRACTS.md" not in text, name
+        for linked in re.findall(r"\b(docs/[\w.-]+\.md)\b", text):
+            assert (ROOT / linked).exists(), (name, linked)

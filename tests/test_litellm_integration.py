@@ -1,4 +1,4 @@
-"""Against a real LiteLLM proxy, started offline from config/litellm.yaml in its own venv."""
+"""Against a real LiteLLM proxy, started offline from tests/litellm.test.yaml in its own venv."""
 from __future__ import annotations
 
 import json
@@ -40,7 +40,7 @@ def litellm(fake_upstream, tmp_path_factory):
     log = open(tmp_path_factory.mktemp("litellm") / "litellm.log", "wb")
     env = {**os.environ, "LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "FAKE_UPSTREAM_BASE": fake_upstream.base_url}
-    process = subprocess.Popen([binary, "--config", str(ROOT / "config/litellm.yaml"), "--host", "127.0.0.1",
+    process = subprocess.Popen([binary, "--config", str(ROOT / "tests/litellm.test.yaml"), "--host", "127.0.0.1",
                                 "--port", str(port), "--num_workers", "1"], env=env, stdout=log,
                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -156,3 +156,4 @@ def test_litellm_attribution_metadata_is_sent(app):
     assert payload["metadata"]["session_id"] == "chat-1"
     assert payload["metadata"]["tags"] == ["mine", "agent-portal", "role:user"]
     assert json.dumps(payload)
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,18 +27,29 @@ def _secret(path: Path, make) -> str:
     return value
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Return True when something already listens on ``host:port``."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
 def up(args) -> int:
     """Start LiteLLM and the portal, print a token and examples, run until interrupted."""
     state = Path(".cache")
     litellm_bin = Path(args.litellm_bin)
     if not litellm_bin.exists():
         raise SystemExit(f"LiteLLM is not installed at {litellm_bin}; run scripts/run.sh, which installs it")
+    for what, host, port, flag in (("the portal", args.host, args.port, "--port"),
+                                   ("LiteLLM", "127.0.0.1", args.litellm_port, "--litellm-port")):
+        if port_taken(host, port):
+            raise SystemExit(f"{host}:{port}, where {what} would listen, is taken (another portal still running?). "
+                             f"Stop it, or pick another port: bash scripts/run.sh {flag} <port>")
     config_path = os.path.abspath(args.config or "config/portal.example.yaml")
     env = dict(os.environ)
     env.setdefault("PORTAL_SECRET_KEY", _secret(state / "portal-secret", lambda: secrets.token_urlsafe(32)))
     env.setdefault("LITELLM_MASTER_KEY", _secret(state / "litellm-master-key",
                                                  lambda: "sk-" + secrets.token_hex(16)))
-    env.setdefault("FAKE_UPSTREAM_BASE", "http://127.0.0.1:9/v1")
     env["LITELLM_URL"] = f"http://127.0.0.1:{args.litellm_port}"
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env[cfg.ENV_VAR] = config_path
@@ -49,8 +61,8 @@ def up(args) -> int:
             if child.poll() is None:
                 child.terminate()
         for child in children:
-            try:
-                child.wait(10)
+            try:  # a local demo: a child that does not stop at once is killed, nobody waits 10 s
+                child.wait(3)
             except subprocess.TimeoutExpired:
                 child.kill()
 
@@ -75,7 +87,7 @@ def up(args) -> int:
         print(f"portal ready in {time.monotonic() - started:.2f}s", flush=True)
 
         token = _admin_token(config_path, env)
-        print(_examples(base, token), flush=True)
+        print(_examples(base, token, config_path, os.path.abspath(state / "portal-secret")), flush=True)
         children[1].wait()
     except KeyboardInterrupt:
         pass
@@ -95,32 +107,43 @@ def _admin_token(config_path: str, env: dict) -> str:
     return answer.stdout.strip()
 
 
-def _examples(base: str, token: str) -> str:
+def _examples(base: str, token: str, config_path: str, secret_path: str) -> str:
+    """Return the banner: a token and examples that work pasted as they are into a shell."""
+    venv_bin = os.path.dirname(sys.executable)
     return f"""
 == Agent Portal is up ==================================================================
 An admin token, valid 12 hours:
 
-  export PORTAL_TOKEN={token}
+export PORTAL_TOKEN={token}
 
 Chat, streamed:
 
-  curl -N {base}/v1/chat/completions -H "Authorization: Bearer $PORTAL_TOKEN" \\
-    -H 'Content-Type: application/json' \\
-    -d '{{"model": "demo-chat", "stream": true, "messages": [{{"role": "user", "content": "Hello"}}]}}'
+curl -N {base}/v1/chat/completions -H "Authorization: Bearer $PORTAL_TOKEN" \\
+  -H 'Content-Type: application/json' \\
+  -d '{{"model": "demo-chat", "stream": true, "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
 With the openai client:
 
-  {sys.executable} - <<'PY'
-  import os
-  from openai import OpenAI
-  client = OpenAI(base_url="{base}/v1", api_key=os.environ["PORTAL_TOKEN"])
-  for chunk in client.chat.completions.create(model="demo-chat", stream=True,
-                                              messages=[{{"role": "user", "content": "Hello"}}]):
-      print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
-  PY
+{sys.executable} - <<'PY'
+import os
+from openai import OpenAI
+client = OpenAI(base_url="{base}/v1", api_key=os.environ["PORTAL_TOKEN"])
+for chunk in client.chat.completions.create(model="demo-chat", stream=True,
+                                            messages=[{{"role": "user", "content": "Hello"}}]):
+    print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
+print()
+PY
 
-What it cost, per user and model:  curl {base}/observability/usage?group_by=user,model -H "Authorization: Bearer $PORTAL_TOKEN"
+What it cost, per user and model:  curl "{base}/observability/usage?group_by=user,model" -H "Authorization: Bearer $PORTAL_TOKEN"
 Is everything up:                  curl {base}/observability/health -H "Authorization: Bearer $PORTAL_TOKEN"
+
+The command line, in another terminal (it is in {venv_bin}; this run keeps its secret in
+{secret_path}):
+
+export AGENT_PORTAL_CONFIG={config_path}
+export PORTAL_SECRET_KEY="$(cat {secret_path})"
+{venv_bin}/agent-portal keys create --owner alice --name laptop
+
 Stop with Ctrl-C.
 ========================================================================================
 """
