@@ -126,9 +126,13 @@ def create_app(config: dict | str | None = None, environ=None, plugins: list | N
     Raises :class:`StartupError` listing every config mistake at once.
     """
     raw = config if isinstance(config, dict) else cfg.load_config_file(config)
+    source = None if isinstance(config, dict) else cfg.config_path(config)
     missing: list[str] = []
     origins: dict = {}
     filled = cfg.fill_environment(raw, environ, missing=missing, origins=origins)
+    if source and isinstance(filled.get("portal"), dict) and isinstance(filled["portal"].get("database_url"), str):
+        filled["portal"]["database_url"] = cfg.anchor_sqlite(filled["portal"]["database_url"],
+                                                             os.path.dirname(os.path.abspath(source)))
     errors = list(missing)
     errors += cfg.schema_errors(filled, cfg.CORE_SCHEMA, "")
     errors += cfg.secret_errors(filled, origins)

@@ -76,6 +76,20 @@ def strict_object(properties: dict, required: list | tuple = ()) -> dict:
     return schema
 
 
+def anchor_sqlite(url: str, base_dir: str | None) -> str:
+    """Return ``url`` with a relative SQLite path made absolute against ``base_dir`` (the config
+    file's folder), so every command finds the same database wherever it is run from."""
+    prefix = "sqlite:///"
+    if base_dir is None or not url.startswith(prefix) or url.startswith(prefix + "/") or url == prefix + ":memory:":
+        return url
+    return prefix + os.path.normpath(os.path.join(base_dir, url[len(prefix):]))
+
+
+def config_path(path: str | None) -> str | None:
+    """Return the config file ``path`` names (or ``$AGENT_PORTAL_CONFIG``), None when neither does."""
+    return path or os.environ.get(ENV_VAR) or None
+
+
 def load_config_file(path: str | None) -> dict:
     """Return the parsed YAML of ``path`` (or ``$AGENT_PORTAL_CONFIG``), env filled; {} if none."""
     path = path or os.environ.get(ENV_VAR)

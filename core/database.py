@@ -1,6 +1,8 @@
 """One SQLAlchemy engine per app, for SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
+import os
+
 import sqlalchemy as sa
 
 
@@ -9,6 +11,9 @@ def create_engine_for(url: str) -> sa.Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:" and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)  # SQLite makes the file, not its folder
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
 
         @sa.event.listens_for(engine, "connect")

@@ -1,12 +1,15 @@
 """Delivering chat records to ``portal_chat_completed`` off the request path."""
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
 import time
 
 from .hooks import call_each
+
+calls_log = logging.getLogger("agent_portal.calls")
 
 _STOP = object()
 
@@ -57,9 +60,16 @@ class ChatRecordDispatcher:
                 self.queue.task_done()
 
     def deliver(self, record) -> None:
-        """Hand ``record`` to each plugin's ``portal_chat_completed``, isolating failures."""
+        """Hand ``record`` to each plugin's ``portal_chat_completed``, isolating failures, and
+        log one line for the call (a failed one as a warning)."""
         call_each(self.portal.hook.portal_chat_completed, portal=self.portal, record=record)
         self.delivered += 1
+        level = logging.INFO if record.outcome == "ok" else logging.WARNING
+        if calls_log.isEnabledFor(level):
+            calls_log.log(level, "%s %s %s %s %.2fs %d+%d tokens $%.6f%s", record.actor_id, record.model,
+                          record.outcome, record.status, record.duration, record.prompt_tokens,
+                          record.completion_tokens, record.cost, f" ({record.error})" if record.error else "",
+                          extra={"request_id": record.request_id})
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until every queued record has been delivered, up to ``timeout`` seconds."""

@@ -44,3 +44,54 @@ def test_the_demo_lists_no_test_only_model():
     demo = yaml.safe_load((Path(__file__).resolve().parent.parent / "config/litellm.yaml").read_text())
     assert [m["model_name"] for m in demo["model_list"]] == ["demo-chat", "demo-mini"]
     assert all("api_base" not in m["litellm_params"] for m in demo["model_list"])
+
+
+def test_a_relative_sqlite_path_is_the_config_files_wherever_the_command_runs(tmp_path, monkeypatch):
+    from agent_portal import create_app, portal_of
+
+    folder = tmp_path / "project" / "config"
+    folder.mkdir(parents=True)
+    path = folder / "portal.yaml"
+    path.write_text("portal:\n  secret_key: first-hour-secret-0123456789abcdef\n"
+                    "  database_url: sqlite:///../data/portal.db\nplugins:\n  api_keys: {}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    portal = portal_of(create_app(str(path)))
+    try:
+        expected = tmp_path / "project" / "data" / "portal.db"
+        assert portal.settings["database_url"] == f"sqlite:///{expected}"
+        portal.database().connect().close()
+        assert expected.exists() and not (elsewhere / "data").exists()
+    finally:
+        portal.shutdown()
+
+
+def test_every_call_leaves_one_log_line_and_a_failed_one_a_warning(make_app, fake_upstream):
+    import logging
+
+    from conftest import bearer, chat_plugins, settled_rows
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append((record.levelname, record.getMessage()))
+
+    app = make_app(**chat_plugins(fake_upstream))
+    logger, collect = logging.getLogger("agent_portal.calls"), Collect()
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    try:
+        for model in ("echo", "status-400"):
+            app.test_client().post("/v1/chat/completions", headers=bearer(app, "alice"),
+                                   json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        settled_rows(app, 2)
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(logging.NOTSET)
+    assert [level for level, _ in collect.lines] == ["INFO", "WARNING"]
+    assert collect.lines[0][1].startswith("alice echo ok 200")
+    assert "status-400 upstream_client_error 400" in collect.lines[1][1]
