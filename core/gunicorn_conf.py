@@ -66,7 +66,21 @@ def post_worker_init(worker):
         else:
             threading.Thread(target=end_streams_in_time, daemon=True).start()
 
+    def on_quit(sig, frame):
+        # Ctrl-C (SIGINT to every process) and the master's quick stop (SIGQUIT): end the open
+        # streams with an error event and let the worker's loop finish, rather than gunicorn's
+        # sys.exit inside gevent's hub, which prints a SystemExit traceback per greenlet
+        worker.alive = False
+        if "gevent" in type(worker).__module__:
+            import gevent
+
+            gevent.spawn(portal.end_streams)
+        else:
+            threading.Thread(target=portal.end_streams, daemon=True).start()
+
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_quit)
+    signal.signal(signal.SIGQUIT, on_quit)
 
 
 def worker_exit(server, worker):

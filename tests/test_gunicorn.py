@@ -150,3 +150,31 @@ def test_sigterm_ends_open_streams_with_an_error_and_loses_no_record(tmp_path, f
     assert len(rows) == 23
     cut = [r for r in rows if r[0] == "portal_shutdown"]
     assert len(cut) == 3 and all(r[1] == "counted" and r[2] > 0 for r in cut)
+
+
+def test_ctrl_c_stops_serve_quickly_without_tracebacks(tmp_path):
+    import signal
+
+    config = {"portal": {"secret_key": "gunicorn-test-secret-0123456789abcdef", "log_level": "WARNING",
+                         "database_url": f"sqlite:///{tmp_path}/c.db"}, "plugins": {"portal_tokens": {}}}
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path), "--port",
+                                str(port), "--workers", "2"], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/ready", timeout=0.5).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: every process of the group gets it
+    started = time.monotonic()
+    process.wait(15)
+    assert time.monotonic() - started < 10
+    log.seek(0)
+    output = log.read()
+    assert "Traceback" not in output and "SystemExit" not in output, output[-2000:]
