@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import io
 import logging
 import os
@@ -46,6 +47,8 @@ class Portal:
         self.extensions: dict = {}
         self.routes: list[dict] = []
         self.access_by_endpoint: dict[str, str] = {}
+        self.route_details: dict = {}  # endpoint -> its Route (for /openapi.json)
+        self.body_checks: dict = {}  # endpoint -> the check of its declared body schema
         self.ready = False
         self.app: Flask | None = None
         # ``requests`` off the hot path (health, usage, admin proxies); urllib3 on it.
@@ -262,6 +265,15 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
         if not actor.may(access):
             return error_response(403, f"This route needs the {access} role.", code="forbidden")
         g.actor = actor
+        check = portal.body_checks.get(request.endpoint)
+        if check is not None and request.method in ("POST", "PUT", "PATCH"):
+            try:
+                body = json.loads(request.get_data(cache=True) or b"null")
+            except RecursionError:
+                return error_response(400, "The request body is nested too deeply.", code="invalid_json")
+            except (ValueError, UnicodeDecodeError):
+                return error_response(400, "The request body is not valid JSON.", code="invalid_json")
+            check(body)
         return None
 
     @app.after_request

@@ -45,6 +45,18 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def cmd_openapi(args) -> int:
+    """Print the OpenAPI 3.1 document of the configured portal's routes (no server started)."""
+    from .openapi import build_document
+
+    portal = _build(args)
+    try:
+        print(json.dumps(build_document(portal), indent=2))
+    finally:
+        portal.shutdown()
+    return 0
+
+
 def cmd_routes(args) -> int:
     """Print every route with its methods, access and plugin."""
     portal = _build(args)
@@ -88,7 +100,7 @@ def plugin_commands(plugins: list | None = None) -> list:
     return commands
 
 
-CORE_COMMANDS = ("serve", "check-config", "plugins", "routes")
+CORE_COMMANDS = ("serve", "check-config", "plugins", "routes", "openapi")
 
 
 def build_parser(plugins: list | None = None, with_plugin_commands: bool = True) -> argparse.ArgumentParser:
@@ -114,6 +126,9 @@ def build_parser(plugins: list | None = None, with_plugin_commands: bool = True)
     listing = with_config(sub.add_parser("plugins", help="installed and enabled plugins and their hooks"))
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_plugins)
+
+    document = with_config(sub.add_parser("openapi", help="print the OpenAPI 3.1 document of the routes"))
+    document.set_defaults(func=cmd_openapi)
 
     routes = with_config(sub.add_parser("routes", help="every route with its access"))
     routes.add_argument("--json", action="store_true")

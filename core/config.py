@@ -35,6 +35,7 @@ CORE_SCHEMA = {
                 "blocked_plugins": {"type": "array", "items": {"type": "string"}},
                 "trust_request_id": {"type": "boolean"},
                 "cors_origins": {"type": "array", "items": {"type": "string", "pattern": "^https?://[^/]+$"}},
+                "docs": {"enum": ["public", "admin", "off"]},
             },
         },
         "auth": {
@@ -61,6 +62,7 @@ DEFAULTS = {
         "blocked_plugins": [],
         "trust_request_id": True,
         "cors_origins": [],
+        "docs": "public",  # who may read /openapi.json and /docs
     },
     "auth": {"order": []},  # empty: the plugins' own order (tryfirst/trylast), see hooks.implementations
     "plugins": {},

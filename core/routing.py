@@ -6,7 +6,7 @@ import re
 from flask import Blueprint, Flask, g, jsonify
 from flask_sock import Sock
 
-from .errors import StartupError
+from .errors import PortalError, StartupError
 from .hooks import call_impl, implementations
 from .types import ACCESS_LEVELS, Route
 
@@ -24,6 +24,30 @@ def bound_view(portal, name: str, func, **fixed):
     return view
 
 
+def body_check(schema: dict):
+    """Return a function that raises 400 for a JSON body ``schema`` refuses (the error's code is
+    the ``x-error-code`` of the failing part of the schema, or of a missing property's schema,
+    else ``invalid_request``)."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema)
+
+    def check(body) -> None:
+        error = next(iter(sorted(validator.iter_errors(body), key=lambda e: len(e.path))), None)
+        if error is None:
+            return
+        code = error.schema.get("x-error-code") if isinstance(error.schema, dict) else None
+        if error.validator == "required":
+            missing = next((name for name in error.validator_value if isinstance(body, dict) and name not in body), None)
+            code = ((error.schema.get("properties") or {}).get(missing) or {}).get("x-error-code", code)
+        where = "/".join(str(p) for p in error.absolute_path)
+        message = f"{where}: {error.message}" if where else error.message
+        raise PortalError(f"The request body does not match this route's schema: {message}", status=400,
+                          code=code or "invalid_request", type="invalid_request_error")
+
+    return check
+
+
 def core_routes(portal) -> list[Route]:
     """Return the core's own routes: liveness, readiness, and who the caller is."""
 
@@ -39,8 +63,42 @@ def core_routes(portal) -> list[Route]:
         actor = g.actor
         return {"user": actor.id, "role": actor.role, "via": actor.via, "email": actor.email, "name": actor.name}
 
-    return [Route("/health", health, access="public"), Route("/ready", ready, access="public"),
-            Route("/me", me, access="user")]
+    routes = [Route("/health", health, access="public"), Route("/ready", ready, access="public"),
+              Route("/me", me, access="user")]
+    return routes + docs_routes(portal)
+
+
+def docs_routes(portal) -> list[Route]:
+    """Return ``/openapi.json`` and the ``/docs`` page with its files, for whoever
+    ``portal.docs`` says (public, admin, or none when off)."""
+    from flask import Response, abort, send_from_directory
+
+    from .openapi import DOCS_INIT, build_document, docs_page
+
+    access = portal.settings.get("docs", "public")
+    if access == "off":
+        return []
+
+    def openapi():
+        """The OpenAPI 3.1 document of this portal's routes"""
+        return jsonify(build_document(portal))
+
+    def docs():
+        """The API reference page (Swagger UI)"""
+        return Response(docs_page("/openapi.json", "/docs/assets"), mimetype="text/html")
+
+    def docs_asset(name):
+        """A file of the API reference page"""
+        if name == "docs-init.js":
+            return Response(DOCS_INIT, mimetype="text/javascript")
+        if name not in ("swagger-ui.css", "swagger-ui-bundle.js"):
+            abort(404)
+        import swagger_ui_bundle
+
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, name, max_age=86400)
+
+    return [Route("/openapi.json", openapi, access=access), Route("/docs", docs, access=access),
+            Route("/docs/assets/<name>", docs_asset, access=access)]
 
 
 def _path_key(path: str) -> str:
@@ -87,6 +145,9 @@ def register_routes(portal, app: Flask, sock: Sock) -> None:
         portal.routes.append({"path": route.path, "methods": sorted(m.upper() for m in route.methods),
                               "access": route.access, "plugin": plugin,
                               "websocket": route.websocket, "endpoint": endpoint})
+        portal.route_details[endpoint] = route
+        if route.schema is not None:
+            portal.body_checks[endpoint] = body_check(route.schema)
     for bp in blueprints.values():
         app.register_blueprint(bp)
     for endpoint in app.view_functions:

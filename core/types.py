@@ -38,6 +38,11 @@ class Route:
     access: Optional[str] = None
     name: Optional[str] = None
     websocket: bool = False
+    # the JSON Schema of the request body: the core checks every body against it before the view
+    # runs (400 with the schema's ``x-error-code`` where the failing part names one) and it is
+    # the body /openapi.json describes
+    schema: Optional[dict] = None
+    summary: Optional[str] = None  # a line for /openapi.json (else the view's docstring's first)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from flask import Response, g, request
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, Route, hookimpl
 
-from .body import read_chat_body
+from .body import CHAT_BODY_SCHEMA, read_chat_body
 from .call import ChatCall, ChatState
 from .models import visible_models
 from .settings import NAME, ChatSettings, config_schema
@@ -109,10 +109,12 @@ def portal_register_routes(portal):
 
     ws_chat.auth_in_first_message = True
     return [
-        Route("/v1/chat/completions", chat_completions, methods=("POST",), access="user"),
+        Route("/v1/chat/completions", chat_completions, methods=("POST",), access="user",
+              schema=CHAT_BODY_SCHEMA, summary="A chat completion, streamed or not (OpenAI's API)"),
         Route("/chat/completions", chat_completions, methods=("POST",), access="user",
-              name="chat_completions_seed"),
-        Route("/chat/stream", chat_stream, methods=("POST",), access="user"),
+              name="chat_completions_seed", schema=CHAT_BODY_SCHEMA, summary="The same, at the seed's path"),
+        Route("/chat/stream", chat_stream, methods=("POST",), access="user", schema=CHAT_BODY_SCHEMA,
+              summary="A chat completion, always streamed"),
         Route("/v1/models", models, access="user"),
         Route("/ws/chat", ws_chat, access="user", websocket=True),
     ]

@@ -12,8 +12,7 @@ import json
 from flask import request
 
 from agent_portal import PortalError
-
-_NUMBER = (int, float)
+from agent_portal.routing import body_check
 
 # OpenAI's chat completion parameters (November 2026) that the portal passes on as sent.
 FORWARDED = frozenset({
@@ -35,6 +34,29 @@ REFUSED = frozenset({
     "timeout", "num_retries", "fallbacks", "context_window_fallbacks", "caching", "cache",
     "no-log", "guardrails", "input_cost_per_token", "output_cost_per_token", "tags",
 })
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"], "x-error-code": "invalid_type"}
+
+# The body of a chat call: the core checks every request against it before the view runs (and
+# /openapi.json shows it); WebSocket messages are checked against it by check_chat_body.
+CHAT_BODY_SCHEMA = {
+    "type": "object", "x-error-code": "invalid_body",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "pattern": "\\S", "x-error-code": "missing_model",
+                  "description": "A model of GET /v1/models"},
+        "messages": {"type": "array", "minItems": 1, "x-error-code": "missing_messages",
+                     "items": {"type": "object", "required": ["role"], "x-error-code": "invalid_messages",
+                               "properties": {"role": {"type": "string", "x-error-code": "invalid_messages"},
+                                              "content": {}}}},
+        "stream": {"type": "boolean", "x-error-code": "invalid_type"},
+        "stream_options": {"type": ["object", "null"], "x-error-code": "invalid_type"},
+        "temperature": _NUMBER_OR_NULL, "top_p": _NUMBER_OR_NULL, "max_tokens": _NUMBER_OR_NULL,
+        "max_completion_tokens": _NUMBER_OR_NULL, "n": _NUMBER_OR_NULL,
+    },
+}
+_check_schema = body_check(CHAT_BODY_SCHEMA)
 
 
 def read_chat_body() -> dict:
@@ -59,30 +81,11 @@ def check_chat_body(raw) -> dict:
     or a key that would steer the upstream (see ``REFUSED``).
     """
     body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise PortalError("The request body must be a JSON object.", code="invalid_body")
+    _check_schema(body)
     steering = sorted(REFUSED.intersection(body))
     if steering:
         raise PortalError(f"These parameters are not accepted by the portal: {', '.join(steering)}.",
                           code="parameter_not_allowed")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise PortalError("'model' is required and must be a non-empty string.", code="missing_model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise PortalError("'messages' is required and must be a non-empty array.", code="missing_messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise PortalError(f"messages[{i}] must be an object with a string 'role'.", code="invalid_messages")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise PortalError("'stream' must be true or false.", code="invalid_type")
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise PortalError("'stream_options' must be an object.", code="invalid_type")
-    for key in ("temperature", "top_p", "max_tokens", "max_completion_tokens", "n"):
-        if key in body and body[key] is not None and (
-                not isinstance(body[key], _NUMBER) or isinstance(body[key], bool)):
-            raise PortalError(f"'{key}' must be a number.", code="invalid_type")
     return {key: value for key, value in body.items() if key in FORWARDED}
 
 

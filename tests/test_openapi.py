@@ -1,0 +1,93 @@
+"""The portal's own API described: /openapi.json from the route table, /docs rendering it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from openapi_spec_validator import validate
+
+from agent_portal import portal_of
+from agent_portal.openapi import openapi_path
+
+from conftest import bearer
+from test_auth import every_builtin_plugin
+from test_dashboard_browser import browser  # noqa: F401  (the chromium fixture)
+
+
+@pytest.fixture
+def everything(make_app, fake_upstream, webui):
+    return make_app(**every_builtin_plugin(fake_upstream, webui))
+
+
+def operations(document: dict) -> set:
+    return {(path, method.upper()) for path, item in document["paths"].items() for method in item}
+
+
+def test_the_document_is_valid_openapi_3_1_and_lists_exactly_the_routes(everything):
+    document = everything.test_client().get("/openapi.json").json
+    assert document["openapi"] == "3.1.0"
+    validate(document)
+    routes = {(openapi_path(r["path"])[0], m) for r in portal_of(everything).routes for m in r["methods"]
+              if m not in ("HEAD", "OPTIONS")}
+    assert operations(document) == routes
+    assert len(routes) > 80
+
+
+def test_each_operation_says_who_may_call_it_and_how_it_refuses(everything):
+    document = everything.test_client().get("/openapi.json").json
+    keys = document["paths"]["/admin/keys"]["get"]
+    assert keys["x-access"] == "admin" and keys["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert keys["responses"]["403"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    health = document["paths"]["/health"]["get"]
+    assert health["security"] == [] and "401" not in health["responses"]
+    thread = document["paths"]["/agents/threads/{thread_id}"]["get"]
+    assert thread["parameters"] == [{"name": "thread_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def test_a_route_s_declared_body_schema_is_documented_and_enforced(everything, fake_upstream):
+    client = everything.test_client()
+    chat = client.get("/openapi.json").json["paths"]["/v1/chat/completions"]["post"]
+    schema = chat["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["model", "messages"]
+    before = len(fake_upstream.requests)
+    refused = client.post("/v1/chat/completions", headers=bearer(everything), json={"model": "echo", "messages": []})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "missing_messages"
+    assert "schema" in refused.json["error"]["message"] and len(fake_upstream.requests) == before
+
+
+def test_the_cli_prints_the_same_document_without_a_server(capsys, tmp_path):
+    from agent_portal.cli import main
+
+    path = tmp_path / "portal.yaml"
+    path.write_text("portal:\n  secret_key: openapi-cli-secret-0123456789abcdef\n"
+                    f"  database_url: sqlite:///{tmp_path}/o.db\nplugins:\n  chat: {{}}\n  portal_tokens: {{}}\n")
+    assert main(["openapi", "--config", str(path)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    validate(document)
+    assert "/v1/chat/completions" in document["paths"]
+
+
+def test_docs_can_be_admin_only_or_off(make_app, tmp_path):
+    admin_only = make_app(config={"portal": {"secret_key": "docs-secret-0123456789abcdef0123", "docs": "admin",
+                                             "database_url": f"sqlite:///{tmp_path}/d.db"},
+                                  "plugins": {"portal_tokens": {}}})
+    client = admin_only.test_client()
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/docs", headers=bearer(admin_only, "alice")).status_code == 403
+    assert client.get("/docs", headers=bearer(admin_only, "root", "admin")).status_code == 200
+    off = make_app(config={"portal": {"secret_key": "docs-secret-0123456789abcdef0123", "docs": "off",
+                                      "database_url": f"sqlite:///{tmp_path}/e.db"}, "plugins": {}})
+    assert off.test_client().get("/openapi.json").status_code == 404
+
+
+def test_the_docs_page_renders_every_operation_in_chromium(everything, live_server, browser):  # noqa: F811
+    server = live_server(everything)
+    page = browser.new_page()
+    try:
+        page.goto(f"{server.url}/docs")
+        page.wait_for_selector(".opblock", timeout=20_000)
+        shown = page.locator(".opblock").count()
+        assert shown == len(operations(everything.test_client().get("/openapi.json").json))
+        assert "Agent Portal" in page.locator(".title").first.inner_text()
+    finally:
+        page.close()
