@@ -66,21 +66,29 @@ def post_worker_init(worker):
         else:
             threading.Thread(target=end_streams_in_time, daemon=True).start()
 
-    def on_quit(sig, frame):
-        # Ctrl-C (SIGINT to every process) and the master's quick stop (SIGQUIT): end the open
-        # streams with an error event and let the worker's loop finish, rather than gunicorn's
-        # sys.exit inside gevent's hub, which prints a SystemExit traceback per greenlet
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def post_fork(server, worker):
+    """Ctrl-C (SIGINT to every process) and the master's quick stop (SIGQUIT) end the worker's
+    loop and its open streams (each with an error event), instead of gunicorn's ``sys.exit``
+    inside gevent's hub, which prints a SystemExit traceback per greenlet. Set before the worker
+    installs its signal handlers, so a Ctrl-C while it still boots is quiet too."""
+    import threading
+
+    def quit_quietly(sig, frame):
         worker.alive = False
+        portal = _portal_of(worker)
+        if portal is None:
+            return
         if "gevent" in type(worker).__module__:
-            import gevent
+            import gevent  # a signal handler runs in gevent's hub: it may spawn, never block
 
             gevent.spawn(portal.end_streams)
         else:
             threading.Thread(target=portal.end_streams, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_quit)
-    signal.signal(signal.SIGQUIT, on_quit)
+    worker.handle_quit = quit_quietly
 
 
 def worker_exit(server, worker):

@@ -352,3 +352,13 @@ def test_streams_abandoned_mid_body_never_return_their_connection(app, fake_upst
     for _ in range(2):
         post_chat(app, {"model": "stall-mid", "messages": HELLO, "stream": True}).get_data()
     assert len(set(fake_upstream.connection_of_request[-2:])) == 2
+
+
+@pytest.mark.parametrize("field, value", [("max_tokens", 10 ** 400), ("max_tokens", 0), ("n", 10 ** 30),
+                                          ("max_completion_tokens", 2.5), ("temperature", 1e308 * 10)])
+def test_hostile_sizes_are_refused_not_a_500(app, fake_upstream, field, value):
+    # found by fuzzing /openapi.json: a huge max_tokens overflowed the cost estimate into a 500
+    body = json.dumps({"model": "echo", "messages": HELLO, field: value}).replace("Infinity", "1e999")
+    response = app.test_client().post("/v1/chat/completions", data=body,
+                                      headers={**bearer(app), "Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json["error"]["code"] in ("invalid_type", "invalid_json")

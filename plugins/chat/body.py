@@ -37,6 +37,8 @@ REFUSED = frozenset({
 
 
 _NUMBER_OR_NULL = {"type": ["number", "null"], "x-error-code": "invalid_type"}
+_COUNT_OR_NULL = {"type": ["integer", "null"], "minimum": 1, "x-error-code": "invalid_type"}
+MAX_COMPLETION_TOKENS = 10_000_000  # more than any model writes; a bigger ceiling is a hostile one
 
 # The body of a chat call: the core checks every request against it before the view runs (and
 # /openapi.json shows it); WebSocket messages are checked against it by check_chat_body.
@@ -52,8 +54,11 @@ CHAT_BODY_SCHEMA = {
                                               "content": {}}}},
         "stream": {"type": "boolean", "x-error-code": "invalid_type"},
         "stream_options": {"type": ["object", "null"], "x-error-code": "invalid_type"},
-        "temperature": _NUMBER_OR_NULL, "top_p": _NUMBER_OR_NULL, "max_tokens": _NUMBER_OR_NULL,
-        "max_completion_tokens": _NUMBER_OR_NULL, "n": _NUMBER_OR_NULL,
+        "temperature": {**_NUMBER_OR_NULL, "minimum": 0, "maximum": 2},
+        "top_p": {**_NUMBER_OR_NULL, "minimum": 0, "maximum": 1},
+        "max_tokens": {**_COUNT_OR_NULL, "maximum": MAX_COMPLETION_TOKENS},
+        "max_completion_tokens": {**_COUNT_OR_NULL, "maximum": MAX_COMPLETION_TOKENS},
+        "n": {**_COUNT_OR_NULL, "maximum": 128},
     },
 }
 _check_schema = body_check(CHAT_BODY_SCHEMA)

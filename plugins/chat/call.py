@@ -13,7 +13,7 @@ import time
 from agent_portal import ChatEstimate, ChatRecord, PortalError
 from agent_portal.sse import StreamState, relay
 
-from .body import message_text
+from .body import MAX_COMPLETION_TOKENS, message_text
 from agent_portal.counting import estimate_tokens
 from .breaker import Breaker
 from .models import ModelRules, resolve
@@ -78,7 +78,7 @@ def estimate(state: ChatState, target, body: dict) -> ChatEstimate:
     prompt = estimate_tokens(message_text(messages)) + 3 * len(messages) + 3
     ceiling = body.get("max_completion_tokens") or body.get("max_tokens") or \
         state.settings.reserve_completion_tokens
-    completion = max(1, int(ceiling)) * max(1, int(body.get("n") or 1))
+    completion = min(max(1, int(ceiling)), MAX_COMPLETION_TOKENS) * min(max(1, int(body.get("n") or 1)), 128)
     return ChatEstimate(prompt_tokens=prompt, completion_tokens=completion,
                         cost=price(state, target, prompt, completion, None)[0])
 
