@@ -19,7 +19,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 @pytest.mark.parametrize("role", ["user", "admin"])
-def test_every_operation_survives_a_bounded_fuzz_run(make_app, fake_upstream, webui, live_server, role):
+def test_every_operation_survives_a_bounded_fuzz_run(make_app, fake_upstream, webui, live_server, role, tmp_path):
     binary = shutil.which("schemathesis", path=os.path.dirname(sys.executable))
     if binary is None:
         pytest.fail("schemathesis is not installed (pip install -e '.[test]')")
@@ -32,7 +32,7 @@ def test_every_operation_survives_a_bounded_fuzz_run(make_app, fake_upstream, we
          "--request-timeout", "10", "--exclude-path-regex", "^/ws/|/events$", "--seed", "20261126",
          "--no-color"],
         env={**os.environ, "SCHEMATHESIS_HOOKS": "fuzz_checks", "PYTHONPATH": str(TESTS)},
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its cache stays out of the checkout
     summary = run.stdout[run.stdout.find("SUMMARY"):] if "SUMMARY" in run.stdout else run.stdout[-3000:]
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "Tested:" in summary
