@@ -179,7 +179,7 @@ class FakeUpstream:
                 self.seen_users[user + model] = count + 1
             if count == 0:
                 return self._status(h, int(model.split("-")[1]))
-        chunks = int(body.get("max_tokens") or 5)
+        chunks = min(int(body.get("max_tokens") or 5), 1000)  # a real model stops somewhere too
         if model == "long":
             chunks = 100
         start = len(re.findall(r"tok\d+", str(prefill))) if prefill else 0

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from agent_portal import create_app, portal_of
 
 from conftest import bearer
 from test_auth import every_builtin_plugin
@@ -18,18 +21,42 @@ pytestmark = pytest.mark.integration
 TESTS = Path(__file__).resolve().parent
 
 
+@pytest.fixture(scope="module")
+def served_portal(tmp_path_factory, fake_upstream):
+    """The portal with every built-in plugin, served as in production (gunicorn, gevent)."""
+    from fake_webui import FakeOpenWebUI
+
+    from conftest import WEBUI_SECRET, base_config
+    from test_gunicorn import start_portal
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    webui = FakeOpenWebUI(WEBUI_SECRET)
+    config = base_config(folder, **every_builtin_plugin(fake_upstream, webui))
+    config["plugins"]["documents"] = {"store": {"path": str(folder / "vectors")}}
+    path = folder / "portal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    metrics = folder / "metrics"
+    metrics.mkdir()
+    process, base = start_portal(path, {"PROMETHEUS_MULTIPROC_DIR": str(metrics)}, workers=1)
+    app = create_app(str(path))
+    yield base, app
+    portal_of(app).shutdown()
+    process.terminate()
+    process.wait(20)
+    webui.stop()
+
+
 @pytest.mark.parametrize("role", ["user", "admin"])
-def test_every_operation_survives_a_bounded_fuzz_run(make_app, fake_upstream, webui, live_server, role, tmp_path):
+def test_every_operation_survives_a_bounded_fuzz_run(served_portal, role, tmp_path):
     binary = shutil.which("schemathesis", path=os.path.dirname(sys.executable))
     if binary is None:
         pytest.fail("schemathesis is not installed (pip install -e '.[test]')")
-    app = make_app(**every_builtin_plugin(fake_upstream, webui))
-    server = live_server(app)
+    base, app = served_portal
     token = bearer(app, "fuzzer", role)["Authorization"]
     run = subprocess.run(
-        [binary, "run", f"{server.url}/openapi.json", "--header", f"Authorization: {token}",
+        [binary, "run", f"{base}/openapi.json", "--header", f"Authorization: {token}",
          "--checks", "no_internal_error,errors_in_the_portal_shape", "--max-examples", "5",
-         "--request-timeout", "10", "--exclude-path-regex", "^/ws/|/events$", "--seed", "20261126",
+         "--request-timeout", "20", "--exclude-path-regex", "^/ws/|/events$", "--seed", "20261126",
          "--no-color"],
         env={**os.environ, "SCHEMATHESIS_HOOKS": "fuzz_checks", "PYTHONPATH": str(TESTS)},
         capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its cache stays out of the checkout
