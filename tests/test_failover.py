@@ -107,6 +107,9 @@ def test_a_fallback_that_refuses_to_continue_ends_with_an_error_event_never_a_cl
     assert "prefill" in error["message"]
     row = settled_rows(app)[0]
     assert row["outcome"] == "upstream_reset" and row["partial"] is True
+    counter = portal_of(app).token_counter
+    assert row["served_by"] is None  # one target served it: its partial answer is counted once
+    assert row["completion_tokens"] == counter.count_text("reset-mid", "tok0 tok1 ")
 
 
 def test_without_a_fallback_a_cut_stream_still_ends_with_an_error_event(make_app, fake_upstream):

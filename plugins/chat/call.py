@@ -202,6 +202,7 @@ class ChatCall:
                 self.settings, remaining, lambda t: self.build_payload(t, prefill=text), True, self.request_id,
                 self.actor, self.record.session_id, self.state.breaker, max(self.deadline, time.monotonic() + 5))
         except UpstreamFailure as failure:
+            self.served.pop()  # the answer stays this target's alone: counted once, at the end
             refused = failure.body is not None and error_code(failure.body)[0] == "prefill_not_supported"
             reason = f"it refused to continue an answer (prefill): {failure.message}" if refused else failure.message
             return f"No fallback could continue the answer: {reason}"
