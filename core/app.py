@@ -274,6 +274,7 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
             except (ValueError, UnicodeDecodeError):
                 return error_response(400, "The request body is not valid JSON.", code="invalid_json")
             check(body)
+            g.json_body = body  # parsed and checked once: the view reads it from here
         return None
 
     @app.after_request

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from flask import request
+from flask import g, request
 
 from agent_portal import PortalError
 from agent_portal.routing import body_check
@@ -65,8 +65,12 @@ _check_schema = body_check(CHAT_BODY_SCHEMA)
 
 
 def read_chat_body() -> dict:
-    """Return the checked JSON body of the current chat request (see :func:`check_chat_body`)."""
-    return check_chat_body(request.get_data(cache=False))
+    """Return the checked body of the current chat request, only forwarded keys kept. The core
+    parsed it and checked it against :data:`CHAT_BODY_SCHEMA` before the view (``g.json_body``)."""
+    body = g.get("json_body")
+    if body is None:  # a route that did not declare the schema
+        return check_chat_body(request.get_data(cache=False))
+    return accepted(body)
 
 
 def parse_json(raw):
@@ -87,6 +91,11 @@ def check_chat_body(raw) -> dict:
     """
     body = parse_json(raw)
     _check_schema(body)
+    return accepted(body)
+
+
+def accepted(body: dict) -> dict:
+    """Return the keys of a schema-checked ``body`` that go upstream; 400 for a steering key."""
     steering = sorted(REFUSED.intersection(body))
     if steering:
         raise PortalError(f"These parameters are not accepted by the portal: {', '.join(steering)}.",
