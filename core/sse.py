@@ -1,4 +1,8 @@
-"""Relaying an upstream's OpenAI-style SSE stream: chunk by chunk, usage kept, failures visible."""
+"""Relaying an upstream's stream to the client: chunk by chunk, heartbeats, failures visible.
+
+The protocol of the stream is passed in (``events``); OpenAI's chat stream
+(:mod:`agent_portal.openai_sse`) is the default.
+"""
 from __future__ import annotations
 
 import json
@@ -7,14 +11,17 @@ import socket
 import threading
 import time
 
+from .openai_sse import OpenAIEvents
+
 DATA, EOF, FAILED, SHUTDOWN = 0, 1, 2, 3
 HEARTBEAT = b": keep-alive\n\n"
-DONE = b"[DONE]"
+# what a streamed answer carries: never cached, never buffered by a proxy (nginx, Kong)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def sse_error(message: str, code: str, type_: str = "upstream_error") -> bytes:
-    """Return one SSE frame carrying an OpenAI error object (clients raise on it)."""
-    return b"data: " + json.dumps({"error": {"message": message, "type": type_, "code": code}}).encode() + b"\n\n"
+def sse_event(name: str, data) -> bytes:
+    """Return one named SSE event whose data is ``data`` as JSON."""
+    return f"event: {name}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
 
 
 def close_upstream(response) -> None:
@@ -71,108 +78,6 @@ class StreamState:
         self.usage = self.cost = self.error = None
         self.done = self.finished = False
         self.outcome = "ok"
-
-
-MAX_SKIPPED = 3  # malformed events a stream may send before it counts as broken
-
-
-def filter_events(block: bytes, state: StreamState) -> bytes:
-    """Return the complete SSE events of ``block`` to forward, updating ``state``.
-
-    Parses each ``data:`` line: records usage and cost, drops the usage-only chunk when the
-    client did not ask for it, notes ``[DONE]`` and finish reasons. A malformed event is left
-    out and counted; raises ValueError when more than ``MAX_SKIPPED`` were.
-    """
-    out = []
-    for event in block.split(b"\n\n"):
-        if not event.strip():
-            continue
-        try:
-            forward = _filter_event(event, state)
-        except ValueError:
-            state.skipped += 1
-            if state.skipped > MAX_SKIPPED:
-                raise
-            continue
-        if forward is not None:
-            out.append(forward)
-    return b"".join(e + b"\n\n" for e in out)
-
-
-def _filter_event(event: bytes, state: StreamState) -> bytes | None:
-    """Return one event to forward (None to drop it), updating ``state``; ValueError when malformed."""
-    data = None
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            data = line[5:].strip()
-        elif line and not line.startswith((b":", b"event:", b"id:", b"retry:")):
-            raise ValueError("an SSE line that is neither data, event, id nor comment")
-    if data is None:
-        return event
-    if data == DONE:
-        state.done = True
-        return event
-    chunk = json.loads(data)
-    if not isinstance(chunk, dict):
-        raise ValueError("an SSE data line that is not a JSON object")
-    if "error" in chunk and chunk["error"]:
-        state.error = chunk["error"]
-        state.outcome = "upstream_error"
-        return event
-    state.chunks += 1
-    if state.call_id is None:
-        state.call_id = chunk.get("id")
-    usage = chunk.get("usage")
-    choices = chunk.get("choices")
-    if usage:
-        state.usage = usage
-        cost = chunk.get("cost", usage.get("cost") if isinstance(usage, dict) else None)
-        if cost is not None:
-            state.cost = cost
-        if state.strip_usage and _usage_only(choices):
-            return None
-    if choices:
-        _collect_text(choices, state.text)
-        if any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
-            state.finished = True
-    return event
-
-
-def _collect_text(choices, text: list) -> None:
-    for choice in choices:
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if not isinstance(delta, dict):
-            continue
-        if isinstance(delta.get("content"), str):
-            text.append(delta["content"])
-        for call in delta.get("tool_calls") or ():
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                text.append(function["arguments"])
-
-
-def _usage_only(choices) -> bool:
-    """True for OpenAI's ``choices: []`` and LiteLLM's ``[{"index": 0, "delta": {}}]``."""
-    if not choices:
-        return True
-    return all(isinstance(c, dict) and not c.get("delta") and not c.get("finish_reason")
-               for c in choices)
-
-
-class OpenAIEvents:
-    """OpenAI's chat stream, the default protocol of :func:`relay`: ``data: [DONE]`` ends it,
-    and an end without it is a failure; errors are OpenAI error objects."""
-
-    ends_at_eof = False
-    separator = b"\n\n"
-
-    @staticmethod
-    def filter(block: bytes, state: StreamState) -> bytes:
-        return filter_events(block, state)
-
-    @staticmethod
-    def error(message: str, code: str, type_: str = "upstream_error") -> bytes:
-        return sse_error(message, code, type_)
 
 
 def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: float,

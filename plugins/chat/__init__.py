@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Response, g, request
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, Route, hookimpl
+from agent_portal.sse import STREAM_HEADERS
 
 from .body import CHAT_BODY_SCHEMA, read_chat_body
 from .call import ChatCall, ChatState
@@ -19,7 +20,7 @@ from .settings import NAME, ChatSettings, config_schema
 from .upstream import UpstreamFailure, failure_response
 from .ws import websocket_chat
 
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+CHAT_STREAM_HEADERS = {**STREAM_HEADERS, "Connection": "keep-alive"}
 
 
 @hookimpl
@@ -86,7 +87,7 @@ def chat_call(portal, force_stream: bool | None = None):
     if not stream:
         payload, headers = call.plain_answer()
         return Response(payload, status=200, mimetype="application/json", headers=headers)
-    headers = dict(STREAM_HEADERS)
+    headers = dict(CHAT_STREAM_HEADERS)
     if call.response.headers.get("x-litellm-call-id"):
         headers["x-litellm-call-id"] = call.response.headers["x-litellm-call-id"]
     return Response(call.relay(), status=200, mimetype="text/event-stream", headers=headers,

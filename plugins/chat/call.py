@@ -15,6 +15,7 @@ from agent_portal.sse import StreamState, relay
 
 from .body import MAX_COMPLETION_TOKENS, message_text
 from agent_portal.counting import estimate_tokens
+from agent_portal.metering import stream_status
 from .breaker import Breaker
 from .models import ModelRules, resolve
 from .settings import NAME, ChatSettings
@@ -228,7 +229,7 @@ class ChatCall:
             record.partial = state.outcome != "ok"
             record.outcome = state.outcome
             if state.outcome != "ok":
-                record.status = {"client_disconnected": 499, "portal_shutdown": 503}.get(state.outcome, 502)
+                record.status = stream_status(state.outcome)
             error = state.error
             record.error = error if error is None or isinstance(error, str) else json.dumps(error)
             record.upstream_call_id = record.upstream_call_id or state.call_id

@@ -4,8 +4,8 @@ collections they may read; and each collection as the chat model ``docs:<name>``
 Install with ``pip install 'agent-portal[documents]'`` (CPU torch first: see README). Modules:
 ``settings``, ``parsing`` (PDF, DOCX, PPTX, HTML, Markdown, text), ``chunking``, ``embedders``
 (local model or a backend's /embeddings), ``stores`` (LanceDB, Qdrant), ``catalog`` (collections
-and files in the portal's database), ``collections``, ``ingest``, ``answers`` (search, ask,
-docs: models, /v1/embeddings).
+and files in the portal's database), ``collections``, ``ingest``, ``embedding`` (metered
+embedding, /v1/embeddings), ``answers`` (search, ask), ``as_model`` (docs: models).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import urllib3
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, hookimpl
 from agent_portal.routing import bound_view
 
-from . import answers, collections, ingest
+from . import answers, collections, embedding, ingest
+from .as_model import PREFIX, DocsBackend
 from .catalog import Catalog
 from .embedders import make_embedder
 from .settings import NAME, DocumentSettings, config_schema
@@ -28,7 +29,7 @@ class DocumentState:
         self.settings = settings
         self.catalog = Catalog(portal.database())
         self.embedder = make_embedder(portal, settings)
-        self.backend = answers.DocsBackend(portal)
+        self.backend = DocsBackend(portal)
         self._store = None
         self._lock = threading.Lock()
 
@@ -64,7 +65,7 @@ def portal_backends(portal):
 @hookimpl
 def portal_chat_backend(portal, model):
     state = portal.extensions[NAME]
-    if not state.settings.expose_as_models or not model.startswith(answers.PREFIX):
+    if not state.settings.expose_as_models or not model.startswith(PREFIX):
         return None
     answering = portal.hook.portal_chat_backend(portal=portal, model=state.settings.answer_model) \
         if state.settings.answer_model else None
@@ -77,7 +78,7 @@ def portal_chat_backend(portal, model):
 def portal_chat_admission(portal, actor, model, target, estimate):
     """``docs:<name>`` reaches only a collection the caller may read (404 otherwise)."""
     state = portal.extensions[NAME]
-    if target.backend is not state.backend or not target.upstream_model.startswith(answers.PREFIX):
+    if target.backend is not state.backend or not target.upstream_model.startswith(PREFIX):
         return  # not a docs: model (this plugin's embeddings and answers are metered with the same backend)
     if state.backend.collection_for(actor, target.upstream_model) is None:
         raise PortalError(f"The model `{model}` does not exist or is not served here.", status=404,
@@ -89,7 +90,7 @@ def portal_models(portal, actor):
     state = portal.extensions[NAME]
     if not state.settings.expose_as_models:
         return []
-    names = dict.fromkeys(answers.PREFIX + c["name"] for c in state.catalog.readable(actor))
+    names = dict.fromkeys(PREFIX + c["name"] for c in state.catalog.readable(actor))
     return [ModelInfo(id=name, backend=NAME, owned_by="documents", portal_name=True) for name in names]
 
 
@@ -119,5 +120,5 @@ def portal_register_routes(portal):
         Route(f"{D}/files/<file_id>", view("file", ingest.file_view), ("GET", "DELETE"), "user"),
         Route(f"{D}/search", view("search", answers.search_view), ("POST",), "user"),
         Route(f"{D}/ask", view("ask", answers.ask_view), ("POST",), "user"),
-        Route("/v1/embeddings", view("embeddings", answers.embeddings_view), ("POST",), "user"),
+        Route("/v1/embeddings", view("embeddings", embedding.embeddings_view), ("POST",), "user"),
     ]

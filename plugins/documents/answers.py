@@ -1,4 +1,4 @@
-"""Search, answers with citations, collections as models, and ``/v1/embeddings``.
+"""Search and answers with citations.
 
 Retrieval always filters by the collections the caller may read inside the store's query.
 An answer is the configured chat model's, given the top hits as numbered sources and told to
@@ -7,25 +7,22 @@ chat call are each a ledger record, under limits and budgets.
 """
 from __future__ import annotations
 
-import base64
 import json
-import struct
 import time
-from types import SimpleNamespace
 
 from flask import Response, g
 
-from agent_portal import Actor, PortalError
-from agent_portal.adapter import OpenAIAnswer, OpenAIStreamAdapter, ProtocolBackend
+from agent_portal import PortalError
+from agent_portal.adapter import OpenAIStreamAdapter
 from agent_portal.metering import MeteredCall, stream_status
 from agent_portal.request_body import json_object
-from agent_portal.sse import StreamState, relay
+from agent_portal.sse import STREAM_HEADERS, StreamState, relay, sse_event
 from agent_portal.upstream import UpstreamFailure
 
 from .collections import readable_collection
+from .embedding import embed_metered
 from .settings import NAME
 
-PREFIX = "docs:"
 INSTRUCTIONS = ("Answer the question using only the numbered sources below. Cite the sources you use "
                 "as [1], [2] right after the sentence that uses them. If the sources do not hold the "
                 "answer, say so.\n\n")
@@ -69,22 +66,11 @@ def grounded_messages(hits, messages: list) -> list:
     return [{"role": "system", "content": INSTRUCTIONS + (sources or "(no sources found)")}, *messages]
 
 
-def retrieve(portal, actor, query: str, collection_ids: list[str], k: int, request_id: str, stream: bool = False):
+def retrieve(portal, actor, query: str, collection_ids: list[str], k: int, request_id: str):
     """Return the ``k`` best chunks for ``query`` among ``collection_ids``; the query's embedding
     is metered (admitted, recorded)."""
-    state = _state(portal)
-    call = MeteredCall(portal, actor, model=state.embedder.model_name, backend=state.backend,
-                       upstream_model=state.embedder.model_name, stream=False, request_id=request_id,
-                       prompt_text=query, prices=(state.settings.embedding_price, None), reserve_completion_tokens=0)
-    call.admit()
-    try:
-        vector = state.embedder.embed([query])[0]
-        hits = state.store().search(vector, k, collection_ids)
-    except PortalError as failure:
-        call.end(failure.code or "upstream_error", failure.status, failure.message)
-        raise
-    call.end("ok", 200)
-    return hits
+    vector = embed_metered(portal, actor, [query], request_id)[0][0]
+    return _state(portal).store().search(vector, k, collection_ids)
 
 
 def _scope(portal, actor, body: dict) -> tuple[list[str], dict]:
@@ -216,12 +202,12 @@ def ask_view(portal):
                  answer_text="".join(stream_state.text), cost=stream_state.cost)
 
     def events():
-        yield b"event: sources\ndata: " + json.dumps(sources).encode() + b"\n\n"
+        yield sse_event("sources", sources)
         yield from relay(CitingStream(response, target.upstream_model, hits), b"", stream_state,
                          state.settings.heartbeat, state.settings.answer_timeout, on_end, portal.live_streams)
 
     return Response(events(), status=200, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, direct_passthrough=True)
+                    headers=STREAM_HEADERS, direct_passthrough=True)
 
 
 def _plain_answer(call: MeteredCall, response, hits, sources) -> Response:
@@ -237,101 +223,3 @@ def _plain_answer(call: MeteredCall, response, hits, sources) -> Response:
     call.end("ok", 200, usage=reported, answer_text=text, cost=usage.get("cost"))
     return Response(json.dumps({"answer": text + citations(hits), "sources": sources}), status=200,
                     mimetype="application/json")
-
-
-# --- collections as models ---------------------------------------------------------------------------
-class DocsBackend(ProtocolBackend):
-    """The chat backend named ``documents``: each readable collection as ``docs:<name>``,
-    answered as ``/documents/ask`` answers, in OpenAI's format."""
-
-    def __init__(self, portal):
-        super().__init__(NAME, SimpleNamespace(reachable=True, last_error=None))  # nothing remote to reach
-        self.portal = portal
-
-    def model_ids(self) -> list[str]:
-        return sorted({PREFIX + c["name"] for c in _state(self.portal).catalog.readable(
-            Actor(id="", role="admin", via="documents"))})
-
-    def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:
-        # stays in the portal: send_chat reads who is asking, then builds the answer model's own body
-        payload["user"], payload["portal_role"], payload["portal_request_id"] = actor.id, actor.role, request_id
-
-    def collection_for(self, actor, model: str) -> dict | None:
-        """Return the collection ``docs:<name>`` means for ``actor``: their own of that name,
-        else the oldest one shared with them."""
-        name = model[len(PREFIX):]
-        return next((c for c in _state(self.portal).catalog.readable(actor) if c["name"] == name), None)
-
-    def send_chat(self, body: bytes, headers: dict, timeout, stream: bool):
-        """Answer the last user message from the collection, with citations."""
-        portal, chat = self.portal, json.loads(body)
-        actor = Actor(id=chat["user"], role=chat["portal_role"], via="documents")
-        collection = self.collection_for(actor, chat["model"])
-        if collection is None:
-            raise UpstreamFailure(404, f"No collection {chat['model'][len(PREFIX):]!r} you may read.", "model_not_found")
-        question = next((m.get("content") for m in reversed(chat["messages"]) if m.get("role") == "user"), None)
-        if not isinstance(question, str) or not question.strip():
-            raise UpstreamFailure(400, "A question needs a last user message with text.", "invalid_request")
-        try:
-            hits = retrieve(portal, actor, question[:_state(portal).settings.max_query_chars], [collection["id"]],
-                            _state(portal).settings.top_k, chat.get("portal_request_id") or "docs")
-            target = answer_target(portal, None)
-        except PortalError as failure:
-            raise UpstreamFailure(failure.status, failure.message, failure.code or "upstream_error") from None
-        history = [m for m in chat["messages"] if m.get("role") in ("user", "assistant")]
-        answer = {k: v for k, v in chat.items() if k not in ("portal_role", "portal_request_id", "messages", "model")}
-        answer.update(model=target.upstream_model, messages=grounded_messages(hits, history))
-        target.backend.attribute(answer, actor, chat.get("portal_request_id") or "docs", None)
-        response = target.backend.send_chat(json.dumps(answer).encode(),
-                                            target.backend.request_headers(chat.get("portal_request_id") or "docs",
-                                                                           actor), timeout, stream)
-        if response.status != 200:
-            return response
-        if stream:
-            return CitingStream(response, chat["model"], hits)
-        data = json.loads(response.data)
-        text = (data["choices"][0]["message"]["content"] or "") + citations(hits)
-        usage = data.get("usage")
-        return OpenAIAnswer(chat["model"], text, "docs",
-                            (usage["prompt_tokens"], usage["completion_tokens"]) if usage else None)
-
-
-def _base64(vector: list[float]) -> str:
-    """Return ``vector`` as OpenAI's base64 encoding: little-endian float32s."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-# --- /v1/embeddings ------------------------------------------------------------------------------------
-def embeddings_view(portal):
-    """OpenAI's ``POST /v1/embeddings`` with the portal's embedder, metered."""
-    state, actor, body = _state(portal), g.actor, json_object()
-    model = body.get("model", state.embedder.model_name)
-    if model != state.embedder.model_name:
-        raise PortalError(f"The embedding model here is {state.embedder.model_name}.", status=404,
-                          code="model_not_found", type="invalid_request_error")
-    texts = body.get("input")
-    if isinstance(texts, str):
-        texts = [texts]
-    if not isinstance(texts, list) or not texts or len(texts) > 2048 or not all(
-            isinstance(t, str) and t and len(t) <= 100_000 for t in texts):
-        raise _bad("`input` must be a non-empty string or a list of at most 2048 non-empty strings.")
-    encoding = body.get("encoding_format", "float")
-    if encoding not in ("float", "base64"):
-        raise _bad("`encoding_format` must be float or base64.")
-    call = MeteredCall(portal, actor, model=model, backend=state.backend, upstream_model=model, stream=False,
-                       request_id=g.request_id, prompt_text="\n".join(texts),
-                       prices=(state.settings.embedding_price, None), reserve_completion_tokens=0)
-    call.admit()
-    try:
-        vectors = state.embedder.embed(texts)
-    except PortalError as failure:
-        call.end(failure.code or "upstream_error", failure.status, failure.message)
-        raise
-    call.end("ok", 200)
-    tokens = call.record.prompt_tokens
-    return Response(json.dumps({"object": "list", "model": model,
-                                "data": [{"object": "embedding", "index": i,
-                                          "embedding": _base64(v) if encoding == "base64" else v}
-                                         for i, v in enumerate(vectors)],
-                                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
-                    status=200, mimetype="application/json")

@@ -14,6 +14,7 @@ from agent_portal.metering import MeteredCall
 
 from .chunking import chunk_sections
 from .collections import owned_collection, readable_collection
+from .embedding import embedding_call
 from .parsing import BadDocument, UnsupportedType, parse
 from .settings import NAME
 
@@ -83,11 +84,7 @@ def upload_view(portal, collection_id):
 
 
 def _metered(portal, actor, item, request_id) -> MeteredCall:
-    state = _state(portal)
-    return MeteredCall(portal, actor, model=state.embedder.model_name, backend=state.backend,
-                       upstream_model=state.embedder.model_name, stream=False, request_id=request_id,
-                       prompt_text="\n".join(c.text for c in item["chunks"]),
-                       prices=(state.settings.embedding_price, None), reserve_completion_tokens=0)
+    return embedding_call(portal, actor, "\n".join(c.text for c in item["chunks"]), request_id)
 
 
 def ingest(portal, record: dict, item: dict, collection_id: str, call: MeteredCall) -> None:

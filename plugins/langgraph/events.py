@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from agent_portal.sse import StreamState
+from agent_portal.sse import StreamState, sse_event
 
 AI_TYPES = ("ai", "AIMessageChunk", "AIMessage")
 
@@ -183,4 +183,4 @@ class LangGraphEvents:
 
     @staticmethod
     def error(message: str, code: str, type_: str = "upstream_error") -> bytes:
-        return b"event: error\ndata: " + json.dumps({"error": code, "message": message}).encode() + b"\n\n"
+        return sse_event("error", {"error": code, "message": message})

@@ -5,7 +5,7 @@ from flask import Response, g, request
 
 from agent_portal import PortalError
 from agent_portal.request_body import json_object
-from agent_portal.sse import relay
+from agent_portal.sse import STREAM_HEADERS, relay
 
 from .client import Answer
 from .events import LangGraphEvents, RunStreamState
@@ -38,7 +38,6 @@ def forward_stream(portal, path: str) -> Response:
     """Relay a stream that is not a new run (joining one under way): events as they come,
     heartbeats, an error event on failure; not metered, the run was where it started."""
     state = portal.extensions[NAME]
-    headers = {}
     response = state.client.open("GET", path, params=list(request.args.items(multi=True)),
                                  timeout=state.settings.stream_timeout, stream=True, request_id=g.request_id)
     if response.status != 200:
@@ -46,5 +45,5 @@ def forward_stream(portal, path: str) -> Response:
     settings = state.settings
     return Response(relay(response, b"", RunStreamState(), settings.heartbeat, settings.between_events,
                           lambda _state: None, portal.live_streams, events=LangGraphEvents),
-                    status=200, mimetype="text/event-stream", headers={"Cache-Control": "no-cache", **headers},
+                    status=200, mimetype="text/event-stream", headers=STREAM_HEADERS,
                     direct_passthrough=True)

@@ -13,7 +13,7 @@ from flask import Response
 
 from agent_portal import PortalError
 from agent_portal.metering import MeteredCall, stream_status
-from agent_portal.sse import relay
+from agent_portal.sse import STREAM_HEADERS, relay
 
 from .client import Answer, refuse_bad_key
 from .events import LangGraphEvents, RunMeter, RunStreamState, message_text
@@ -21,7 +21,6 @@ from .settings import NAME
 
 log = logging.getLogger("agent_portal.langgraph")
 OWNER = "portal_owner"
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def input_text(run_input) -> str:

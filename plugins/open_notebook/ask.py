@@ -16,16 +16,11 @@ from flask import Response, g
 
 from agent_portal import PortalError
 from agent_portal.metering import MeteredCall
-from agent_portal.sse import DATA, FAILED, HEARTBEAT, SHUTDOWN
+from agent_portal.sse import DATA, FAILED, HEARTBEAT, SHUTDOWN, STREAM_HEADERS, sse_event
 
 from .settings import NAME
 from .views import _body, _text_field, owned_notebook
 
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _event(name: str, data) -> bytes:
-    return f"event: {name}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
 
 
 def answer_question(portal, notebook_id: str, question: str, actor, request_id: str) -> tuple[str, str]:
@@ -104,16 +99,16 @@ def _stream(portal, call: MeteredCall, notebook_id: str, question: str, actor, r
             answer, context = payload
             call.prompt_text = question + "\n" + context
             outcome, status = "ok", 200
-            yield _event("answer", {"content": answer})
-            yield _event("done", {})
+            yield sse_event("answer", {"content": answer})
+            yield sse_event("done", {})
         elif kind == SHUTDOWN:
             outcome, status, error = "portal_shutdown", 503, "the portal shut down before the answer came"
-            yield _event("error", {"error": "portal_shutdown", "message": "The portal is shutting down."})
+            yield sse_event("error", {"error": "portal_shutdown", "message": "The portal is shutting down."})
         else:
             failure = payload if isinstance(payload, PortalError) else PortalError(
                 f"{type(payload).__name__}: {payload}", status=502, code="upstream_error")
             outcome, status, error = failure.code or "upstream_error", failure.status, failure.message
-            yield _event("error", {"error": outcome, "message": failure.message})
+            yield sse_event("error", {"error": outcome, "message": failure.message})
     finally:
         portal.live_streams.discard(results)
         call.end(outcome, status, error, answer_text=answer)

@@ -8,13 +8,12 @@ from flask import Response, g
 from agent_portal import PortalError
 from agent_portal.metering import MeteredCall, stream_status
 from agent_portal.request_body import json_object
-from agent_portal.sse import relay
+from agent_portal.sse import STREAM_HEADERS, relay
 
 from .client import normalize_sources
 from .settings import MODES, NAME
 from .stream import PerplexicaEvents, SearchStreamState
 
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _bad(message: str) -> PortalError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from agent_portal.adapter import OpenAIStreamAdapter
-from agent_portal.sse import StreamState
+from agent_portal.sse import StreamState, sse_event
 
 from .client import normalize_sources
 
@@ -27,10 +27,6 @@ def parse_lines(block: bytes) -> list[dict]:
             raise ValueError("a line that is not a JSON object")
         lines.append(item)
     return lines
-
-
-def sse(event: str, data) -> bytes:
-    return f"event: {event}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
 
 
 class SearchStreamState(StreamState):
@@ -56,19 +52,19 @@ class PerplexicaEvents:
             kind = item.get("type")
             if kind == "sources":
                 state.sources = normalize_sources(item.get("data"))
-                out.append(sse("sources", state.sources))
+                out.append(sse_event("sources", state.sources))
             elif kind == "response" and isinstance(item.get("data"), str):
                 state.text.append(item["data"])
                 state.chunks += 1
-                out.append(sse("delta", {"text": item["data"]}))
+                out.append(sse_event("delta", {"text": item["data"]}))
             elif kind == "done":
                 state.done = True
-                out.append(sse("done", {}))
+                out.append(sse_event("done", {}))
         return b"".join(out)
 
     @staticmethod
     def error(message: str, code: str, type_: str = "upstream_error") -> bytes:
-        return sse("error", {"error": code, "message": message})
+        return sse_event("error", {"error": code, "message": message})
 
 
 def citations(sources: list) -> str:

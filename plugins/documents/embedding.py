@@ -1,0 +1,75 @@
+"""Embedding, metered: an upload's chunks, a search's query, and OpenAI's ``/v1/embeddings``."""
+from __future__ import annotations
+
+import base64
+import json
+import struct
+
+from flask import Response, g
+
+from agent_portal import PortalError
+from agent_portal.metering import MeteredCall
+from agent_portal.request_body import json_object
+
+from .settings import NAME
+
+
+def _state(portal):
+    return portal.extensions[NAME]
+
+
+def _bad(message: str) -> PortalError:
+    return PortalError(message, status=400, code="invalid_request")
+
+
+def embedding_call(portal, actor, text: str, request_id: str) -> MeteredCall:
+    """Return the metered call of embedding ``text`` with the configured embedder."""
+    state = _state(portal)
+    model = state.embedder.model_name
+    return MeteredCall(portal, actor, model=model, backend=state.backend, upstream_model=model, stream=False,
+                       request_id=request_id, prompt_text=text, prices=(state.settings.embedding_price, None),
+                       reserve_completion_tokens=0)
+
+
+def embed_metered(portal, actor, texts: list[str], request_id: str) -> tuple[list, MeteredCall]:
+    """Return the unit vectors of ``texts`` and their call, admitted first and recorded after."""
+    call = embedding_call(portal, actor, "\n".join(texts), request_id)
+    call.admit()
+    try:
+        vectors = _state(portal).embedder.embed(texts)
+    except PortalError as failure:
+        call.end(failure.code or "upstream_error", failure.status, failure.message)
+        raise
+    call.end("ok", 200)
+    return vectors, call
+
+
+def _base64(vector: list[float]) -> str:
+    """Return ``vector`` as OpenAI's base64 encoding: little-endian float32s."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def embeddings_view(portal):
+    """OpenAI's ``POST /v1/embeddings`` with the portal's embedder, metered."""
+    state, actor, body = _state(portal), g.actor, json_object()
+    model = body.get("model", state.embedder.model_name)
+    if model != state.embedder.model_name:
+        raise PortalError(f"The embedding model here is {state.embedder.model_name}.", status=404,
+                          code="model_not_found", type="invalid_request_error")
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts or len(texts) > 2048 or not all(
+            isinstance(t, str) and t and len(t) <= 100_000 for t in texts):
+        raise _bad("`input` must be a non-empty string or a list of at most 2048 non-empty strings.")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise _bad("`encoding_format` must be float or base64.")
+    vectors, call = embed_metered(portal, actor, texts, g.request_id)
+    tokens = call.record.prompt_tokens
+    return Response(json.dumps({"object": "list", "model": model,
+                                "data": [{"object": "embedding", "index": i,
+                                          "embedding": _base64(v) if encoding == "base64" else v}
+                                         for i, v in enumerate(vectors)],
+                                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+                    status=200, mimetype="application/json")
