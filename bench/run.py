@@ -3,9 +3,12 @@
     python bench/run.py            # the full run (several minutes)
     python bench/run.py --smoke    # a few seconds, no LiteLLM: proves the benchmark still works
 
-Everything runs on 127.0.0.1: the tests' fake upstream (under gevent), the portal (gunicorn, one
-gevent worker, auth on with a real token, ledger on) and a LiteLLM proxy (one worker). Prints the
-figures and writes ``bench/results/report.json`` and ``report.md``.
+Everything runs on 127.0.0.1: the tests' fake upstream (under gevent), the portal as the README's
+run command ships it (config/portal.example.yaml, gunicorn with one gevent worker, the litellm
+backend pointed at the fake upstream, INFO logs, the default plugins, a real token), the slim
+variant beside it, and a LiteLLM proxy (one worker). Sequential calls leave ``--think-ms`` between
+calls. Prints the figures, the goals met or not, and writes ``bench/results/report.json`` and
+``report.md``.
 """
 from gevent import monkey
 
@@ -51,6 +54,15 @@ def ms(value):
     return None if value is None else round(value * 1000, 3)
 
 
+def pss_kb(pid: int) -> int:
+    """The process's proportional set size: its share of pages shared with the master."""
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
@@ -72,11 +84,15 @@ class Target:
 # --- measurements -------------------------------------------------------------------------------
 
 
-def sequential(target, count, stream=False, max_tokens=5):
+def sequential(target, count, stream=False, max_tokens=5, think=0.0):
+    """One caller, one keep-alive connection, ``think`` seconds between calls (so an idle worker
+    wakes up as in real traffic). Returns ``(latencies, first-chunk times)`` in seconds."""
     conn = Connection("127.0.0.1", target.port)
     latencies, firsts = [], []
     body = chat_body(target.model, stream, max_tokens)
     for _ in range(count):
+        if think:
+            time.sleep(think)
         timer = StreamTimer()
         status, _ = conn.post(target.path, body, target.headers, timer if stream else None)
         if status != 200:
@@ -165,9 +181,10 @@ def start_upstream(port):
     return process
 
 
-def start_portal(port, upstream_port, workdir):
-    config = {
-        "portal": {"secret_key": secrets.token_urlsafe(32), "database_url": f"sqlite:///{workdir}/bench.db",
+def slim_config(upstream_port, workdir) -> dict:
+    """The slim variant: an ``openai_compat`` upstream, WARNING logs, only chat's plugins."""
+    return {
+        "portal": {"secret_key": secrets.token_urlsafe(32), "database_url": f"sqlite:///{workdir}/slim.db",
                    "log_level": "WARNING"},
         "plugins": {
             "chat": {}, "portal_tokens": {}, "ledger": {}, "observability": {}, "metrics": {},
@@ -176,20 +193,38 @@ def start_portal(port, upstream_port, workdir):
                 "models": ["echo", "long", "slow-20"]}}},
         },
     }
-    path = Path(workdir) / "portal.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "AGENT_PORTAL_CONFIG": str(path), "PORTAL_WORKERS": "1",
-           "PORTAL_GRACEFUL_SECONDS": "3", "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp()}
+
+
+def start_portal(port, upstream_port, workdir, variant="shipped", workers=1, gunicorn_conf=None):
+    """Start the portal as ``variant`` (shipped: config/portal.example.yaml as the README's run
+    command serves it, through the ``litellm`` backend, INFO logs; slim: :func:`slim_config`).
+    ``gunicorn_conf`` replaces the portal's gunicorn settings file (``bench/stages.py``).
+    Returns ``(process, token, seconds to /ready, worker pid)``."""
+    env = {**os.environ, "PORTAL_WORKERS": str(workers), "PORTAL_GRACEFUL_SECONDS": "3",
+           "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp()}
+    if variant == "shipped":
+        path = ROOT / "config" / "portal.example.yaml"
+        # the upstream plays the LiteLLM proxy the run command starts: same backend, same path
+        env.update({"PORTAL_SECRET_KEY": secrets.token_urlsafe(32),
+                    "PORTAL_DATABASE_URL": f"sqlite:///{workdir}/shipped-{port}.db",
+                    "PORTAL_LEDGER_JOURNAL_DIR": f"{workdir}/journal-{port}",
+                    "LITELLM_URL": f"http://127.0.0.1:{upstream_port}", "LITELLM_MASTER_KEY": "sk-bench"})
+    else:
+        path = Path(workdir) / f"{variant}.yaml"
+        path.write_text(yaml.safe_dump(slim_config(upstream_port, workdir)))
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path),
-                                "--port", str(port), "--workers", "1"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from agent_portal.cli import gunicorn_argv
+
+    argv = gunicorn_argv(str(path), "127.0.0.1", port, workers)
+    if gunicorn_conf:
+        argv[argv.index("-c") + 1] = gunicorn_conf
+    env["AGENT_PORTAL_CONFIG"] = str(path)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/ready", 30, process)
     ready = time.monotonic() - started
-    from agent_portal import create_app, portal_of
-    from agent_portal.plugins.portal_tokens import mint_token
-
-    token = mint_token(portal_of(create_app(str(path))), "bench", "user", 3600)
+    token = subprocess.check_output(
+        [sys.executable, "-m", "agent_portal.cli", "token", "--config", str(path), "--user", "bench",
+         "--role", "user", "--ttl", "1h"], env=env, text=True).strip().splitlines()[-1]
     worker = int(subprocess.check_output(["pgrep", "-P", str(process.pid)]).split()[0])
     return process, token, ready, worker
 
@@ -216,6 +251,48 @@ def start_litellm(port, upstream_port, workdir):
 # --- the run -----------------------------------------------------------------------------------
 
 
+def measure(target, n_seq, n_stream, seconds, callers_list, think, smoke):
+    """The figures of one target: sequential and streamed calls with think time, throughput."""
+    print(f"measuring {target.name} ...", flush=True)
+    figures = {}
+    lat, _ = sequential(target, n_seq, think=think)
+    figures["sequential"] = {"n": n_seq, "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99))}
+    _, first = sequential(target, n_stream, stream=True, think=think)
+    figures["streamed"] = {"n": n_stream, "ttft_p50_ms": ms(pct(first, 0.5)),
+                           "ttft_p99_ms": ms(pct(first, 0.99))}
+    long_total, _ = sequential(target, 3 if smoke else 20, stream=True, max_tokens=200)
+    figures["streamed"]["total_200_chunks_p50_ms"] = ms(pct(long_total, 0.5))
+    figures["throughput"] = [throughput(target, c, seconds) for c in callers_list]
+    return figures
+
+
+def scaling(upstream_port, workdir, counts, seconds, callers):
+    """Requests/s of the shipped portal with each worker count in ``counts``, ``callers`` at once."""
+    points = []
+    for workers in counts:
+        port = free_port()
+        process, token, _, _ = start_portal(port, upstream_port, workdir, "shipped", workers)
+        try:
+            target = Target(f"portal x{workers}", port, "/v1/chat/completions",
+                            {"Authorization": f"Bearer {token}"}, "echo")
+            sequential(target, 100)
+            print(f"throughput with {workers} workers ...", flush=True)
+            points.append({"workers": workers, **throughput(target, callers, seconds)})
+        finally:
+            stop([process])
+    return points
+
+
+def stop(processes):
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def run(args):
     smoke = args.smoke
     n_seq = 40 if smoke else args.requests
@@ -223,20 +300,27 @@ def run(args):
     seconds = 0.7 if smoke else args.seconds
     callers_list = [1, 16] if smoke else [1, 16, 64]
     stream_counts = [50] if smoke else [500, 1000, 2000]
+    think = args.think_ms / 1000
     workdir = tempfile.mkdtemp(prefix="agent-portal-bench-")
     processes = []
     report = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": smoke,
-              "machine": {"cpus": os.cpu_count()}, "targets": {}}
+              "machine": machine(), "think_ms": args.think_ms, "targets": {}}
     try:
         upstream_port = free_port()
         processes.append(start_upstream(upstream_port))
+        targets = [Target("direct", upstream_port, "/v1/chat/completions", {}, "echo")]
         portal_port = free_port()
-        portal, token, ready_s, worker = start_portal(portal_port, upstream_port, workdir)
+        portal, token, ready_s, worker = start_portal(portal_port, upstream_port, workdir, "shipped")
         processes.append(portal)
-        targets = [
-            Target("direct", upstream_port, "/v1/chat/completions", {}, "echo"),
-            Target("portal", portal_port, "/v1/chat/completions", {"Authorization": f"Bearer {token}"}, "echo"),
-        ]
+        idle_pss = pss_kb(worker)
+        targets.append(Target("portal", portal_port, "/v1/chat/completions",
+                              {"Authorization": f"Bearer {token}"}, "echo"))
+        if not smoke and not args.no_slim:
+            slim_port = free_port()
+            slim, slim_token, _, _ = start_portal(slim_port, upstream_port, workdir, "slim")
+            processes.append(slim)
+            targets.append(Target("portal-slim", slim_port, "/v1/chat/completions",
+                                  {"Authorization": f"Bearer {slim_token}"}, "echo"))
         if not smoke and not args.no_litellm:
             litellm_port = free_port()
             litellm, key = start_litellm(litellm_port, upstream_port, workdir)
@@ -247,23 +331,12 @@ def run(args):
             else:
                 print("LiteLLM not installed (scripts/setup.sh): its column is left out", flush=True)
 
-        idle_kb = rss_kb(worker)
         for target in targets:  # warm-up
             sequential(target, 10 if smoke else 200)
             sequential(target, 5 if smoke else 50, stream=True)
-
         for target in targets:
-            print(f"measuring {target.name} ...", flush=True)
-            figures = {}
-            lat, _ = sequential(target, n_seq)
-            figures["sequential"] = {"n": n_seq, "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99))}
-            total, first = sequential(target, n_stream, stream=True)
-            figures["streamed"] = {"n": n_stream, "ttft_p50_ms": ms(pct(first, 0.5)),
-                                   "ttft_p99_ms": ms(pct(first, 0.99))}
-            long_total, _ = sequential(target, 3 if smoke else 20, stream=True, max_tokens=200)
-            figures["streamed"]["total_200_chunks_p50_ms"] = ms(pct(long_total, 0.5))
-            figures["throughput"] = [throughput(target, c, seconds) for c in callers_list]
-            report["targets"][target.name] = figures
+            report["targets"][target.name] = measure(target, n_seq, n_stream, seconds, callers_list,
+                                                     think, smoke)
 
         portal_figures = report["targets"]["portal"]
         portal_target = targets[1]
@@ -276,20 +349,30 @@ def run(args):
         calls = 500 if smoke else 10_000
         print(f"{calls} calls for the leak check ...", flush=True)
         gevent.joinall([gevent.spawn(sequential, portal_target, calls // 16) for _ in range(16)])
-        portal_figures["footprint"] = {"ready_s": round(ready_s, 3), "idle_worker_mb": round(idle_kb / 1024, 1),
+        portal_figures["footprint"] = {"ready_s": round(ready_s, 3), "idle_worker_pss_mb": round(idle_pss / 1024, 1),
                                        "before_calls_mb": round(before_calls / 1024, 1),
                                        "after_calls_mb": round(rss_kb(worker) / 1024, 1), "calls": calls}
+        stop(processes[1:])
+        del processes[1:]
+        if not smoke and not args.no_scaling:
+            report["scaling"] = scaling(upstream_port, workdir, [1, 2, 4], seconds, 64)
         report["added"] = added(report["targets"])
         report["ratios"] = ratios(report["targets"])
+        report["goals"] = goals(report)
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
     return report
+
+
+def machine() -> dict:
+    """The CPU count and model, for the report's heading."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": model}
 
 
 def added(targets):
@@ -327,11 +410,34 @@ def ratios(targets):
     return out
 
 
+def goals(report) -> list:
+    """Return each of the shipped portal's goals with what this run measured and whether it is met."""
+    added_ = report["added"]["portal"]
+    portal = report["targets"]["portal"]
+    rows = [("added p50, non-streamed", "< 0.5 ms", added_["p50_ms"], added_["p50_ms"] < 0.5),
+            ("added p99, non-streamed", "< 1.5 ms", added_["p99_ms"], added_["p99_ms"] < 1.5),
+            ("added first chunk p50", "< 0.5 ms", added_["ttft_p50_ms"], added_["ttft_p50_ms"] < 0.5)]
+    over_litellm = report["ratios"].get("portal/litellm", {}).get("throughput", {})
+    for callers, ratio in over_litellm.items():
+        rows.append((f"requests/s over LiteLLM's, {callers} callers", ">= 15x", ratio, ratio >= 15))
+    pss = portal["footprint"]["idle_worker_pss_mb"]
+    rows.append(("idle worker PSS", "< 80 MB", pss, pss < 80))
+    for s in portal["many_streams"]:
+        lost = s["chunks_lost"] + s["failed"]
+        rows.append((f"{s['streams']} concurrent streams, chunks lost", "0", lost, lost == 0))
+    return [{"goal": g, "target": t, "measured": m, "met": bool(ok)} for g, t, m, ok in rows]
+
+
 def markdown(report) -> str:
     names = list(report["targets"])
     t = report["targets"]
+    cpu = report["machine"]
     lines = [f"# Agent Portal benchmark ({report['when']}{', smoke' if report['smoke'] else ''})", "",
-             f"{report['machine']['cpus']} CPUs, loopback, one run. Upstream: the tests' fake under gevent.", "",
+             f"{cpu['cpus']} CPUs ({cpu['cpu'] or 'unknown'}), loopback, one run. Upstream: the tests' fake "
+             f"under gevent. `portal` is the shipped config (config/portal.example.yaml through the litellm "
+             f"backend, INFO logs, default plugins), `portal-slim` an openai_compat upstream with WARNING logs "
+             f"and chat's plugins only. One gevent worker each. Sequential calls leave {report['think_ms']} ms "
+             f"between calls. The load generator is one gevent process on the same machine.", "",
              "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
 
     def row(label, getter):
@@ -349,14 +455,23 @@ def markdown(report) -> str:
               "|---|---|---|---|---|"]
     for name, a in report["added"].items():
         lines.append(f"| {name} | {a['p50_ms']} | {a['p99_ms']} | {a['ttft_p50_ms']} | {a['ttft_p99_ms']} |")
+    lines += ["", "## Goals (shipped config)", "", "| goal | target | measured | met |", "|---|---|---|---|"]
+    for g in report["goals"]:
+        lines.append(f"| {g['goal']} | {g['target']} | {g['measured']} | {'yes' if g['met'] else 'NO'} |")
     lines += ["", "## Many streams through the portal (one gevent worker)", "",
               "| streams | failed | chunks lost | p99 gap ms | memory per stream KB |", "|---|---|---|---|---|"]
     for s in t["portal"]["many_streams"]:
         lines.append(f"| {s['streams']} | {s['failed']} | {s['chunks_lost']} | {s['p99_gap_ms']} | {s['memory_per_stream_kb']} |")
+    if report.get("scaling"):
+        lines += ["", "## Workers (shipped config, 64 callers)", "", "| workers | req/s | p50 ms | p99 ms | errors |",
+                  "|---|---|---|---|---|"]
+        for point in report["scaling"]:
+            lines.append(f"| {point['workers']} | {point['requests_per_s']} | {point['p50_ms']} | {point['p99_ms']} | "
+                         f"{point['errors']} |")
     f = t["portal"]["footprint"]
     lines += ["", "## Footprint", "", f"- start to /ready: {f['ready_s']} s",
-              f"- idle worker: {f['idle_worker_mb']} MB",
-              f"- before / after {f['calls']} calls: {f['before_calls_mb']} / {f['after_calls_mb']} MB", "",
+              f"- idle worker: {f['idle_worker_pss_mb']} MB PSS",
+              f"- RSS before / after {f['calls']} calls: {f['before_calls_mb']} / {f['after_calls_mb']} MB", "",
               "## Ratios", "", "```", json.dumps(report["ratios"], indent=2), "```", ""]
     return "\n".join(lines)
 
@@ -366,7 +481,10 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="a few seconds, no LiteLLM")
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per target")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput point")
+    parser.add_argument("--think-ms", type=float, default=2.0, help="pause between sequential calls")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-slim", action="store_true", help="leave out the slim variant")
+    parser.add_argument("--no-scaling", action="store_true", help="leave out the 1/2/4-worker runs")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     report = run(args)

@@ -5,7 +5,7 @@ import logging
 import sys
 
 from flask import g, has_request_context
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 _MARK = "_agent_portal_handler"
 
@@ -26,10 +26,12 @@ class CurrentStderrHandler(logging.StreamHandler):
 
 
 class RequestIdFilter(logging.Filter):
-    """Add ``request_id`` to every record logged inside a request (None outside one)."""
+    """Add ``request_id`` to every record logged inside a request (None outside one), unless the
+    line names its own (``extra={"request_id": ...}``, as the call log written off the request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = g.get("request_id") if has_request_context() else None
+        if getattr(record, "request_id", None) is None:
+            record.request_id = g.get("request_id") if has_request_context() else None
         return True
 
 
@@ -40,7 +42,7 @@ def configure_logging(level: str = "INFO") -> None:
     if any(getattr(h, _MARK, False) for h in logger.handlers):
         return
     handler = CurrentStderrHandler()
-    handler.setFormatter(JsonFormatter(
+    handler.setFormatter(OrjsonFormatter(  # orjson: a line in a third of the time
         "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
         rename_fields={"levelname": "level", "asctime": "time", "name": "logger"},
     ))

@@ -95,3 +95,21 @@ def test_every_call_leaves_one_log_line_and_a_failed_one_a_warning(make_app, fak
     assert [level for level, _ in collect.lines] == ["INFO", "WARNING"]
     assert collect.lines[0][1].startswith("alice echo ok 200")
     assert "status-400 upstream_client_error 400" in collect.lines[1][1]
+
+
+def test_the_call_log_line_carries_the_calls_request_id(make_app, fake_upstream, capsys):
+    """The line is written off the request, so it names the call's request id itself."""
+    import json
+    import logging
+
+    from conftest import bearer, chat_plugins, settled_rows
+
+    app = make_app(**chat_plugins(fake_upstream))
+    logging.getLogger("agent_portal").setLevel(logging.INFO)
+    app.test_client().post("/v1/chat/completions", headers={**bearer(app, "alice"), "X-Request-ID": "call-77"},
+                           json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+    settled_rows(app, 1)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    calls = [line for line in lines if line.get("logger") == "agent_portal.calls"]
+    assert len(calls) == 1 and calls[0]["request_id"] == "call-77"
+    assert calls[0]["message"].startswith("alice echo ok 200")
