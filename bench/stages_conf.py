@@ -8,8 +8,8 @@ from pathlib import Path
 _PORTAL_CONF = Path(__file__).resolve().parent.parent / "core" / "gunicorn_conf.py"
 exec(compile(_PORTAL_CONF.read_text(), str(_PORTAL_CONF), "exec"))  # noqa: S102 - the portal's own settings
 
-_portal_post_worker_init = post_worker_init  # noqa: F821 - defined by the portal's settings
-_portal_worker_exit = worker_exit  # noqa: F821
+_portal_post_worker_init = globals()["post_worker_init"]  # defined by the portal's settings
+_portal_worker_exit = globals()["worker_exit"]
 
 
 def post_worker_init(worker):  # noqa: F811

@@ -2,7 +2,8 @@
 
 Every route of every enabled plugin is in it, with its methods, its path parameters, its access
 (as a security requirement; ``x-access`` names the role), the request body schema the route
-declares (the one the core checks bodies against) and the one error shape of every refusal.
+declares (the one the core checks bodies against), the answers it declares (``Route.responses``)
+and the one error shape of every refusal.
 The ``/docs`` page is Swagger UI, shipped in the package ``swagger-ui-bundle-v2`` (no CDN).
 """
 from __future__ import annotations
@@ -43,6 +44,27 @@ def _summary(route) -> str:
     return doc[0].rstrip(".") if doc else route.path
 
 
+def _responses(route, access: str) -> dict:
+    """Return an operation's responses: what the route declares, else a success with no
+    schema, and the error shape of every refusal the route does not describe itself."""
+    declared = (route.responses if route is not None else None) or {"200": None}
+    out = {}
+    for status, answer in declared.items():
+        description = "Success" if str(status).startswith("2") else _REFUSALS.get(str(status), "Answer")
+        if answer is None:
+            out[str(status)] = {"description": description}
+        elif "content" in answer:
+            out[str(status)] = {"description": description, **answer}
+        else:
+            out[str(status)] = {"description": description, "content": {"application/json": {"schema": answer}}}
+    for status, text in _REFUSALS.items():
+        if status in out or (access == "public" and status in ("401", "403")):
+            continue
+        out[status] = {"description": text, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+    return out
+
+
 def build_document(portal) -> dict:
     """Return the OpenAPI 3.1 document of ``portal``'s routes (exactly those of ``portal.routes``)."""
     paths: dict = {}
@@ -58,11 +80,7 @@ def build_document(portal) -> dict:
                 "tags": [entry["plugin"]],
                 "x-access": entry["access"],
                 "security": [] if entry["access"] == "public" else [{"bearer": []}, {"apiKey": []}],
-                "responses": {"200": {"description": "Success"},
-                              **{status: {"description": text, "content": {"application/json": {
-                                  "schema": {"$ref": "#/components/schemas/Error"}}}}
-                                 for status, text in _REFUSALS.items()
-                                 if entry["access"] != "public" or status not in ("401", "403")}},
+                "responses": _responses(route, entry["access"]),
             }
             if parameters:
                 operation["parameters"] = parameters

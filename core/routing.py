@@ -7,6 +7,7 @@ from flask import Blueprint, Flask, g, jsonify
 from flask_sock import Sock
 
 from .errors import PortalError, StartupError
+from .schemas import HTML, NULLABLE_STRING, STRING, array, media, obj
 from .hooks import call_impl, implementations
 from .types import ACCESS_LEVELS, Route
 
@@ -24,28 +25,56 @@ def bound_view(portal, name: str, func, **fixed):
     return view
 
 
+_DRAFT_2019_ON = {"prefixItems", "unevaluatedProperties", "unevaluatedItems", "dependentRequired",
+                  "dependentSchemas", "$defs", "minContains", "maxContains", "$anchor", "$dynamicRef"}
+
+
+def _newer_than_draft7(schema) -> bool:
+    if isinstance(schema, dict):
+        return bool(_DRAFT_2019_ON & schema.keys()) or any(_newer_than_draft7(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_newer_than_draft7(v) for v in schema)
+    return False
+
+
+def _nearest_code(schema: dict, path) -> str | None:
+    """Return the last ``x-error-code`` met walking ``schema`` down ``path``."""
+    node, code = schema, schema.get("x-error-code")
+    for step in path:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(node, dict) and node.get("x-error-code"):
+            code = node["x-error-code"]
+    return code
+
+
 def body_check(schema: dict):
     """Return a function that raises 400 for a JSON body ``schema`` refuses (the error's code is
-    the ``x-error-code`` of the failing part of the schema, or of a missing property's schema,
-    else ``invalid_request``)."""
+    the ``x-error-code`` of the failing part of the schema or the nearest part enclosing it, or
+    of a missing property's schema, else ``invalid_request``)."""
     import fastjsonschema
     from jsonschema import Draft202012Validator
 
     validator = Draft202012Validator(schema)
     # compiled to Python once: a valid body (nearly every call) costs a few microseconds instead
-    # of jsonschema's ~150; jsonschema runs only on a refused body, to name what failed
-    valid = fastjsonschema.compile(schema, use_default=False, detailed_exceptions=False)
+    # of jsonschema's ~150; jsonschema runs only on a refused body, to name what failed. A schema
+    # with keywords newer than draft 7 (which fastjsonschema knows) is left to jsonschema alone.
+    valid = None if _newer_than_draft7(schema) else \
+        fastjsonschema.compile(schema, use_default=False, detailed_exceptions=False)
 
     def check(body) -> None:
-        try:
-            valid(body)
-            return
-        except fastjsonschema.JsonSchemaException:
-            pass
+        if valid is not None:
+            try:
+                valid(body)
+                return
+            except fastjsonschema.JsonSchemaException:
+                pass
         error = next(iter(sorted(validator.iter_errors(body), key=lambda e: len(e.path))), None)
         if error is None:
             return
-        code = error.schema.get("x-error-code") if isinstance(error.schema, dict) else None
+        code = _nearest_code(schema, error.absolute_schema_path)
         if error.validator == "required":
             missing = next((name for name in error.validator_value if isinstance(body, dict) and name not in body), None)
             code = ((error.schema.get("properties") or {}).get(missing) or {}).get("x-error-code", code)
@@ -72,8 +101,13 @@ def core_routes(portal) -> list[Route]:
         actor = g.actor
         return {"user": actor.id, "role": actor.role, "via": actor.via, "email": actor.email, "name": actor.name}
 
-    routes = [Route("/health", health, access="public"), Route("/ready", ready, access="public"),
-              Route("/me", me, access="user")]
+    routes = [Route("/health", health, access="public", responses={"200": obj("status", status=STRING)}),
+              Route("/ready", ready, access="public",
+                    responses={"200": obj("status", "plugins", status=STRING, plugins=array(STRING)),
+                               "503": obj("status", status=STRING)}),
+              Route("/me", me, access="user", responses={"200": obj(
+                  "user", "role", "via", user=STRING, role=STRING, via=STRING, email=NULLABLE_STRING,
+                  name=NULLABLE_STRING)})]
     return routes + docs_routes(portal)
 
 
@@ -106,8 +140,11 @@ def docs_routes(portal) -> list[Route]:
 
         return send_from_directory(swagger_ui_bundle.swagger_ui_path, name, max_age=86400)
 
-    return [Route("/openapi.json", openapi, access=access), Route("/docs", docs, access=access),
-            Route("/docs/assets/<name>", docs_asset, access=access)]
+    return [Route("/openapi.json", openapi, access=access,
+                  responses={"200": obj("openapi", "info", "paths", openapi=STRING, info=obj(), paths=obj())}),
+            Route("/docs", docs, access=access, responses={"200": HTML}),
+            Route("/docs/assets/<name>", docs_asset, access=access,
+                  responses={"200": media(**{"text/css": STRING, "text/javascript": STRING})})]
 
 
 def _path_key(path: str) -> str:

@@ -43,6 +43,9 @@ class Route:
     # the body /openapi.json describes
     schema: Optional[dict] = None
     summary: Optional[str] = None  # a line for /openapi.json (else the view's docstring's first)
+    # the answers /openapi.json describes: status -> the JSON Schema of its body, or
+    # agent_portal.schemas.media(...) for another media type (see agent_portal.schemas)
+    responses: Optional[dict] = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Response
 
+from agent_portal.schemas import HTML, STRING, media
 from agent_portal import PortalError, Route, hookimpl
 
 NAME = "dashboard"
@@ -38,5 +39,6 @@ def portal_register_routes(portal):
             raise PortalError("No such dashboard file.", status=404, code="not_found")
         return _static(filename, FILES[filename])
 
-    return [Route("/dashboard", page, access="public"),
-            Route("/dashboard/static/<filename>", asset, access="public")]
+    return [Route("/dashboard", page, access="public", responses={"200": HTML}),
+            Route("/dashboard/static/<filename>", asset, access="public",
+                  responses={"200": media(**{"text/css": STRING, "text/javascript": STRING})})]

@@ -6,6 +6,7 @@ puts its own policy in its place, so only the portal's pages may frame it.
 """
 from __future__ import annotations
 
+from agent_portal.schemas import STRING, array, obj
 from agent_portal import Embed, PortalError, Route, hookimpl
 from agent_portal.config import strict_object
 from agent_portal.proxy import proxy
@@ -53,6 +54,7 @@ def portal_register_routes(portal):
             raise PortalError(f"No embedded UI is named {name!r}.", status=404, code="unknown_embed")
         return proxy(portal, ui.url, f"/embed/{name}", ui.headers, ui.timeout, settings["frame_ancestors"])
 
-    return [Route("/embeds", list_embeds, access="admin"),
+    return [Route("/embeds", list_embeds, access="admin", responses={"200": obj("data", data=array(
+                obj("name", "title", "path", name=STRING, title=STRING, path=STRING)))}),
             Route("/embed/<name>/", embed, methods=METHODS, access="admin", name="embed_root"),
             Route("/embed/<name>/<path:subpath>", embed, methods=METHODS, access="admin")]

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import CONTENT_TYPE_LATEST, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from agent_portal.schemas import STRING, media
 from agent_portal import Actor, Route, hookimpl
 from agent_portal.config import strict_object
 from agent_portal.tokens import bearer_token
@@ -133,4 +134,4 @@ def portal_register_routes(portal):
     def metrics():
         return Response(portal.extensions[NAME].render(), mimetype=CONTENT_TYPE_LATEST)
 
-    return [Route("/metrics", metrics, access="admin")]
+    return [Route("/metrics", metrics, access="admin", responses={"200": media(**{"text/plain": STRING})})]

@@ -11,6 +11,7 @@ import time
 
 from flask import Response, g, request
 
+from agent_portal.schemas import NULLABLE_STRING, NUMBER, STRING, array, obj
 from agent_portal import PortalError, Route, hookimpl
 from agent_portal.config import strict_object
 from agent_portal.hooks import call_each
@@ -151,6 +152,11 @@ def usage_view(portal):
     return {"query": meta, "source": "all", "sources": answers}
 
 
+# /observability/health: the overall status and each component's (503 when down)
+HEALTH = obj("status", "components", status={"enum": ["up", "degraded", "down"]}, checked_at=NUMBER,
+             components={"type": "object", "additionalProperties": obj("status", status=STRING)})
+
+
 @hookimpl
 def portal_register_routes(portal):
     state = portal.extensions[NAME]
@@ -210,9 +216,14 @@ def portal_register_routes(portal):
 
     events.auth_in_first_message = True
     return [
-        Route("/observability/calls", calls, access="admin"),
-        Route("/observability/usage", usage, access="user"),
-        Route("/observability/health", health, access="admin"),
-        Route("/observability/models", models, access="admin"),
+        Route("/observability/calls", calls, access="admin", responses={"200": obj("data", data=array(obj()))}),
+        Route("/observability/usage", usage, access="user", responses={"200": {"content": {
+            "application/json": {"schema": obj("query", "source", query=obj(), source=STRING, data=array(obj()),
+                                               sources=obj())},
+            "text/csv": {"schema": STRING}}}}),
+        Route("/observability/health", health, access="admin", responses={"200": HEALTH, "503": HEALTH}),
+        Route("/observability/models", models, access="admin", responses={"200": obj("backends", backends=array(
+            obj("backend", "models", backend=STRING, models=array(STRING), reachable={"type": ["boolean", "null"]},
+                error=NULLABLE_STRING)))}),
         Route("/ws/events", events, access="admin", websocket=True),
     ]

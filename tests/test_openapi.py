@@ -55,6 +55,38 @@ def test_a_route_s_declared_body_schema_is_documented_and_enforced(everything, f
     assert "schema" in refused.json["error"]["message"] and len(fake_upstream.requests) == before
 
 
+# Plugins whose routes pass another service's own answer on (LangGraph's, Open Notebook's, Kong's,
+# an embedded UI's): those services describe them, the portal does not repeat it.
+PASS_THROUGH = {"langgraph", "open_notebook", "kong"}
+PASS_THROUGH_PATHS = ("/embed/",)
+
+
+def test_every_answer_the_portal_makes_itself_has_a_declared_schema(everything):
+    document = everything.test_client().get("/openapi.json").json
+    undescribed = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if operation["tags"][0] in PASS_THROUGH or path.startswith(PASS_THROUGH_PATHS) \
+                    or operation.get("x-websocket"):
+                continue
+            successes = {s: r for s, r in operation["responses"].items() if s.startswith("2")}
+            if not any("content" in r for r in successes.values()):
+                undescribed.append(f"{method.upper()} {path}")
+    assert undescribed == []
+
+
+def test_a_body_schema_beyond_draft_7_is_still_enforced(make_app):
+    """fastjsonschema knows draft 7; a schema with newer keywords is checked by jsonschema alone."""
+    from agent_portal import PortalError
+    from agent_portal.routing import body_check
+
+    check = body_check({"type": "array", "prefixItems": [{"type": "string"}], "x-error-code": "bad_pair"})
+    check(["a", 1])
+    with pytest.raises(PortalError) as refused:
+        check([1, "a"])
+    assert refused.value.code == "bad_pair"
+
+
 def test_the_cli_prints_the_same_document_without_a_server(capsys, tmp_path):
     from agent_portal.cli import main
 

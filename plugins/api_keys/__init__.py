@@ -7,11 +7,12 @@ import json
 import sys
 from datetime import timedelta
 
-from flask import g, request
+from flask import g
 
 from agent_portal import Command, PortalError, Route, StartupError, hookimpl
 from agent_portal.config import strict_object
 from agent_portal.config import parse_duration
+from agent_portal.schemas import BOOLEAN, NULLABLE_STRING, STRING, array, obj
 from agent_portal.tokens import bearer_token
 from agent_portal.types import ROLES
 
@@ -43,6 +44,19 @@ def portal_actor_from_request(portal, request):
     return store_of(portal).actor_for(token)
 
 
+# A new key's request: the core checks bodies against it (the store checks the role and the
+# owner's length again, for the CLI); expires_in is a duration such as 30d, 12h, 15m or 60s.
+KEY_BODY = {"type": "object", "required": ["owner"], "x-error-code": "invalid_request", "properties": {
+    "owner": {"type": "string", "minLength": 1, "maxLength": 200, "x-error-code": "invalid_request"},
+    "role": {"enum": list(ROLES), "x-error-code": "invalid_request"},
+    "name": {"type": "string", "maxLength": 200, "x-error-code": "invalid_request"},
+    "expires_in": {"type": ["string", "null"], "pattern": "^\\s*[0-9]+[smhd]\\s*$",
+                   "x-error-code": "invalid_request"}}}
+KEY_ROW = obj("id", "display", "owner", "role", "created_at", id=STRING, display=STRING, name=STRING,
+              owner=STRING, role=STRING, created_at=STRING, expires_at=NULLABLE_STRING,
+              last_used_at=NULLABLE_STRING, revoked_at=NULLABLE_STRING)
+
+
 @hookimpl
 def portal_register_routes(portal):
     store = store_of(portal)
@@ -51,17 +65,10 @@ def portal_register_routes(portal):
         return {"data": store.list()}
 
     def create_key():
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise PortalError("The body must be a JSON object.")
-        owner, role = body.get("owner"), body.get("role", "user")
-        name, expires = body.get("name", ""), body.get("expires_in")
-        if not isinstance(owner, str) or not isinstance(role, str) or not isinstance(name, str):
-            raise PortalError("owner, role and name must be strings.")
-        if expires is not None and not isinstance(expires, str):
-            raise PortalError("expires_in must be a duration string such as '30d'.")
+        body = g.json_body  # checked against KEY_BODY by the core
+        owner, role, name = body["owner"], body.get("role", "user"), body.get("name", "")
         try:
-            seconds = parse_duration(expires)
+            seconds = parse_duration(body.get("expires_in"))
             created = store.create(owner, role, name, timedelta(seconds=seconds) if seconds else None)
         except ValueError as exc:
             raise PortalError(str(exc)) from exc
@@ -74,9 +81,12 @@ def portal_register_routes(portal):
         return {"id": key_id, "revoked": True}
 
     return [
-        Route("/admin/keys", list_keys, access="admin"),
-        Route("/admin/keys", create_key, methods=("POST",), access="admin"),
-        Route("/admin/keys/<key_id>", revoke_key, methods=("DELETE",), access="admin"),
+        Route("/admin/keys", list_keys, access="admin", responses={"200": obj("data", data=array(KEY_ROW))}),
+        Route("/admin/keys", create_key, methods=("POST",), access="admin", schema=KEY_BODY,
+              responses={"201": {**KEY_ROW, "required": [*KEY_ROW["required"], "key"],
+                                 "properties": {**KEY_ROW["properties"], "key": STRING, "created_by": STRING}}}),
+        Route("/admin/keys/<key_id>", revoke_key, methods=("DELETE",), access="admin",
+              responses={"200": obj("id", "revoked", id=STRING, revoked=BOOLEAN)}),
     ]
 
 

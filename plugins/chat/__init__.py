@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Response, g, request
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, Route, hookimpl
+from agent_portal.schemas import SSE, SSE_EVENT, STRING, array, obj
 from agent_portal.sse import STREAM_HEADERS
 
 from .body import CHAT_BODY_SCHEMA, read_chat_body
@@ -94,6 +95,16 @@ def chat_call(portal, force_stream: bool | None = None):
                     direct_passthrough=True)
 
 
+# What chat answers: OpenAI's chat completion object, or its stream of chunks.
+CHAT_COMPLETION = obj("object", "choices", id=STRING, object={"const": "chat.completion"}, model=STRING,
+                      choices=array(obj("index", index={"type": "integer"}, message={"type": "object"})),
+                      usage={"type": ["object", "null"]})
+CHAT_ANSWERS = {"200": {"content": {"application/json": {"schema": CHAT_COMPLETION},
+                                    "text/event-stream": {"schema": SSE_EVENT}}}}
+MODEL_LIST = obj("object", "data", object={"const": "list"},
+                 data=array(obj("id", "object", id=STRING, object=STRING, owned_by=STRING)))
+
+
 @hookimpl
 def portal_register_routes(portal):
     def chat_completions():
@@ -111,11 +122,13 @@ def portal_register_routes(portal):
     ws_chat.auth_in_first_message = True
     return [
         Route("/v1/chat/completions", chat_completions, methods=("POST",), access="user",
-              schema=CHAT_BODY_SCHEMA, summary="A chat completion, streamed or not (OpenAI's API)"),
+              schema=CHAT_BODY_SCHEMA, responses=CHAT_ANSWERS,
+              summary="A chat completion, streamed or not (OpenAI's API)"),
         Route("/chat/completions", chat_completions, methods=("POST",), access="user",
-              name="chat_completions_seed", schema=CHAT_BODY_SCHEMA, summary="The same, at the seed's path"),
+              name="chat_completions_seed", schema=CHAT_BODY_SCHEMA, responses=CHAT_ANSWERS,
+              summary="The same, at the seed's path"),
         Route("/chat/stream", chat_stream, methods=("POST",), access="user", schema=CHAT_BODY_SCHEMA,
-              summary="A chat completion, always streamed"),
-        Route("/v1/models", models, access="user"),
+              responses={"200": SSE}, summary="A chat completion, always streamed"),
+        Route("/v1/models", models, access="user", responses={"200": MODEL_LIST}),
         Route("/ws/chat", ws_chat, access="user", websocket=True),
     ]

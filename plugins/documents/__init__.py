@@ -15,8 +15,9 @@ import urllib3
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, hookimpl
 from agent_portal.routing import bound_view
+from agent_portal.schemas import array, obj
 
-from . import answers, collections, embedding, ingest
+from . import answers, collections, embedding, ingest, schemas
 from .as_model import PREFIX, DocsBackend
 from .catalog import Catalog
 from .embedders import make_embedder
@@ -111,14 +112,22 @@ def portal_register_routes(portal):
         return bound_view(portal, name, func, **fixed)
 
     D = "/documents"
+    max_chars = portal.extensions[NAME].settings.max_query_chars
     return [
-        Route(f"{D}/collections", view("collections", collections.collections_view), ("GET", "POST"), "user"),
+        Route(f"{D}/collections", view("collections", collections.collections_view), ("GET", "POST"), "user",
+              schema=schemas.NEW_COLLECTION, responses=schemas.COLLECTIONS_ANSWERS),
         Route(f"{D}/collections/<collection_id>", view("collection", collections.collection_view),
-              ("GET", "DELETE"), "user"),
-        Route(f"{D}/collections/<collection_id>/sharing", view("sharing", collections.share_view), ("PUT",), "user"),
-        Route(f"{D}/collections/<collection_id>/files", view("upload", ingest.upload_view), ("POST",), "user"),
-        Route(f"{D}/files/<file_id>", view("file", ingest.file_view), ("GET", "DELETE"), "user"),
-        Route(f"{D}/search", view("search", answers.search_view), ("POST",), "user"),
-        Route(f"{D}/ask", view("ask", answers.ask_view), ("POST",), "user"),
-        Route("/v1/embeddings", view("embeddings", embedding.embeddings_view), ("POST",), "user"),
+              ("GET", "DELETE"), "user", responses={"200": schemas.COLLECTION, "204": None}),
+        Route(f"{D}/collections/<collection_id>/sharing", view("sharing", collections.share_view), ("PUT",), "user",
+              schema=schemas.SHARING, responses={"200": schemas.COLLECTION}),
+        Route(f"{D}/collections/<collection_id>/files", view("upload", ingest.upload_view), ("POST",), "user",
+              responses={"200": obj("files", files=array(schemas.FILE))}),
+        Route(f"{D}/files/<file_id>", view("file", ingest.file_view), ("GET", "DELETE"), "user",
+              responses={"200": schemas.FILE, "204": None}),
+        Route(f"{D}/search", view("search", answers.search_view), ("POST",), "user",
+              schema=schemas.search_body(max_chars), responses=schemas.SEARCH_ANSWERS),
+        Route(f"{D}/ask", view("ask", answers.ask_view), ("POST",), "user",
+              schema=schemas.ask_body(max_chars), responses=schemas.ASK_ANSWERS),
+        Route("/v1/embeddings", view("embeddings", embedding.embeddings_view), ("POST",), "user",
+              schema=schemas.EMBEDDINGS, responses=schemas.EMBEDDINGS_ANSWERS),
     ]

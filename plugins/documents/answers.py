@@ -15,7 +15,6 @@ from flask import Response, g
 from agent_portal import PortalError
 from agent_portal.adapter import OpenAIStreamAdapter
 from agent_portal.metering import MeteredCall, stream_status
-from agent_portal.request_body import json_object
 from agent_portal.sse import STREAM_HEADERS, StreamState, relay, sse_event
 from agent_portal.upstream import UpstreamFailure
 
@@ -30,10 +29,6 @@ INSTRUCTIONS = ("Answer the question using only the numbered sources below. Cite
 
 def _state(portal):
     return portal.extensions[NAME]
-
-
-def _bad(message: str) -> PortalError:
-    return PortalError(message, status=400, code="invalid_request")
 
 
 def hit_view(hit, number: int | None = None) -> dict:
@@ -81,33 +76,14 @@ def _scope(portal, actor, body: dict) -> tuple[list[str], dict]:
     asked = body.get("collections")
     if asked is None:
         return list(names), names
-    if not isinstance(asked, list) or not all(isinstance(c, str) for c in asked) or len(asked) > 100:
-        raise _bad("`collections` must be a list of collection ids.")
     for collection_id in asked:
         readable_collection(portal, actor, collection_id)
     return list(dict.fromkeys(asked)), names
 
 
-def _query(body: dict, key: str, limit: int) -> str:
-    text = body.get(key)
-    if not isinstance(text, str) or not text.strip():
-        raise _bad(f"`{key}` must be a non-empty string.")
-    if len(text) > limit:
-        raise _bad(f"`{key}` is longer than {limit} characters.")
-    return text
-
-
-def _k(body: dict, default: int) -> int:
-    k = body.get("k", default)
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 50:
-        raise _bad("`k` must be an integer from 1 to 50.")
-    return k
-
-
 def search_view(portal):
-    state, actor, body = _state(portal), g.actor, json_object()
-    query = _query(body, "query", state.settings.max_query_chars)
-    k = _k(body, state.settings.top_k)
+    state, actor, body = _state(portal), g.actor, g.json_body  # checked against schemas.search_body
+    query, k = body["query"], body.get("k", state.settings.top_k)
     ids, _names = _scope(portal, actor, body)
     started = time.monotonic()
     hits = retrieve(portal, actor, query, ids, k, g.request_id)
@@ -155,17 +131,15 @@ class CitingStream(OpenAIStreamAdapter):
 
 
 def ask_view(portal):
-    state, actor, body = _state(portal), g.actor, json_object()
-    question = _query(body, "question", state.settings.max_query_chars)
+    state, actor, body = _state(portal), g.actor, g.json_body  # checked against schemas.ask_body
+    question = body["question"]
     if body.get("model") is not None and actor.role != "admin":
         raise PortalError("Only admins choose the answer model; others get plugins.documents.answer_model.",
                           status=403, code="model_forbidden")
     stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _bad("`stream` must be true or false.")
     target = answer_target(portal, body.get("model"))
     ids, _names = _scope(portal, actor, body)
-    hits = retrieve(portal, actor, question, ids, _k(body, state.settings.top_k), g.request_id)
+    hits = retrieve(portal, actor, question, ids, body.get("k", state.settings.top_k), g.request_id)
     messages = grounded_messages(hits, [{"role": "user", "content": question}])
     call = MeteredCall(portal, actor, model="documents:ask", backend=state.backend, upstream_model=target.upstream_model,
                        stream=stream, request_id=g.request_id, prompt_text=messages[0]["content"] + question,

@@ -6,8 +6,6 @@ import json
 from flask import Response, g, request
 
 from agent_portal import PortalError
-from agent_portal.request_body import json_object
-from agent_portal.types import ROLES
 
 from .settings import NAME
 
@@ -42,13 +40,8 @@ def collections_view(portal):
     state, actor = _state(portal), g.actor
     if request.method == "GET":
         return _json({"collections": state.catalog.readable(actor)})
-    body = json_object()
-    name, description = body.get("name"), body.get("description", "")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200 or ":" in name or "/" in name:
-        raise PortalError("`name` must be 1 to 200 characters, without : or /.", status=400, code="invalid_request")
-    if not isinstance(description, str) or len(description) > 10_000:
-        raise PortalError("`description` must be a string of at most 10000 characters.", status=400,
-                          code="invalid_request")
+    body = g.json_body  # checked against schemas.NEW_COLLECTION by the core
+    name, description = body["name"], body.get("description", "")
     created = state.catalog.create_collection(actor.id, name.strip(), description)
     if created is None:
         raise PortalError(f"You already have a collection named {name.strip()!r}.", status=409,
@@ -71,11 +64,6 @@ def share_view(portal, collection_id):
     """``PUT /documents/collections/{id}/sharing`` ``{roles: [...], users: [...]}`` (replaces)."""
     state, actor = _state(portal), g.actor
     owned_collection(portal, actor, collection_id)
-    body = json_object()
+    body = g.json_body  # checked against schemas.SHARING by the core
     roles, users = body.get("roles", []), body.get("users", [])
-    if not isinstance(roles, list) or not set(roles) <= set(ROLES):
-        raise PortalError(f"`roles` must be a list of {', '.join(ROLES)}.", status=400, code="invalid_request")
-    if not isinstance(users, list) or not all(isinstance(u, str) and 0 < len(u) <= 200 for u in users) \
-            or len(users) > 1000:
-        raise PortalError("`users` must be a list of user ids.", status=400, code="invalid_request")
     return _json(state.catalog.share(collection_id, roles, users))

@@ -9,17 +9,12 @@ from flask import Response, g
 
 from agent_portal import PortalError
 from agent_portal.metering import MeteredCall
-from agent_portal.request_body import json_object
 
 from .settings import NAME
 
 
 def _state(portal):
     return portal.extensions[NAME]
-
-
-def _bad(message: str) -> PortalError:
-    return PortalError(message, status=400, code="invalid_request")
 
 
 def embedding_call(portal, actor, text: str, request_id: str) -> MeteredCall:
@@ -51,20 +46,13 @@ def _base64(vector: list[float]) -> str:
 
 def embeddings_view(portal):
     """OpenAI's ``POST /v1/embeddings`` with the portal's embedder, metered."""
-    state, actor, body = _state(portal), g.actor, json_object()
+    state, actor, body = _state(portal), g.actor, g.json_body  # checked against schemas.EMBEDDINGS
     model = body.get("model", state.embedder.model_name)
     if model != state.embedder.model_name:
         raise PortalError(f"The embedding model here is {state.embedder.model_name}.", status=404,
                           code="model_not_found", type="invalid_request_error")
-    texts = body.get("input")
-    if isinstance(texts, str):
-        texts = [texts]
-    if not isinstance(texts, list) or not texts or len(texts) > 2048 or not all(
-            isinstance(t, str) and t and len(t) <= 100_000 for t in texts):
-        raise _bad("`input` must be a non-empty string or a list of at most 2048 non-empty strings.")
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
     encoding = body.get("encoding_format", "float")
-    if encoding not in ("float", "base64"):
-        raise _bad("`encoding_format` must be float or base64.")
     vectors, call = embed_metered(portal, actor, texts, g.request_id)
     tokens = call.record.prompt_tokens
     return Response(json.dumps({"object": "list", "model": model,

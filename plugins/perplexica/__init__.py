@@ -13,7 +13,7 @@ from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route,
 
 from .as_model import PREFIX, SearchBackend
 from .client import PerplexicaClient, WrongVersion, missing_models
-from .search import search_view
+from .search import SEARCH_ANSWERS, search_body_schema, search_view
 from .settings import NAME, SearchSettings, config_schema
 
 log = logging.getLogger("agent_portal.perplexica")
@@ -111,4 +111,6 @@ def portal_register_routes(portal):
     def search():
         return search_view(portal)
 
-    return [Route("/search", search, methods=("POST",), access="user")]
+    settings = portal.extensions[NAME].settings
+    return [Route("/search", search, methods=("POST",), access="user", schema=search_body_schema(settings),
+                  responses=SEARCH_ANSWERS)]

@@ -6,8 +6,8 @@ import json
 from flask import Response, g
 
 from agent_portal import PortalError
+from agent_portal.schemas import SSE_EVENT
 from agent_portal.metering import MeteredCall, stream_status
-from agent_portal.request_body import json_object
 from agent_portal.sse import STREAM_HEADERS, relay
 
 from .client import normalize_sources
@@ -20,28 +20,44 @@ def _bad(message: str) -> PortalError:
     return PortalError(message, status=400, code="invalid_search")
 
 
+def search_body_schema(settings) -> dict:
+    """Return the JSON Schema of a search request (the core checks every body against it)."""
+    bad = {"x-error-code": "invalid_search"}
+    return {"type": "object", "required": ["query"], "x-error-code": "invalid_json", "properties": {
+        "query": {"type": "string", "pattern": "\\S", "maxLength": settings.max_query_chars, **bad},
+        "sources": {"type": "array", "minItems": 1, "items": {"type": "string", **bad}, **bad,
+                    "description": "web, academic, discussions: those the caller's role may search"},
+        "mode": {"enum": list(MODES), **bad},
+        "stream": {"type": "boolean", **bad},
+        "history": {"type": "array", **bad, "items": {**bad, "anyOf": [
+            {"type": "object", "properties": {"role": {"enum": ["user", "assistant"]}, "content": {"type": "string"}},
+             "required": ["role", "content"]},
+            {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"},
+             "description": "Perplexica's own pair: [human | assistant, text]"}]}},
+    }}
+
+
+# What /search answers: the answer with its sources, or the SSE stream of sources, delta, done.
+SEARCH_ANSWERS = {"200": {"content": {
+    "application/json": {"schema": {"type": "object", "required": ["answer", "sources"], "properties": {
+        "answer": {"type": "string"}, "sources": {"type": "array", "items": {"type": "object", "properties": {
+            "title": {"type": "string"}, "url": {"type": "string"}, "snippet": {"type": "string"}}}}}}},
+    "text/event-stream": {"schema": SSE_EVENT}}}}
+
+
 def read_search(settings, actor) -> dict:
     """Return the checked search request: ``query``, ``sources``, ``mode``, ``history`` (as
-    Perplexica's ``[["human"|"assistant", text]]``) and ``stream``; 400 or 403 otherwise."""
-    body = json_object()
-    query = body.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise _bad("`query` must be a non-empty string.")
-    if len(query) > settings.max_query_chars:
-        raise _bad(f"`query` is longer than {settings.max_query_chars} characters.")
+    Perplexica's ``[["human"|"assistant", text]]``) and ``stream``; 403 for a source the
+    caller's role may not search (the body's shape was checked against :func:`search_body_schema`)."""
+    body = g.json_body
+    query = body["query"]
     allowed = settings.allowed_sources(actor)
     sources = body.get("sources", ["web"] if "web" in allowed else list(allowed[:1]))
-    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
-        raise _bad("`sources` must be a non-empty list of web, academic, discussions.")
     refused = [s for s in sources if s not in allowed]
     if refused:
         raise PortalError(f"You may not search {', '.join(refused)}.", status=403, code="source_forbidden")
     mode = body.get("mode", settings.mode)
-    if mode not in MODES:
-        raise _bad(f"`mode` must be one of {', '.join(MODES)}.")
     stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _bad("`stream` must be true or false.")
     return {"query": query, "sources": sorted(set(sources)), "mode": mode, "stream": stream,
             "history": read_history(body.get("history", []), settings.max_history_turns)}
 

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from flask import g, request
 
+from agent_portal.schemas import STRING, array, obj
 from agent_portal import Actor, PortalError, Route, hookimpl
 from agent_portal.config import strict_object
 
@@ -91,4 +92,6 @@ def portal_register_routes(portal):
                 limiter.storage_url.startswith(("redis", "rediss")) else "memory",
                 "limits": limiter.status(actor)}
 
-    return [Route("/observability/limits", limits_view, access="user")]
+    return [Route("/observability/limits", limits_view, access="user", responses={"200": obj(
+        "user", "role", "storage", "limits", user=STRING, role=STRING, storage={"enum": ["redis", "memory"]},
+        limits=array(obj()))})]
