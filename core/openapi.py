@@ -1,6 +1,6 @@
 """The portal's OpenAPI 3.1 document, built from the route table, and the page that renders it.
 
-Every route of every enabled plugin is in it, with its methods, its path parameters, its access
+Every route of every enabled plugin is in it, with its methods, its path and query parameters, its access
 (as a security requirement; ``x-access`` names the role), the request body schema the route
 declares (the one the core checks bodies against), the answers it declares (``Route.responses``)
 and the one error shape of every refusal.
@@ -82,8 +82,11 @@ def build_document(portal) -> dict:
                 "security": [] if entry["access"] == "public" else [{"bearer": []}, {"apiKey": []}],
                 "responses": _responses(route, entry["access"]),
             }
-            if parameters:
-                operation["parameters"] = parameters
+            query = [{"name": name, "in": "query", "required": False, "schema": schema,
+                      **({"description": schema["description"]} if "description" in schema else {})}
+                     for name, schema in ((route.query or {}).items() if route is not None else ())]
+            if parameters or query:
+                operation["parameters"] = parameters + query
             if entry["websocket"]:
                 operation["x-websocket"] = True
                 operation["description"] = "A WebSocket: upgrade this GET (see the README)."

@@ -46,6 +46,7 @@ class Route:
     # the answers /openapi.json describes: status -> the JSON Schema of its body, or
     # agent_portal.schemas.media(...) for another media type (see agent_portal.schemas)
     responses: Optional[dict] = None
+    query: Optional[dict] = None  # the query parameters it reads: name -> JSON Schema (with a description)
 
 
 @dataclass

@@ -152,6 +152,15 @@ def usage_view(portal):
     return {"query": meta, "source": "all", "sources": answers}
 
 
+USAGE_QUERY = {
+    "from": {"type": "string", "description": "ISO 8601 time (default: 7 days before `to`)"},
+    "to": {"type": "string", "description": "ISO 8601 time (default: now)"},
+    "group_by": {"type": "string", "description": "comma-separated: " + ", ".join(GROUPS)},
+    "user": {"type": "string", "description": "one user (admins; others see only their own)"},
+    "model": {"type": "string"},
+    "source": {"type": "string", "description": "ledger (default), all, or another usage source"},
+    "format": {"enum": ["json", "csv"]},
+}
 # /observability/health: the overall status and each component's (503 when down)
 HEALTH = obj("status", "components", status={"enum": ["up", "degraded", "down"]}, checked_at=NUMBER,
              components={"type": "object", "additionalProperties": obj("status", status=STRING)})
@@ -216,8 +225,10 @@ def portal_register_routes(portal):
 
     events.auth_in_first_message = True
     return [
-        Route("/observability/calls", calls, access="admin", responses={"200": obj("data", data=array(obj()))}),
-        Route("/observability/usage", usage, access="user", responses={"200": {"content": {
+        Route("/observability/calls", calls, access="admin", responses={"200": obj("data", data=array(obj()))},
+              query={"limit": {"type": "integer", "minimum": 1, "maximum": 500, "description": "rows (50)"},
+                     "outcome": {"enum": ["error"], "description": "only the failed calls"}}),
+        Route("/observability/usage", usage, access="user", query=USAGE_QUERY, responses={"200": {"content": {
             "application/json": {"schema": obj("query", "source", query=obj(), source=STRING, data=array(obj()),
                                                sources=obj())},
             "text/csv": {"schema": STRING}}}}),

@@ -92,6 +92,9 @@ def portal_register_routes(portal):
                 limiter.storage_url.startswith(("redis", "rediss")) else "memory",
                 "limits": limiter.status(actor)}
 
-    return [Route("/observability/limits", limits_view, access="user", responses={"200": obj(
+    return [Route("/observability/limits", limits_view, access="user",
+                  query={"user": {"type": "string", "description": "another user's limits (admins)"},
+                         "role": {"enum": ["user", "admin"], "description": "that user's role"}},
+                  responses={"200": obj(
         "user", "role", "storage", "limits", user=STRING, role=STRING, storage={"enum": ["redis", "memory"]},
         limits=array(obj()))})]
