@@ -10,8 +10,8 @@ from pathlib import Path
 
 from flask import Response
 
-from agent_portal.schemas import HTML, STRING, media
 from agent_portal import PortalError, Route, hookimpl
+from agent_portal.schemas import HTML, STRING, media
 
 NAME = "dashboard"
 STATIC = Path(__file__).resolve().parent / "static"

@@ -6,10 +6,10 @@ puts its own policy in its place, so only the portal's pages may frame it.
 """
 from __future__ import annotations
 
-from agent_portal.schemas import STRING, array, obj
 from agent_portal import Embed, PortalError, Route, hookimpl
 from agent_portal.config import strict_object
 from agent_portal.proxy import proxy
+from agent_portal.schemas import STRING, array, obj
 
 NAME = "embeds"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

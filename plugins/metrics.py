@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import CONTENT_TYPE_LATEST, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from agent_portal.schemas import STRING, media
 from agent_portal import Actor, Route, hookimpl
 from agent_portal.config import strict_object
+from agent_portal.schemas import STRING, media
 from agent_portal.tokens import bearer_token
 
 NAME = "metrics"

@@ -11,12 +11,12 @@ import time
 
 from flask import Response, g, request
 
-from agent_portal.schemas import NULLABLE_STRING, NUMBER, STRING, array, obj
 from agent_portal import PortalError, Route, hookimpl
 from agent_portal.config import strict_object
 from agent_portal.hooks import call_each
 from agent_portal.ws_auth import authenticate_websocket
 from agent_portal.observe import collect_usage_providers, run_health, run_usage
+from agent_portal.schemas import NULLABLE_STRING, NUMBER, STRING, array, obj
 from agent_portal.usage import GROUPS, METRICS, parse_query
 
 NAME = "observability"

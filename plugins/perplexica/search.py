@@ -6,8 +6,8 @@ import json
 from flask import Response, g
 
 from agent_portal import PortalError
-from agent_portal.schemas import SSE_EVENT
 from agent_portal.metering import MeteredCall, stream_status
+from agent_portal.schemas import SSE_EVENT
 from agent_portal.sse import STREAM_HEADERS, relay
 
 from .client import normalize_sources

@@ -12,9 +12,9 @@ from datetime import datetime
 
 from flask import g, request
 
-from agent_portal.schemas import STRING, array, obj
 from agent_portal import Actor, PortalError, Route, hookimpl
 from agent_portal.config import strict_object
+from agent_portal.schemas import STRING, array, obj
 
 from .limiter import Hold, Limiter
 
