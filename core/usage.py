@@ -21,13 +21,15 @@ METRICS = ("requests", "prompt_tokens", "completion_tokens", "cost", "errors",
 
 @dataclass(frozen=True)
 class UsageQuery:
-    """A time range ``[start, end)``, the grouping, and optional user and model filters."""
+    """A time range ``[start, end)``, the grouping, and optional user, model and backend filters
+    (a provider that cannot filter by backend refuses a query that asks it to)."""
 
     start: datetime
     end: datetime
     group_by: tuple = ()
     user: Optional[str] = None
     model: Optional[str] = None
+    backend: Optional[str] = None
 
 
 @dataclass
@@ -58,7 +60,8 @@ def parse_time(text: str, name: str) -> datetime:
 
 
 def parse_query(args, now: datetime | None = None) -> UsageQuery:
-    """Return the :class:`UsageQuery` of request args ``from``, ``to``, ``group_by``, ``user``, ``model``.
+    """Return the :class:`UsageQuery` of request args ``from``, ``to``, ``group_by``, ``user``,
+    ``model``, ``backend``.
 
     Defaults to the last 7 days; raises a 400 :class:`PortalError` for a bad date, an empty or
     too long range, or an unknown grouping.
@@ -81,7 +84,8 @@ def parse_query(args, now: datetime | None = None) -> UsageQuery:
                           code="invalid_group_by")
     if "day" in groups and "hour" in groups:
         raise PortalError("Group by day or by hour, not both.", code="invalid_group_by")
-    return UsageQuery(start, end, groups, args.get("user") or None, args.get("model") or None)
+    return UsageQuery(start, end, groups, args.get("user") or None, args.get("model") or None,
+                      args.get("backend") or None)
 
 
 def percentile(sorted_values: list, fraction: float):

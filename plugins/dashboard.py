@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Response
+from flask import Response, request
 
 from agent_portal import PortalError, Route, hookimpl
-from agent_portal.schemas import HTML, STRING, media
+from agent_portal.errors import AuthError
+from agent_portal.schemas import BOOLEAN, HTML, STRING, media, obj
 
 NAME = "dashboard"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -34,11 +35,24 @@ def portal_register_routes(portal):
     def page():
         return _static("dashboard.html", "text/html")
 
+    def session():
+        """Who the console's caller is, signed in or not (always 200, so the page's first look
+        is not an error in the browser's console)"""
+        try:
+            actor = portal.actor_from_request(request)
+        except AuthError as refusal:
+            return {"signed_in": False, "reason": refusal.message}
+        if actor is None:
+            return {"signed_in": False, "reason": "Not signed in."}
+        return {"signed_in": True, "user": actor.id, "role": actor.role, "via": actor.via}
+
     def asset(filename):
         if filename not in FILES:
             raise PortalError("No such dashboard file.", status=404, code="not_found")
         return _static(filename, FILES[filename])
 
     return [Route("/dashboard", page, access="public", responses={"200": HTML}),
+            Route("/dashboard/session", session, access="public", responses={"200": obj(
+                "signed_in", signed_in=BOOLEAN, user=STRING, role=STRING, via=STRING, reason=STRING)}),
             Route("/dashboard/static/<filename>", asset, access="public",
                   responses={"200": media(**{"text/css": STRING, "text/javascript": STRING})})]

@@ -138,7 +138,7 @@ def usage_view(portal):
                           code="invalid_source")
     answers = run_usage(portal, chosen, query, portal.plugin_config(NAME)["usage_timeout_seconds"])
     meta = {"from": query.start.isoformat(), "to": query.end.isoformat(),
-            "group_by": list(query.group_by), "user": query.user, "model": query.model}
+            "group_by": list(query.group_by), "user": query.user, "model": query.model, "backend": query.backend}
     if as_csv:
         rows = [{"source": name, **row} for name, answer in answers.items() if answer["ok"]
                 for row in answer["data"]]
@@ -158,6 +158,7 @@ USAGE_QUERY = {
     "group_by": {"type": "string", "description": "comma-separated: " + ", ".join(GROUPS)},
     "user": {"type": "string", "description": "one user (admins; others see only their own)"},
     "model": {"type": "string"},
+    "backend": {"type": "string", "description": "one backend (the ledger only)"},
     "source": {"type": "string", "description": "ledger (default), all, or another usage source"},
     "format": {"enum": ["json", "csv"]},
 }

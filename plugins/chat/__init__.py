@@ -16,7 +16,7 @@ from agent_portal.sse import STREAM_HEADERS
 
 from .body import CHAT_BODY_SCHEMA, read_chat_body
 from .call import ChatCall, ChatState
-from .models import visible_models
+from .models import model_catalog, visible_models
 from .settings import NAME, ChatSettings, config_schema
 from .upstream import UpstreamFailure, failure_response
 from .ws import websocket_chat
@@ -101,6 +101,11 @@ CHAT_COMPLETION = obj("object", "choices", id=STRING, object={"const": "chat.com
                       usage={"type": ["object", "null"]})
 CHAT_ANSWERS = {"200": {"content": {"application/json": {"schema": CHAT_COMPLETION},
                                     "text/event-stream": {"schema": SSE_EVENT}}}}
+PRICE = {"type": ["number", "null"]}
+MODEL_CATALOG = obj("data", data=array(obj(
+    "model", "backend", "upstream_model", "roles", "fallbacks", model=STRING, backend=STRING, upstream_model=STRING,
+    roles=array(STRING), input_cost_per_token=PRICE, output_cost_per_token=PRICE, fallbacks=array(STRING),
+    alias={"type": "boolean"})))
 MODEL_LIST = obj("object", "data", object={"const": "list"},
                  data=array(obj("id", "object", id=STRING, object=STRING, owned_by=STRING)))
 
@@ -116,6 +121,10 @@ def portal_register_routes(portal):
     def models():
         return {"object": "list", "data": visible_models(portal, portal.extensions[NAME].rules, g.actor)}
 
+    def catalog():
+        """Every model with its backend, roles, prices and fallbacks"""
+        return {"data": model_catalog(portal, portal.extensions[NAME].rules)}
+
     def ws_chat(ws):
         websocket_chat(portal, ws)
 
@@ -130,5 +139,6 @@ def portal_register_routes(portal):
         Route("/chat/stream", chat_stream, methods=("POST",), access="user", schema=CHAT_BODY_SCHEMA,
               responses={"200": SSE}, summary="A chat completion, always streamed"),
         Route("/v1/models", models, access="user", responses={"200": MODEL_LIST}),
+        Route("/admin/models", catalog, access="admin", responses={"200": MODEL_CATALOG}),
         Route("/ws/chat", ws_chat, access="user", websocket=True),
     ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from agent_portal import ChatTarget, PortalError
+from agent_portal import Actor, ChatTarget, PortalError
+from agent_portal.types import ROLES
 
 
 class ModelRules:
@@ -95,3 +96,29 @@ def visible_models(portal, rules: ModelRules, actor) -> list[dict]:
             seen.add(info.id)
             data.append({"id": info.id, "object": "model", "created": 0, "owned_by": info.owned_by})
     return data
+
+
+def model_catalog(portal, rules: ModelRules) -> list[dict]:
+    """Return every model name the portal serves (aliases, upstream names, the portal's own such
+    as ``agent:``), each with its backend, upstream model, the roles that may call it, its
+    per-token prices and its fallbacks: the admin's view of who may use what."""
+    admin = Actor(id="model-catalog", role="admin", via="catalog")
+    names = set(rules.aliases)
+    for answer in portal.hook.portal_models(portal=portal, actor=admin):
+        names.update(info.id for info in answer or [])
+    catalog = []
+    for name in sorted(names):
+        try:
+            target = resolve(portal, rules, admin, name)
+        except PortalError:
+            continue  # not served (an alias whose backend is gone, or hidden upstream names)
+        key, alias = (target.backend.name, target.upstream_model), name if name in rules.aliases else None
+        catalog.append({
+            "model": name, "backend": target.backend.name, "upstream_model": target.upstream_model,
+            "roles": [role for role in ROLES if rules.may_call(Actor(id="-", role=role, via="catalog"), key, alias,
+                                                                target.portal_name)],
+            "input_cost_per_token": target.input_cost_per_token,
+            "output_cost_per_token": target.output_cost_per_token,
+            "fallbacks": list(target.fallbacks), "alias": alias is not None,
+        })
+    return catalog

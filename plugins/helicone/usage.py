@@ -44,6 +44,8 @@ def request_filter(user: str | None, model: str | None):
 
 def usage_from_helicone(portal, query, settings: dict) -> list[dict]:
     """Return usage rows: per-user totals from user metrics, anything finer from request rows."""
+    if query.backend:
+        raise ValueError("Helicone does not record the portal's backend; filter by backend with source=ledger")
     if set(query.group_by) <= {"user"} and not query.model:
         data = _post(portal, settings, "/v1/user/metrics/query", {
             "filter": _user_filter(query.user), "offset": 0, "limit": PAGE,

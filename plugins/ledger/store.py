@@ -69,6 +69,8 @@ class Ledger:
             stmt = stmt.where(calls.c.actor_id == query.user)
         if query.model:
             stmt = stmt.where(calls.c.model == query.model)
+        if query.backend:
+            stmt = stmt.where(calls.c.backend == query.backend)
         with self.engine.connect() as conn:
             return [CallFacts(user=r.actor_id, model=r.model, backend=r.backend,
                               started_at=r.started_at if r.started_at.tzinfo else

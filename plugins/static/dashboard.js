@@ -1,8 +1,10 @@
-// Agent Portal dashboard: no build step, no dependencies. Reads the admin-only observability API
-// with the Open WebUI session cookie (same site) or a pasted token kept in sessionStorage.
+// Agent Portal admin console: no build step, no dependencies, nothing inline (strict CSP).
+// Reads the admin API with the Open WebUI session cookie (same site) or a pasted token kept in
+// sessionStorage. One tab is shown at a time (the URL's #hash); each loads when it is opened.
 "use strict";
 
 const TOKEN_KEY = "agent-portal-token";
+const TABS = ["overview", "usage", "calls", "keys", "limits", "models"];
 const $ = (id) => document.getElementById(id);
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
@@ -11,29 +13,58 @@ class HttpError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-// Returns the JSON body; throws HttpError unless the status is 2xx or listed in ``allow``.
-async function api(path, allow = []) {
-  const headers = { Accept: "application/json" };
+// Returns the JSON body (or the Response when ``raw``); throws HttpError unless the status is
+// 2xx or listed in ``allow``.
+async function api(path, { method = "GET", body, allow = [], raw = false, accept = "application/json" } = {}) {
+  const headers = { Accept: accept };
   if (token()) headers.Authorization = `Bearer ${token()}`;
-  const response = await fetch(path, { credentials: "same-origin", headers });
-  let body = null;
-  try { body = await response.json(); } catch (e) { body = null; }
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, credentials: "same-origin", headers,
+    body: body === undefined ? undefined : JSON.stringify(body) });
+  if (raw && response.ok) return response;
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
   if (!response.ok && !allow.includes(response.status)) {
-    const message = (body && body.error && body.error.message) || `HTTP ${response.status}`;
+    const message = (data && data.error && data.error.message) || `HTTP ${response.status}`;
     throw new HttpError(response.status, message);
   }
-  return body;
+  return data;
 }
 
-function text(value) { return value === null || value === undefined ? "—" : String(value); }
-function money(value) { return value === null || value === undefined ? "—" : `$${Number(value).toFixed(4)}`; }
-function msText(value) { return value === null || value === undefined ? "—" : `${Number(value).toFixed(0)} ms`; }
+// --- formatting -------------------------------------------------------------------------------
+function text(value) { return value === null || value === undefined || value === "" ? "—" : String(value); }
 
-function cell(row, value, numeric) {
+// Dollars with the precision a figure needs: cents from a dollar up, three significant digits
+// below it, so a metered call never reads $0.0000.
+function money(value) {
+  if (value === null || value === undefined) return "—";
+  const amount = Number(value);
+  if (amount === 0) return "$0";
+  if (Math.abs(amount) >= 1) return `$${amount.toFixed(2)}`;
+  return `$${Number(amount.toPrecision(3))}`;
+}
+function perMillion(value) { return value === null || value === undefined ? "—" : money(value * 1e6); }
+function msText(value) { return value === null || value === undefined ? "—" : `${Number(value).toFixed(0)} ms`; }
+function when(value) {
+  if (!value) return "—";
+  const iso = typeof value === "string" && !/[zZ]|[+-]\d\d:?\d\d$/.test(value) ? `${value}Z` : value;
+  return new Date(iso).toLocaleString();
+}
+
+function cell(row, value, kind) {
   const td = document.createElement("td");
   td.textContent = value;
-  if (numeric) td.className = "num";
+  if (kind) td.className = kind;
   row.appendChild(td);
+  return td;
+}
+
+function pillCell(row, label, kind) {
+  const td = cell(row, "");
+  const pill = document.createElement("span");
+  pill.className = `pill ${kind}`;
+  pill.textContent = label;
+  td.appendChild(pill);
   return td;
 }
 
@@ -41,101 +72,196 @@ function setState(id, message, isError) {
   const element = $(id);
   element.textContent = message || "";
   element.classList.toggle("error", Boolean(isError));
-  element.hidden = !message;
-  const panel = element.closest(".panel");
-  if (panel) panel.setAttribute("aria-busy", message === "Loading…" ? "true" : "false");
 }
 
-function range() {
+function describe(error) {
+  if (error.status === 401) return "Not signed in: paste an admin token.";
+  if (error.status === 403) return "Admins only: this account may not use the console.";
+  return `Could not load: ${error.message}`;
+}
+
+// A 401/403 shows the sign-in form; any other failure stays in the panel that asked.
+function fail(stateId, error) {
+  if (error.status === 401 || error.status === 403) showSignIn(describe(error));
+  setState(stateId, describe(error), true);
+}
+
+// --- sign-in state --------------------------------------------------------------------------------
+function showSignIn(message) {
+  $("console").hidden = true;
+  $("auth").hidden = false;
+  $("auth-error").textContent = message || "";
+  $("who").textContent = "not signed in";
+  $("who").className = "pill down";
+  $("sign-out").hidden = !token();
+  closeLive("waiting for sign-in");
+}
+
+let me = null;
+async function signIn() {
+  let session;
+  try {
+    session = await api("/dashboard/session"); // 200 signed in or not: no error in the browser's console
+  } catch (error) {
+    me = null;
+    showSignIn(describe(error));
+    return false;
+  }
+  if (!session.signed_in) {
+    me = null;
+    showSignIn(token() ? session.reason : "Not signed in: paste an admin token.");
+    return false;
+  }
+  me = session;
+  if (me.role !== "admin") {
+    showSignIn(describe(new HttpError(403, "admins only")));
+    $("who").textContent = `${me.user} (${me.role}): not an admin`;
+    return false;
+  }
+  $("auth").hidden = true;
+  $("console").hidden = false;
+  $("who").textContent = `signed in as ${me.user} (admin)`;
+  $("who").className = "pill up";
+  $("sign-out").hidden = !token();
+  await loadEmbeds();
+  return true;
+}
+
+// --- tabs ----------------------------------------------------------------------------------------
+let embeds = {};
+const loaded = new Set();
+
+function currentTab() {
+  const name = location.hash.slice(1);
+  if (TABS.includes(name) || (name.startsWith("embed-") && embeds[name.slice(6)])) return name;
+  return "overview";
+}
+
+function showTab(force) {
+  const name = currentTab();
+  for (const link of document.querySelectorAll("#tabs a")) link.classList.toggle("active", link.dataset.tab === name);
+  for (const section of document.querySelectorAll("section.tab")) section.hidden = true;
+  if (name.startsWith("embed-")) {
+    $("tab-embed").hidden = false;
+    const embed = embeds[name.slice(6)];
+    if ($("embed-frame").getAttribute("src") !== embed.path) $("embed-frame").setAttribute("src", embed.path);
+    $("embed-state").textContent = `${embed.title}: the service's own admin UI, through the portal.`;
+    return;
+  }
+  $(`tab-${name}`).hidden = false;
+  if (force || !loaded.has(name)) {
+    loaded.add(name);
+    LOADERS[name]();
+  }
+}
+
+// Embedded admin UIs get a tab each when configured and not down (health says why otherwise).
+// A frame cannot send a pasted token: they open only with the Open WebUI sign-in (its cookie).
+async function loadEmbeds() {
+  for (const link of document.querySelectorAll("#tabs a.embed")) link.remove();
+  embeds = {};
+  $("embeds-hint").hidden = true;
+  try {
+    const [list, health] = await Promise.all([api("/embeds", { allow: [404] }),
+      api("/observability/health", { allow: [503] })]);
+    const components = (health && health.components) || {};
+    if (token() && list && list.data.length) {
+      $("embeds-hint").hidden = false;
+      return;
+    }
+    for (const embed of (list && list.data) || []) {
+      const state = components[embed.name] || components[embed.name.split("-")[0]];
+      if (state && state.status === "down") continue;
+      embeds[embed.name] = embed;
+      const link = document.createElement("a");
+      link.href = `#embed-${embed.name}`;
+      link.dataset.tab = `embed-${embed.name}`;
+      link.className = "embed";
+      link.textContent = embed.title;
+      $("tabs").appendChild(link);
+    }
+  } catch (error) {
+    if (error.status === 401 || error.status === 403) throw error;
+  }
+}
+
+// --- overview ------------------------------------------------------------------------------------
+function rangeQuery() {
   const days = Number($("range").value);
   const to = new Date();
   const from = new Date(to.getTime() - days * 86400 * 1000);
   return `from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}`;
 }
 
-function describe(error) {
-  if (error.status === 401) return "Not signed in: paste an admin token above.";
-  if (error.status === 403) return "Admins only: this account may not see the dashboard.";
-  return `Could not load: ${error.message}`;
-}
-
-function needAuth(error) {
-  if (error.status === 401 || error.status === 403) {
-    $("auth").hidden = false;
-    $("auth-error").textContent = describe(error);
-    return true;
-  }
-  return false;
-}
-
 async function loadHealth() {
   setState("health-state", "Loading…");
   const tbody = $("health").querySelector("tbody");
   try {
-    const health = await api("/observability/health", [503]); // a down stack answers 503
+    const health = await api("/observability/health", { allow: [503] }); // a down stack answers 503
     tbody.replaceChildren();
     $("overall").textContent = health.status;
     $("overall").className = `pill ${health.status}`;
     for (const [name, component] of Object.entries(health.components)) {
       const row = document.createElement("tr");
       cell(row, name + (component.required ? " *" : ""));
-      const status = cell(row, component.status);
-      status.className = `pill ${component.status}`;
-      cell(row, msText(component.latency_ms), true);
-      cell(row, text(component.detail));
+      pillCell(row, component.status, component.status);
+      cell(row, msText(component.latency_ms), "num");
+      cell(row, text(component.detail), "text");
       tbody.appendChild(row);
     }
     setState("health-state", Object.keys(health.components).length ? "" : "No health checks are enabled.");
   } catch (error) {
-    needAuth(error);
-    setState("health-state", describe(error), true);
+    fail("health-state", error);
   }
 }
 
-function fillUsage(tableId, stateId, rows, key) {
+function fillTop(tableId, stateId, rows, key) {
   const tbody = $(tableId).querySelector("tbody");
   tbody.replaceChildren();
-  rows.sort((a, b) => (b.cost || 0) - (a.cost || 0));
-  for (const usage of rows) {
+  rows.sort((a, b) => (b.cost || 0) - (a.cost || 0) || (b.requests || 0) - (a.requests || 0));
+  for (const usage of rows.slice(0, 10)) {
     const row = document.createElement("tr");
     cell(row, text(usage[key]));
-    cell(row, text(usage.requests), true);
-    cell(row, `${text(usage.prompt_tokens)} / ${text(usage.completion_tokens)}`, true);
-    cell(row, money(usage.cost), true);
-    cell(row, text(usage.errors), true);
-    cell(row, msText(usage.p95_latency_ms), true);
+    cell(row, text(usage.requests), "num");
+    cell(row, `${text(usage.prompt_tokens)} / ${text(usage.completion_tokens)}`, "num");
+    cell(row, money(usage.cost), "num");
+    cell(row, text(usage.errors), "num");
+    cell(row, msText(usage.p95_latency_ms), "num");
     tbody.appendChild(row);
   }
   setState(stateId, rows.length ? "" : "No calls in this range.");
 }
 
-async function loadUsage() {
+async function loadOverview() {
+  loadHealth();
   for (const id of ["users-state", "models-state", "chart-state"]) setState(id, "Loading…");
+  const hourly = Number($("range").value) === 1;
   try {
-    const [users, models, days] = await Promise.all([
-      api(`/observability/usage?group_by=user&${range()}`),
-      api(`/observability/usage?group_by=model&${range()}`),
-      api(`/observability/usage?group_by=day&${range()}`),
+    const [users, models, series] = await Promise.all([
+      api(`/observability/usage?group_by=user&${rangeQuery()}`),
+      api(`/observability/usage?group_by=model&${rangeQuery()}`),
+      api(`/observability/usage?group_by=${hourly ? "hour" : "day"}&${rangeQuery()}`),
     ]);
-    fillUsage("users", "users-state", users.data, "user");
-    fillUsage("models", "models-state", models.data, "model");
-    drawChart(everyDay(days.data));
+    fillTop("users", "users-state", users.data, "user");
+    fillTop("models", "models-state", models.data, "model");
+    drawChart(everyPeriod(series.data, hourly), hourly);
   } catch (error) {
-    needAuth(error);
-    for (const id of ["users-state", "models-state", "chart-state"]) setState(id, describe(error), true);
+    for (const id of ["users-state", "models-state", "chart-state"]) fail(id, error);
   }
 }
 
-// One entry per day of the chosen range, zero where the ledger has none.
-function everyDay(rows) {
-  const byDay = Object.fromEntries(rows.map((row) => [row.day, row]));
-  const days = [];
-  const count = Number($("range").value);
+// One entry per day (or hour) of the chosen range, zero where the ledger has none.
+function everyPeriod(rows, hourly) {
+  const key = hourly ? "hour" : "day";
+  const byKey = Object.fromEntries(rows.map((row) => [String(row[key]).slice(0, hourly ? 13 : 10), row]));
+  const periods = [];
+  const count = hourly ? 24 : Number($("range").value);
+  const step = hourly ? 3600 * 1000 : 86400 * 1000;
   for (let i = count - 1; i >= 0; i--) {
-    const day = new Date(Date.now() - i * 86400 * 1000).toISOString().slice(0, 10);
-    days.push(byDay[day] || { day, cost: 0, requests: 0, errors: 0 });
+    const label = new Date(Date.now() - i * step).toISOString().slice(0, hourly ? 13 : 10);
+    periods.push({ label, ...(byKey[label] || { cost: 0, requests: 0, errors: 0 }) });
   }
-  return rows.length ? days : [];
+  return rows.length ? periods : [];
 }
 
 function svg(name, attributes, content) {
@@ -145,63 +271,188 @@ function svg(name, attributes, content) {
   return element;
 }
 
-function drawChart(days) {
+function drawChart(periods, hourly) {
   const chart = $("chart");
   chart.replaceChildren();
-  if (!days.length) {
+  if (!periods.length) {
     setState("chart-state", "No calls in this range.");
     $("totals").textContent = "";
     return;
   }
-  const width = 720, height = 220, left = 40, bottom = 24, top = 10;
-  const maxCost = Math.max(...days.map((d) => d.cost || 0), 1e-9);
-  const maxCalls = Math.max(...days.map((d) => d.requests || 0), 1);
-  const step = (width - left) / days.length;
+  const width = 720, height = 220, left = 56, bottom = 24, top = 12;
+  const maxCost = Math.max(...periods.map((d) => d.cost || 0), 1e-9);
+  const maxCalls = Math.max(...periods.map((d) => d.requests || 0), 1);
+  const step = (width - left) / periods.length;
+  const every = Math.ceil(periods.length / 12);
   const points = [];
-  days.forEach((day, i) => {
-    const barHeight = ((day.cost || 0) / maxCost) * (height - bottom - top);
+  periods.forEach((period, i) => {
+    const barHeight = ((period.cost || 0) / maxCost) * (height - bottom - top);
     const x = left + i * step + step * 0.15;
     const bar = svg("rect", { class: "bar", x, y: height - bottom - barHeight, width: step * 0.7, height: barHeight });
-    bar.appendChild(svg("title", {}, `${day.day}: ${money(day.cost)}, ${day.requests} calls`));
+    bar.appendChild(svg("title", {}, `${period.label}: ${money(period.cost)}, ${period.requests} calls`));
     chart.appendChild(bar);
-    if (days.length <= 31 || i % Math.ceil(days.length / 15) === 0) {
-      chart.appendChild(svg("text", { x: x, y: height - 8 }, day.day.slice(5)));
+    if (i % every === 0) {
+      chart.appendChild(svg("text", { x: x + step * 0.35, y: height - 8, "text-anchor": "middle" },
+        hourly ? `${period.label.slice(11, 13)}h` : period.label.slice(5)));
     }
-    points.push(`${x + step * 0.35},${height - bottom - ((day.requests || 0) / maxCalls) * (height - bottom - top)}`);
+    points.push(`${x + step * 0.35},${height - bottom - ((period.requests || 0) / maxCalls) * (height - bottom - top)}`);
   });
   chart.appendChild(svg("polyline", { class: "calls", points: points.join(" ") }));
-  chart.appendChild(svg("text", { x: 0, y: top + 4 }, money(maxCost)));
-  const total = days.reduce((sum, d) => ({ cost: sum.cost + (d.cost || 0), calls: sum.calls + (d.requests || 0),
+  chart.appendChild(svg("text", { x: left - 6, y: top + 4, "text-anchor": "end" }, money(maxCost)));
+  chart.appendChild(svg("text", { x: left - 6, y: height - bottom, "text-anchor": "end" }, "$0"));
+  const total = periods.reduce((sum, d) => ({ cost: sum.cost + (d.cost || 0), calls: sum.calls + (d.requests || 0),
     errors: sum.errors + (d.errors || 0) }), { cost: 0, calls: 0, errors: 0 });
-  $("totals").textContent = `${total.calls} calls, ${total.errors} errors, ${money(total.cost)} in this range (bars: cost; line: calls).`;
+  $("totals").textContent = `${total.calls} calls, ${total.errors} errors, ${money(total.cost)} in this range ` +
+    "(bars: cost; line: calls).";
   setState("chart-state", "");
 }
 
-async function loadErrors() {
-  setState("errors-state", "Loading…");
-  const tbody = $("errors").querySelector("tbody");
+// --- usage -----------------------------------------------------------------------------------------
+const METRIC_COLUMNS = [["requests", "calls"], ["prompt_tokens", "tokens in"], ["completion_tokens", "tokens out"],
+  ["cost", "cost"], ["errors", "errors"], ["p50_latency_ms", "p50"], ["p95_latency_ms", "p95"]];
+
+function usageQuery() {
+  const params = new URLSearchParams();
+  const from = $("usage-from").value, to = $("usage-to").value;
+  if (from) params.set("from", from);
+  if (to) params.set("to", new Date(new Date(`${to}T00:00:00Z`).getTime() + 86400 * 1000).toISOString());
+  for (const key of ["user", "model", "backend"]) {
+    const value = $(`usage-${key}`).value.trim();
+    if (value) params.set(key, value);
+  }
+  params.set("source", $("usage-source").value);
+  params.set("group_by", $("usage-group").value);
+  return params;
+}
+
+async function loadSources() {
+  // the sources the portal has: the answer of source=all names them (failed ones included)
   try {
-    const calls = await api("/observability/calls?outcome=error&limit=200");
-    tbody.replaceChildren();
-    for (const call of calls.data.slice(0, 20)) {
-      const row = document.createElement("tr");
-      cell(row, new Date(call.started_at).toLocaleString());
-      cell(row, text(call.actor_id));
-      cell(row, text(call.model));
-      cell(row, text(call.outcome));
-      cell(row, text(call.error));
-      tbody.appendChild(row);
+    const answer = await api(`/observability/usage?source=all&${rangeQuery()}`);
+    const select = $("usage-source");
+    const current = select.value;
+    select.replaceChildren();
+    for (const name of ["ledger", ...Object.keys(answer.sources || {}).filter((n) => n !== "ledger").sort(), "all"]) {
+      const option = document.createElement("option");
+      option.value = option.textContent = name;
+      select.appendChild(option);
     }
-    setState("errors-state", calls.data.length ? "" : "No failed calls recently.");
+    select.value = current || "ledger";
+  } catch (error) { /* the ledger stays the one choice */ }
+}
+
+async function loadUsage() {
+  if (!$("usage-from").value) {
+    const today = new Date();
+    $("usage-to").value = today.toISOString().slice(0, 10);
+    $("usage-from").value = new Date(today.getTime() - 6 * 86400 * 1000).toISOString().slice(0, 10);
+    await loadSources();
+  }
+  setState("usage-state", "Loading…");
+  const table = $("usage-table");
+  try {
+    const params = usageQuery();
+    const answer = await api(`/observability/usage?${params}`);
+    const groups = params.get("group_by").split(",");
+    const sources = params.get("source") === "all" ? Object.entries(answer.sources)
+      : [[answer.source, { ok: true, data: answer.data }]];
+    const head = document.createElement("tr");
+    const labels = [...(sources.length > 1 ? ["source"] : []), ...groups];
+    for (const label of [...labels, ...METRIC_COLUMNS.map((c) => c[1])]) {
+      const th = document.createElement("th");
+      th.textContent = label;
+      if (!labels.includes(label)) th.className = "num";
+      head.appendChild(th);
+    }
+    table.querySelector("thead").replaceChildren(head);
+    const tbody = table.querySelector("tbody");
+    tbody.replaceChildren();
+    const totals = { requests: 0, cost: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0 };
+    const problems = [];
+    for (const [source, result] of sources) {
+      if (!result.ok) { problems.push(`${source}: ${result.error}`); continue; }
+      for (const usage of result.data) {
+        const row = document.createElement("tr");
+        if (sources.length > 1) cell(row, source);
+        for (const group of groups) cell(row, text(usage[group]));
+        for (const [key] of METRIC_COLUMNS) {
+          const value = usage[key];
+          cell(row, key === "cost" ? money(value) : key.endsWith("_ms") ? msText(value) : text(value), "num");
+          if (key in totals && source === sources[0][0]) totals[key] += Number(value || 0);
+        }
+        tbody.appendChild(row);
+      }
+    }
+    $("usage-totals").textContent = `Total (${sources[0][0]}): ${totals.requests} calls, ` +
+      `${totals.prompt_tokens} / ${totals.completion_tokens} tokens, ${totals.errors} errors, ${money(totals.cost)}.`;
+    setState("usage-state", problems.length ? problems.join(" · ") : tbody.children.length ? "" : "No calls match.",
+      problems.length > 0);
   } catch (error) {
-    needAuth(error);
-    setState("errors-state", describe(error), true);
+    fail("usage-state", error);
   }
 }
 
+async function exportCsv() {
+  try {
+    const params = usageQuery();
+    params.set("format", "csv");
+    const response = await api(`/observability/usage?${params}`, { raw: true, accept: "text/csv" });
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = "usage.csv";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setState("usage-state", "");
+  } catch (error) {
+    fail("usage-state", error);
+  }
+}
+
+// --- calls -----------------------------------------------------------------------------------------
+let failedCalls = [];
+
+async function loadCalls() {
+  connectLive();
+  setState("errors-state", "Loading…");
+  try {
+    const calls = await api("/observability/calls?outcome=error&limit=500");
+    failedCalls = calls.data;
+    showFailedCalls();
+  } catch (error) {
+    fail("errors-state", error);
+  }
+}
+
+function showFailedCalls() {
+  const needle = $("errors-filter").value.trim().toLowerCase();
+  const tbody = $("errors").querySelector("tbody");
+  tbody.replaceChildren();
+  const shown = failedCalls.filter((call) => !needle || [call.actor_id, call.model, call.outcome, call.error,
+    call.request_id, call.backend].some((v) => String(v || "").toLowerCase().includes(needle)));
+  for (const call of shown.slice(0, 200)) {
+    const row = document.createElement("tr");
+    cell(row, when(call.started_at));
+    cell(row, text(call.actor_id));
+    cell(row, text(call.model));
+    cell(row, text(call.outcome));
+    cell(row, text(call.status), "num");
+    cell(row, text(call.request_id));
+    cell(row, text(call.error), "text");
+    tbody.appendChild(row);
+  }
+  setState("errors-state", failedCalls.length ? (shown.length ? "" : "No failed call matches.") : "No failed calls recently.");
+}
+
 let socket = null;
+function closeLive(label) {
+  if (socket) { const old = socket; socket = null; old.close(); }
+  $("live-state").textContent = label;
+  $("live-state").className = "pill";
+}
+
 function connectLive() {
-  if (socket) socket.close();
+  if (socket && socket.readyState <= 1) return;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const current = new WebSocket(`${scheme}://${location.host}/ws/events`);
   socket = current;
@@ -211,10 +462,8 @@ function connectLive() {
     state.textContent = label;
     state.className = `pill ${kind}`;
   };
-  current.onopen = () => {
-    if (token()) current.send(JSON.stringify({ type: "auth", token: token() }));
-    show("connecting", "");
-  };
+  show("connecting", "");
+  current.onopen = () => { if (token()) current.send(JSON.stringify({ type: "auth", token: token() })); };
   current.onmessage = (message) => {
     const event = JSON.parse(message.data);
     if (event.type === "hello" || event.type === "ready") show("live", "up");
@@ -223,47 +472,169 @@ function connectLive() {
     item.className = event.outcome === "ok" ? "" : "failed";
     item.textContent = `${new Date(event.started_at * 1000).toLocaleTimeString()} ${event.actor_id} → ${event.model}: ` +
       `${event.outcome}, ${event.prompt_tokens}+${event.completion_tokens} tokens, ${money(event.cost)}, ` +
-      `${(event.duration * 1000).toFixed(0)} ms`;
+      `${(event.duration * 1000).toFixed(0)} ms` + (event.error ? ` (${event.error})` : "");
     const list = $("live");
     list.prepend(item);
-    while (list.children.length > 50) list.lastChild.remove();
+    while (list.children.length > 100) list.lastChild.remove();
   };
   current.onclose = (event) => show(event.code === 1008 ? "not allowed" : "disconnected", "down");
 }
 
-const PANEL_STATES = ["health-state", "users-state", "models-state", "chart-state", "errors-state"];
-
-async function refresh() {
-  let me;
+// --- keys ------------------------------------------------------------------------------------------
+async function loadKeys() {
+  setState("keys-state", "Loading…");
+  const tbody = $("keys").querySelector("tbody");
   try {
-    me = await api("/me");
+    const keys = await api("/admin/keys");
+    tbody.replaceChildren();
+    for (const key of keys.data) {
+      const row = document.createElement("tr");
+      cell(row, text(key.name));
+      cell(row, key.owner);
+      cell(row, key.role);
+      cell(row, key.display);
+      cell(row, when(key.created_at));
+      cell(row, key.expires_at ? when(key.expires_at) : "never");
+      cell(row, when(key.last_used_at));
+      const expired = key.expires_at && new Date(key.expires_at) < new Date();
+      const state = key.revoked_at ? "revoked" : expired ? "expired" : "active";
+      pillCell(row, state, state === "active" ? "up" : "down");
+      const actions = cell(row, "");
+      if (!key.revoked_at) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = "Revoke";
+        button.addEventListener("click", () => revokeKey(key));
+        actions.appendChild(button);
+      }
+      tbody.appendChild(row);
+    }
+    setState("keys-state", keys.data.length ? "" : "No API keys yet.");
   } catch (error) {
-    needAuth(error);
-    for (const id of PANEL_STATES) setState(id, describe(error), true);
-    return;
+    fail("keys-state", error);
   }
-  $("who").textContent = `signed in as ${me.user} (${me.role})`;
-  if (me.role !== "admin") {
-    const refusal = new HttpError(403, "admins only");
-    needAuth(refusal);
-    for (const id of PANEL_STATES) setState(id, describe(refusal), true);
-    $("live-state").textContent = "not allowed";
-    $("live-state").className = "pill down";
-    return;
+}
+
+async function createKey(event) {
+  event.preventDefault();
+  const body = { owner: $("key-owner").value.trim(), role: $("key-role").value };
+  if ($("key-name").value.trim()) body.name = $("key-name").value.trim();
+  if ($("key-expires").value.trim()) body.expires_in = $("key-expires").value.trim();
+  try {
+    const created = await api("/admin/keys", { method: "POST", body });
+    $("key-secret-value").textContent = created.key;
+    $("key-secret").hidden = false;
+    $("key-form").reset();
+    await loadKeys();
+  } catch (error) {
+    $("key-secret").hidden = true;
+    fail("keys-state", error);
   }
-  $("auth").hidden = true;
-  await Promise.all([loadHealth(), loadUsage(), loadErrors()]);
-  connectLive();
+}
+
+async function revokeKey(key) {
+  if (!window.confirm(`Revoke ${key.name || key.display} of ${key.owner}? Calls with it stop at once.`)) return;
+  try {
+    await api(`/admin/keys/${encodeURIComponent(key.id)}`, { method: "DELETE" });
+    await loadKeys();
+  } catch (error) {
+    fail("keys-state", error);
+  }
+}
+
+// --- limits ----------------------------------------------------------------------------------------
+async function loadLimits() {
+  if (!$("limits-user").value && me) $("limits-user").value = me.user;
+  setState("limits-state", "Loading…");
+  const tbody = $("limits").querySelector("tbody");
+  try {
+    const params = new URLSearchParams({ user: $("limits-user").value.trim(), role: $("limits-role").value });
+    const answer = await api(`/observability/limits?${params}`, { allow: [404] });
+    tbody.replaceChildren();
+    if (!answer || !answer.limits) {
+      setState("limits-state", "No limits plugin is enabled (plugins.rate_limits).");
+      return;
+    }
+    $("limits-storage").textContent = `${answer.user} (${answer.role}); counters kept in ${answer.storage}.`;
+    for (const limit of answer.limits) {
+      const row = document.createElement("tr");
+      const isMoney = limit.limit.endsWith("_usd");
+      cell(row, limit.scope);
+      cell(row, limit.limit);
+      cell(row, isMoney ? money(limit.value) : text(limit.value), "num");
+      const used = isMoney ? limit.spent_usd : limit.remaining === undefined || limit.remaining === null
+        ? null : limit.value - limit.remaining;
+      cell(row, isMoney ? money(used) : text(used), "num");
+      cell(row, isMoney ? money(limit.remaining) : text(limit.remaining), "num");
+      cell(row, limit.resets_at ? new Date(limit.resets_at * 1000).toLocaleString() : "—");
+      tbody.appendChild(row);
+    }
+    setState("limits-state", answer.limits.length ? "" : "No limit applies to this user.");
+  } catch (error) {
+    fail("limits-state", error);
+  }
+}
+
+// --- models ----------------------------------------------------------------------------------------
+async function loadModels() {
+  setState("catalog-state", "Loading…");
+  const tbody = $("catalog").querySelector("tbody");
+  try {
+    const [catalog, backends] = await Promise.all([api("/admin/models", { allow: [404] }),
+      api("/observability/models", { allow: [404] })]);
+    const reachable = Object.fromEntries(((backends && backends.backends) || []).map((b) => [b.backend, b]));
+    tbody.replaceChildren();
+    const rows = (catalog && catalog.data) || [];
+    for (const model of rows) {
+      const row = document.createElement("tr");
+      cell(row, model.model + (model.alias ? " (alias)" : ""));
+      cell(row, model.backend);
+      cell(row, model.upstream_model);
+      cell(row, model.roles.join(", ") || "nobody");
+      cell(row, perMillion(model.input_cost_per_token), "num");
+      cell(row, perMillion(model.output_cost_per_token), "num");
+      cell(row, model.fallbacks.join(" → ") || "—");
+      const backend = reachable[model.backend];
+      const state = !backend || backend.reachable === undefined || backend.reachable === null ? "unknown"
+        : backend.reachable ? "yes" : `no: ${backend.error || "unreachable"}`;
+      cell(row, state, backend && backend.reachable === false ? "text error" : "");
+      tbody.appendChild(row);
+    }
+    setState("catalog-state", catalog ? (rows.length ? "" : "No models are served.")
+      : "The chat plugin is not enabled.");
+  } catch (error) {
+    fail("catalog-state", error);
+  }
+}
+
+const LOADERS = { overview: loadOverview, usage: loadUsage, calls: loadCalls, keys: loadKeys, limits: loadLimits,
+  models: loadModels };
+
+// --- wiring ----------------------------------------------------------------------------------------
+async function start() {
+  loaded.clear();
+  if (await signIn()) showTab(true);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("controls").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
+  $("overview-form").addEventListener("submit", (event) => { event.preventDefault(); loadOverview(); });
+  $("usage-form").addEventListener("submit", (event) => { event.preventDefault(); loadUsage(); });
+  $("usage-csv").addEventListener("click", exportCsv);
+  $("errors-filter").addEventListener("input", showFailedCalls);
+  $("errors-form").addEventListener("submit", (event) => event.preventDefault());
+  $("key-form").addEventListener("submit", createKey);
+  $("limits-form").addEventListener("submit", (event) => { event.preventDefault(); loadLimits(); });
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
     $("token").value = "";
-    $("auth").hidden = true;
-    refresh();
+    start();
   });
-  refresh();
+  $("sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    me = null;
+    showSignIn("Signed out.");
+  });
+  window.addEventListener("hashchange", () => { if (me) showTab(false); });
+  start();
 });
