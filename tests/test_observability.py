@@ -57,6 +57,16 @@ def test_user_sees_only_their_own_usage(app):
     assert usage(app, "user=bob").json["data"][0]["requests"] == 1
 
 
+def test_usage_filters_by_backend_in_the_ledger(app):
+    chat(app, "alice"), chat(app, "bob")
+    settle(app, 2)
+    assert usage(app, "group_by=backend&backend=fake").json["data"] == [
+        {**usage(app, "group_by=backend").json["data"][0], "backend": "fake"}]
+    assert usage(app, "group_by=backend&backend=fake").json["data"][0]["requests"] == 2
+    assert sum(r["requests"] or 0 for r in usage(app, "backend=elsewhere").json["data"]) == 0
+    assert usage(app, "backend=fake").json["query"]["backend"] == "fake"
+
+
 @pytest.mark.parametrize("query,code", [
     ("from=yesterday", "invalid_time"),
     ("from=2026-11-10&to=2026-11-01", "invalid_range"),
