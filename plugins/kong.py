@@ -108,4 +108,4 @@ def portal_embeds(portal):
     settings = portal.plugin_config(NAME)
     if not settings.get("manager_url"):
         return []
-    return [Embed("kong-manager", "Kong Manager", settings["manager_url"])]
+    return [Embed("kong-admin", "Kong Manager", settings["manager_url"])]

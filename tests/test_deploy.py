@@ -38,14 +38,62 @@ def portal_environment() -> dict:
 
 def test_the_stack_has_every_service():
     assert {"portal", "open-webui", "litellm", "langfuse-web", "langfuse-worker", "clickhouse", "minio",
-            "kong", "postgres", "redis"} <= set(SERVICES)
+            "kong", "postgres", "redis", "helicone"} <= set(SERVICES)
+    assert {name for name, service in SERVICES.items() if service.get("profiles")} >= {
+        "langgraph", "perplexica", "open-notebook", "qdrant"}
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification(tmp_path):
+    """check-jsonschema's vendored copy of the Compose Specification's JSON schema (what
+    `docker compose config` validates against); a broken copy of the file must fail it."""
+    import shutil
+    import subprocess
+    import sys
+
+    binary = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
+    assert binary, "check-jsonschema is not installed (pip install -e '.[test]')"
+    check = [binary, "--builtin-schema", "vendor.compose-spec"]
+    valid = subprocess.run([*check, str(ROOT / "docker-compose.yml")], capture_output=True, text=True)
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    broken = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    broken["services"]["helicone"]["restart"] = ["always"]
+    (tmp_path / "broken.yml").write_text(yaml.safe_dump(broken))
+    assert subprocess.run([*check, str(tmp_path / "broken.yml")], capture_output=True).returncode == 1
 
 
 def test_only_kong_publishes_a_port():
     published = {name for name, service in SERVICES.items() if service.get("ports")}
     assert published == {"kong"}
-    assert SERVICES["kong"]["environment"]["KONG_ADMIN_GUI_LISTEN"] == "off"
-    assert all(not p.startswith("8001") for p in SERVICES["kong"]["ports"])
+    assert all(not p.startswith(("8001", "8002")) for p in SERVICES["kong"]["ports"])
+
+
+def test_kong_manager_is_served_under_the_portal_embed_and_calls_the_admin_api_through_the_portal():
+    kong = SERVICES["kong"]["environment"]
+    assert kong["KONG_ADMIN_GUI_LISTEN"].endswith(":8002") and kong["KONG_ADMIN_GUI_PATH"] == "/embed/kong-admin"
+    assert kong["KONG_ADMIN_GUI_API_URL"] == "${PORTAL_PUBLIC_URL}/kong-admin"
+    env = portal_environment()
+    manager = urlsplit(env["KONG_MANAGER_URL"])
+    assert (manager.hostname, manager.port, manager.path) == ("kong", 8002, kong["KONG_ADMIN_GUI_PATH"])
+    portal_config = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())
+    assert portal_config["plugins"]["kong"]["manager_url"] == "${KONG_MANAGER_URL}"
+    to_portal = [p for route in KONG["services"][0]["routes"] for p in route["paths"]]
+    assert "/kong-admin" in to_portal and "/embed" in to_portal
+    assert "8002" not in yaml.safe_dump(KONG)
+
+
+def test_helicone_is_the_portal_s_gateway_usage_source_and_an_embedded_ui():
+    env = portal_environment()
+    helicone = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())["plugins"]["helicone"]
+    api = urlsplit(env["HELICONE_API_URL"])
+    assert (api.hostname, api.port) == ("helicone", 8585) and "8585" in SERVICES["helicone"]["expose"]
+    assert helicone["api_url"] == "${HELICONE_API_URL}"
+    assert helicone["gateway_url"] == "${HELICONE_API_URL}/v1/gateway/oai/v1"
+    web = urlsplit(env["HELICONE_WEB_URL"])
+    assert (web.hostname, web.port) == ("helicone", 3000) and "3000" in SERVICES["helicone"]["expose"]
+    embeds = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())["plugins"]["embeds"]["uis"]
+    assert embeds["helicone"]["url"] == "${HELICONE_WEB_URL}"
+    assert SERVICES["helicone"]["environment"]["NEXT_PUBLIC_IS_ON_PREM"] == "true"
+    assert all(volume.split(":")[0] in COMPOSE["volumes"] for volume in SERVICES["helicone"]["volumes"])
 
 
 def test_every_variable_compose_uses_is_in_env_example():
@@ -71,6 +119,7 @@ def test_portal_urls_name_services_and_ports_that_exist():
     expected = {"LITELLM_URL": ("litellm", 4000), "OPENWEBUI_URL": ("open-webui", 8080),
                 "LANGFUSE_URL": ("langfuse-web", 3000), "KONG_ADMIN_URL": ("kong", 8001),
                 "REDIS_URL": ("redis", 6379), "PORTAL_DATABASE_URL": ("postgres", 5432),
+                "HELICONE_API_URL": ("helicone", 8585),
                 "LANGGRAPH_URL": ("langgraph", 2024), "PERPLEXICA_URL": ("perplexica", 3000),
                 "OPEN_NOTEBOOK_URL": ("open-notebook", 5055), "QDRANT_URL": ("qdrant", 6333)}
     for key, (host, port) in expected.items():
@@ -109,7 +158,7 @@ def test_compose_portal_config_is_valid_with_the_example_environment():
     pm, sources = build_plugin_manager(merged, discover_builtins(), {})
     assert validate_plugin_sections(pm, merged) == []
     assert {"openwebui_session", "langfuse", "kong", "rate_limits", "ledger", "langgraph", "perplexica",
-            "open_notebook", "documents"} <= set(sources)
+            "open_notebook", "documents", "helicone", "embeds"} <= set(sources)
 
 
 def test_the_agents_profile_serves_the_port_the_portal_calls():
