@@ -1,12 +1,18 @@
-"""Check that monitoring.patch applies to Open WebUI 0.12.4's sources.
+"""Check that monitoring.patch applies to Open WebUI 0.12.4's sources and compiles.
 
 The sources come from the published wheel: its built frontend ships source maps whose
-``sourcesContent`` holds the Svelte and TypeScript files. This script downloads the wheel
-(``pip download open-webui==0.12.4 --no-deps``, cached in ``.cache/``), writes every file the patch
-touches from the maps into a scratch git repository, and runs ``git apply --check`` there.
+``sourcesContent`` holds the Svelte and TypeScript files (and Svelte's own ``version.js``, which
+names the Svelte release the build used). This script downloads the wheel (``pip download
+open-webui==0.12.4 --no-deps``, cached in ``.cache/``), writes every file the patch touches from the
+maps into a scratch git repository, runs ``git apply --check`` and applies it there, then compiles
+every patched file with that Svelte release and TypeScript from the npm registry (installed in
+``.cache/webui-compile-<version>``, needs ``npm``): a compile error, or a warning the unpatched file
+does not have, fails the check.
 
-    python webui_patch/check_patch.py             # exit 0 when the patch applies
+    python webui_patch/check_patch.py                 # exit 0 when the patch applies and compiles
+    python webui_patch/check_patch.py --no-compile    # only git apply --check
     python webui_patch/check_patch.py --extract DIR   # write the recovered sources to DIR
+    python webui_patch/check_patch.py --patched DIR   # write them with the patch applied
 """
 from __future__ import annotations
 
@@ -55,6 +61,66 @@ def recover_sources(wheel: Path) -> dict[str, str]:
     return sources
 
 
+def svelte_version(sources: dict[str, str]) -> str:
+    """Return the Svelte release Open WebUI's build used, from Svelte's ``version.js`` in the maps."""
+    for path, text in sources.items():
+        if path.endswith("svelte/src/version.js"):
+            match = re.search(r"VERSION = '([0-9][^']*)'", text)
+            if match:
+                return match.group(1)
+    raise SystemExit(f"the {VERSION} wheel's source maps do not name a Svelte release")
+
+
+def recover_all(wheel: Path) -> dict[str, str]:
+    """Return every source the maps carry, keyed by its path after the last ``node_modules/`` or
+    from ``src/`` (``recover_sources`` keeps only Open WebUI's own)."""
+    sources: dict[str, str] = {}
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if not name.endswith(".js.map"):
+                continue
+            try:
+                data = json.loads(archive.read(name))
+            except ValueError:
+                continue
+            for source, content in zip(data.get("sources") or [], data.get("sourcesContent") or []):
+                if content is not None and "svelte/src/version.js" in source:
+                    sources.setdefault(source.rsplit("node_modules/", 1)[-1], content)
+    return sources
+
+
+def compilers(version: str) -> Path:
+    """Return a ``node_modules`` holding svelte@``version`` and TypeScript, installing them once."""
+    folder = CACHE / f"webui-compile-{version}"
+    modules = folder / "node_modules"
+    if not (modules / "svelte" / "package.json").exists() or not (modules / "typescript").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix", str(folder),
+                        f"svelte@{version}", "typescript@5"], check=True)
+    return modules
+
+
+def compile_report(modules: Path, root: Path, files: list[str]) -> dict:
+    """Return ``{file: {errors, warnings}}`` from compiling ``files`` under ``root``."""
+    result = subprocess.run(["node", str(HERE / "compile_check.mjs"), str(modules), str(root), *files],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)["files"]
+
+
+def compile_problems(modules: Path, original: Path, patched: Path, modified: list[str], created: list[str]) -> list[str]:
+    """Return every compile error of the patched files and every warning the patch added."""
+    wanted = [f for f in modified + created if f.endswith((".svelte", ".ts"))]
+    after = compile_report(modules, patched, wanted)
+    before = compile_report(modules, original, [f for f in modified if f in wanted])
+    problems = []
+    for file, report in after.items():
+        problems += [f"{file}: error: {e}" for e in report["errors"]]
+        known = {w.split(" ", 1)[0] + w.split(" ", 2)[-1] for w in (before.get(file) or {}).get("warnings", [])}
+        problems += [f"{file}: warning: {w}" for w in report["warnings"]
+                     if w.split(" ", 1)[0] + w.split(" ", 2)[-1] not in known]
+    return problems
+
+
 def touched_files(patch_text: str) -> tuple[list[str], list[str]]:
     """Return (files the patch modifies, files it creates)."""
     modified, created = [], []
@@ -67,10 +133,15 @@ def touched_files(patch_text: str) -> tuple[list[str], list[str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extract", help="write the recovered sources the patch touches to this folder")
+    parser.add_argument("--patched", help="write them with the patch applied to this folder")
+    parser.add_argument("--no-compile", action="store_true", help="only check that the patch applies")
+    parser.add_argument("--patch", default=str(PATCH), help="another patch file (the tests break a copy)")
     args = parser.parse_args()
-    patch_text = PATCH.read_text()
+    patch = Path(args.patch).resolve()
+    patch_text = patch.read_text()
     modified, created = touched_files(patch_text)
-    sources = recover_sources(wheel_path())
+    wheel = wheel_path()
+    sources = recover_sources(wheel)
     missing = [path for path in modified if path not in sources]
     if missing:
         print(f"the {VERSION} wheel's source maps do not carry: {', '.join(missing)}", file=sys.stderr)
@@ -79,22 +150,39 @@ def main() -> int:
     if clashes:
         print(f"Open WebUI {VERSION} already has: {', '.join(clashes)}", file=sys.stderr)
         return 1
-    target = Path(args.extract) if args.extract else Path(tempfile.mkdtemp(prefix="open-webui-src-"))
+    original = Path(args.extract) if args.extract else Path(tempfile.mkdtemp(prefix="open-webui-src-"))
     for path in modified:
-        file = target / path
+        file = original / path
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(sources[path])
     if args.extract:
-        print(f"wrote {len(modified)} files to {target}")
+        print(f"wrote {len(modified)} files to {original}")
         return 0
-    subprocess.run(["git", "init", "-q", str(target)], check=True)
-    result = subprocess.run(["git", "apply", "--check", "--verbose", str(PATCH)], cwd=target,
+    patched = Path(args.patched) if args.patched else Path(tempfile.mkdtemp(prefix="open-webui-patched-"))
+    for path in modified:
+        (patched / path).parent.mkdir(parents=True, exist_ok=True)
+        (patched / path).write_text(sources[path])
+    subprocess.run(["git", "init", "-q", str(patched)], check=True)
+    result = subprocess.run(["git", "apply", "--check", "--verbose", str(patch)], cwd=patched,
                             capture_output=True, text=True)
     print(result.stdout + result.stderr)
     if result.returncode != 0:
-        print(f"monitoring.patch does NOT apply to Open WebUI {VERSION}", file=sys.stderr)
+        print(f"{patch.name} does NOT apply to Open WebUI {VERSION}", file=sys.stderr)
         return 1
-    print(f"monitoring.patch applies to Open WebUI {VERSION} ({len(modified)} changed, {len(created)} new files)")
+    print(f"{patch.name} applies to Open WebUI {VERSION} ({len(modified)} changed, {len(created)} new files)")
+    subprocess.run(["git", "apply", str(patch)], cwd=patched, check=True)
+    if args.patched:
+        print(f"wrote the patched files to {patched}")
+    if args.no_compile:
+        return 0
+    version = svelte_version(recover_all(wheel))
+    problems = compile_problems(compilers(version), original, patched, modified, created)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{patch.name} does NOT compile with Svelte {version}", file=sys.stderr)
+        return 1
+    print(f"{patch.name} compiles with Svelte {version} and TypeScript: no error, no new warning")
     return 0
 
 
