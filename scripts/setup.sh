@@ -39,11 +39,13 @@ if [ ! -x .cache/langgraph-venv/bin/langgraph ]; then
     'langgraph-api>=0.16,<0.17' 'langchain-core>=1.0'
 fi
 
-# With --browser (the tests): Debian's chromium for the browser test, and python3.11-doc, the
-# public document set of the documents evaluation (bench/docs_eval.py)
+# With --browser (the tests): Debian's chromium for the browser tests, python3.11-doc, the
+# public document set of the documents evaluation (bench/docs_eval.py), and Node.js with npm,
+# which compile the Open WebUI patch (webui_patch/check_patch.py) and its test harness
 if [ "${1:-}" = "--browser" ]; then
   missing=""
   command -v chromium >/dev/null 2>&1 || missing="chromium"
+  command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
   [ -f /usr/share/doc/python3.11/html/genindex-all.html ] || missing="$missing python3.11-doc"
   if [ -n "$missing" ] && [ "$(id -u)" = "0" ]; then
     apt-get update -qq >/dev/null
