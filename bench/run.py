@@ -54,21 +54,22 @@ def ms(value):
     return None if value is None else round(value * 1000, 3)
 
 
-def pss_kb(pid: int) -> int:
-    """The process's proportional set size: its share of pages shared with the master."""
-    with open(f"/proc/{pid}/smaps_rollup") as handle:
+def proc_kb(pid: int, path: str, field: str) -> int:
+    """Return the kB figure ``field`` of ``/proc/<pid>/<path>`` (0 when it is not there)."""
+    with open(f"/proc/{pid}/{path}") as handle:
         for line in handle:
-            if line.startswith("Pss:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def pss_kb(pid: int) -> int:
+    """The process's proportional set size: its share of pages shared with the master."""
+    return proc_kb(pid, "smaps_rollup", "Pss")
 
 
 def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return proc_kb(pid, "status", "VmRSS")
 
 
 def wait_http(url, seconds, process):

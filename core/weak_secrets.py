@@ -17,7 +17,8 @@ KNOWN_PLACEHOLDERS = frozenset({
     "replace-with-an-admin-password", "replace-with-a-clickhouse-password",
     "replace-with-a-minio-password", "replace-with-a-notebook-password",
     "replace-with-a-notebook-encryption-key", "replace-with-a-surrealdb-password",
-    "replace-with-a-qdrant-api-key", "sk-1234", "sk-12345", "changeme", "change-me", "secret",
+    "replace-with-a-qdrant-api-key", "replace-with-a-helicone-auth-secret",
+    "replace-with-a-helicone-storage-secret", "replace-with-an-openai-key", "sk-1234", "sk-12345", "changeme", "change-me", "secret",
     "password", "admin", "t0p-s3cr3t", "your-secret-key", "mysecret", "supersecret",
 })
 _PLACEHOLDER = re.compile(r"replace[-_ ]?(with|me)|change[-_ ]?me|your[-_ ](secret|key|token|password)"

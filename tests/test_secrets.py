@@ -28,7 +28,10 @@ SECRET_NAMES = [n for n in env_example() if re.search(r"SECRET|TOKEN|KEY|PASSWOR
 
 @pytest.mark.parametrize("name", SECRET_NAMES)
 def test_every_secret_in_env_example_is_refused(name):
-    assert weakness(env_example()[name], verifies=False) is not None
+    """A value shipped there is known to everyone; an empty one is a key made after the first
+    start (Helicone's), which the portal runs without."""
+    value = env_example()[name]
+    assert value == "" and name == "HELICONE_API_KEY" or weakness(value, verifies=False) is not None
 
 
 def test_secret_values_in_the_readme_and_config_examples_are_refused():

@@ -219,6 +219,20 @@ def helicone_section(fake, **extra):
     return {"api_key": "hel-test-key", "api_url": fake.url, "timeout_seconds": 2, **extra}
 
 
+def test_without_an_api_key_yet_helicone_waits_for_one_and_the_portal_runs(make_app, fake_upstream, helicone):
+    """A self-hosted Helicone's key is made in its UI after the first start: until then the
+    portal boots, says what is missing, and offers none of the gateway's models."""
+    app = make_app(chat={}, ledger={"flush_seconds": 0.05}, observability={"health_cache_seconds": 0},
+                   helicone=helicone_section(helicone, api_key="", gateway_url=fake_upstream.base_url,
+                                             models=["echo"]))
+    admin = bearer(app, "root", "admin")
+    component = app.test_client().get("/observability/health", headers=admin).json["components"]["helicone"]
+    assert component["status"] == "degraded" and "no Helicone API key yet" in component["detail"]
+    assert "echo" not in [m["id"] for m in app.test_client().get("/v1/models", headers=admin).json["data"]]
+    usage = app.test_client().get("/observability/usage?source=helicone", headers=admin)
+    assert usage.status_code == 502 and "no Helicone API key yet" in usage.json["error"]["message"]
+
+
 def test_chat_through_the_helicone_gateway_carries_its_headers(make_app, fake_upstream, helicone):
     app = make_app(chat={}, ledger={"flush_seconds": 0.05}, helicone=helicone_section(
         helicone, gateway_url=fake_upstream.base_url, models=["echo"], upstream_api_key="sk-provider",

@@ -43,9 +43,8 @@ def wheel_path() -> Path:
     return sorted(CACHE.glob(f"open_webui-{VERSION}-*.whl"))[0]
 
 
-def recover_sources(wheel: Path) -> dict[str, str]:
-    """Return ``{"src/...": text}`` for every source the wheel's source maps carry."""
-    sources: dict[str, str] = {}
+def map_sources(wheel: Path):
+    """Yield ``(source path, text)`` for every file the wheel's source maps carry."""
     with zipfile.ZipFile(wheel) as archive:
         for name in archive.namelist():
             if not name.endswith(".js.map"):
@@ -55,38 +54,28 @@ def recover_sources(wheel: Path) -> dict[str, str]:
             except ValueError:
                 continue
             for source, content in zip(data.get("sources") or [], data.get("sourcesContent") or []):
-                match = re.search(r"(?:^|/)(src/.*)$", source)
-                if match and content is not None:
-                    sources.setdefault(match.group(1), content)
+                if content is not None:
+                    yield source, content
+
+
+def recover_sources(wheel: Path) -> dict[str, str]:
+    """Return ``{"src/...": text}`` for every Open WebUI source the wheel's source maps carry."""
+    sources: dict[str, str] = {}
+    for source, content in map_sources(wheel):
+        match = re.search(r"(?:^|/)(src/.*)$", source)
+        if match and "node_modules/" not in source:
+            sources.setdefault(match.group(1), content)
     return sources
 
 
-def svelte_version(sources: dict[str, str]) -> str:
+def svelte_version(wheel: Path) -> str:
     """Return the Svelte release Open WebUI's build used, from Svelte's ``version.js`` in the maps."""
-    for path, text in sources.items():
-        if path.endswith("svelte/src/version.js"):
-            match = re.search(r"VERSION = '([0-9][^']*)'", text)
+    for source, content in map_sources(wheel):
+        if source.endswith("svelte/src/version.js"):
+            match = re.search(r"VERSION = '([0-9][^']*)'", content)
             if match:
                 return match.group(1)
     raise SystemExit(f"the {VERSION} wheel's source maps do not name a Svelte release")
-
-
-def recover_all(wheel: Path) -> dict[str, str]:
-    """Return every source the maps carry, keyed by its path after the last ``node_modules/`` or
-    from ``src/`` (``recover_sources`` keeps only Open WebUI's own)."""
-    sources: dict[str, str] = {}
-    with zipfile.ZipFile(wheel) as archive:
-        for name in archive.namelist():
-            if not name.endswith(".js.map"):
-                continue
-            try:
-                data = json.loads(archive.read(name))
-            except ValueError:
-                continue
-            for source, content in zip(data.get("sources") or [], data.get("sourcesContent") or []):
-                if content is not None and "svelte/src/version.js" in source:
-                    sources.setdefault(source.rsplit("node_modules/", 1)[-1], content)
-    return sources
 
 
 def compilers(version: str) -> Path:
@@ -175,7 +164,7 @@ def main() -> int:
         print(f"wrote the patched files to {patched}")
     if args.no_compile:
         return 0
-    version = svelte_version(recover_all(wheel))
+    version = svelte_version(wheel)
     problems = compile_problems(compilers(version), original, patched, modified, created)
     for problem in problems:
         print(problem, file=sys.stderr)

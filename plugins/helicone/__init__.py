@@ -18,7 +18,9 @@ NAME = "helicone"
 @hookimpl
 def portal_config_schema():
     return {NAME: strict_object({
-        "api_key": {"type": "string", "minLength": 1},
+        # empty until an admin creates one in Helicone's own UI (a self-hosted Helicone's first
+        # start): the plugin then only reports that it waits for it
+        "api_key": {"type": ["string", "null"]},
         "api_url": {"type": "string", "pattern": "^https?://", "default": "https://api.helicone.ai"},
         "gateway_url": {"type": ["string", "null"], "pattern": "^https?://"},
         "gateway_auth": {"enum": ["helicone-auth", "bearer"], "default": "helicone-auth"},
@@ -27,13 +29,21 @@ def portal_config_schema():
         "properties": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
         "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 10},
         "required": {"type": "boolean", "default": False},
-    }, required=["api_key"])}
+    })}
+
+
+def _has_key(settings: dict) -> bool:
+    return bool((settings.get("api_key") or "").strip())
+
+
+NO_KEY = "no Helicone API key yet: create one in Helicone's UI and set plugins.helicone.api_key"
 
 
 @hookimpl
 def portal_startup(portal):
     settings = portal.plugin_config(NAME)
-    portal.extensions[NAME] = HeliconeGateway(portal, settings) if settings.get("gateway_url") else None
+    ready = settings.get("gateway_url") and _has_key(settings)
+    portal.extensions[NAME] = HeliconeGateway(portal, settings) if ready else None
 
 
 @hookimpl
@@ -58,7 +68,13 @@ def portal_models(portal, actor):
 
 @hookimpl
 def portal_usage_providers(portal):
-    return [UsageProvider(NAME, lambda portal, query: usage_from_helicone(portal, query, portal.plugin_config(NAME)))]
+    def usage(portal, query):
+        settings = portal.plugin_config(NAME)
+        if not _has_key(settings):
+            raise ValueError(NO_KEY)
+        return usage_from_helicone(portal, query, settings)
+
+    return [UsageProvider(NAME, usage)]
 
 
 @hookimpl
@@ -70,4 +86,11 @@ def portal_health_checks(portal):
         return {"status": "up" if str(status).startswith("healthy") else "degraded", "detail": status}
 
     check = http_check(settings["api_url"].rstrip("/") + "/healthcheck", judge)
-    return [HealthCheck(NAME, check, timeout=3.0, required=settings["required"])]
+
+    def check_with_key(portal):
+        result = check(portal)
+        if result.get("status") == "up" and not _has_key(settings):
+            return {**result, "status": "degraded", "detail": NO_KEY}
+        return result
+
+    return [HealthCheck(NAME, check_with_key, timeout=3.0, required=settings["required"])]
