@@ -7,8 +7,8 @@ from flask import Blueprint, Flask, g, jsonify
 from flask_sock import Sock
 
 from .errors import PortalError, StartupError
-from .schemas import HTML, NULLABLE_STRING, STRING, array, media, obj
 from .hooks import call_impl, implementations
+from .schemas import HTML, NULLABLE_STRING, STRING, array, media, obj
 from .types import ACCESS_LEVELS, Route
 
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -60,7 +60,7 @@ def body_check(schema: dict):
     validator = Draft202012Validator(schema)
     # compiled to Python once: a valid body (nearly every call) costs a few microseconds instead
     # of jsonschema's ~150; jsonschema runs only on a refused body, to name what failed. A schema
-    # with keywords newer than draft 7 (which fastjsonschema knows) is left to jsonschema alone.
+    # with keywords newer than draft 7, the last draft fastjsonschema knows, is left to jsonschema.
     valid = None if _newer_than_draft7(schema) else \
         fastjsonschema.compile(schema, use_default=False, detailed_exceptions=False)
 

@@ -11,7 +11,6 @@ NULLABLE_STRING = {"type": ["string", "null"]}
 NUMBER = {"type": "number"}
 INTEGER = {"type": "integer"}
 BOOLEAN = {"type": "boolean"}
-ANY = {}  # a service's own answer, passed on as it came
 
 
 def obj(*required: str, **properties) -> dict:

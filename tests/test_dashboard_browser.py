@@ -231,7 +231,7 @@ def test_an_embedded_admin_ui_is_a_tab_for_an_admin_signed_in_through_open_webui
     page.wait_for_selector("#tab-embed:not([hidden])")
     assert page.locator("#embed-frame").get_attribute("src") == "/embed/grafana/"
     frame = page.frame_locator("#embed-frame")
-    assert "admin ui" in frame.locator("body").inner_text()
+    frame.locator("text=admin ui").wait_for()  # the frame loads after the tab shows
     finish(page, problems, "embed-laptop")
     context.close()
 

@@ -7,7 +7,7 @@ from flask import Response, g
 
 from agent_portal import PortalError
 from agent_portal.metering import MeteredCall, stream_status
-from agent_portal.schemas import SSE_EVENT
+from agent_portal.schemas import SSE_EVENT, STRING, array, media, obj
 from agent_portal.sse import STREAM_HEADERS, relay
 
 from .client import normalize_sources
@@ -38,11 +38,10 @@ def search_body_schema(settings) -> dict:
 
 
 # What /search answers: the answer with its sources, or the SSE stream of sources, delta, done.
-SEARCH_ANSWERS = {"200": {"content": {
-    "application/json": {"schema": {"type": "object", "required": ["answer", "sources"], "properties": {
-        "answer": {"type": "string"}, "sources": {"type": "array", "items": {"type": "object", "properties": {
-            "title": {"type": "string"}, "url": {"type": "string"}, "snippet": {"type": "string"}}}}}}},
-    "text/event-stream": {"schema": SSE_EVENT}}}}
+SEARCH_ANSWERS = {"200": media(**{
+    "application/json": obj("answer", "sources", answer=STRING,
+                            sources=array(obj(title=STRING, url=STRING, snippet=STRING))),
+    "text/event-stream": SSE_EVENT})}
 
 
 def read_search(settings, actor) -> dict:
