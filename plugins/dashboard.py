@@ -12,7 +12,8 @@ from flask import Response, request
 
 from agent_portal import PortalError, Route, hookimpl
 from agent_portal.errors import AuthError
-from agent_portal.schemas import BOOLEAN, HTML, STRING, media, obj
+from agent_portal.plugins.embeds import all_embeds
+from agent_portal.schemas import BOOLEAN, HTML, STRING, array, media, obj
 
 NAME = "dashboard"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -44,7 +45,12 @@ def portal_register_routes(portal):
             return {"signed_in": False, "reason": refusal.message}
         if actor is None:
             return {"signed_in": False, "reason": "Not signed in."}
-        return {"signed_in": True, "user": actor.id, "role": actor.role, "via": actor.via}
+        answer = {"signed_in": True, "user": actor.id, "role": actor.role, "via": actor.via}
+        if actor.role == "admin":  # what the console may show: the tabs of plugins that are on
+            answer["plugins"] = sorted(portal.sources)
+            answer["embeds"] = [{"name": e.name, "title": e.title, "path": f"/embed/{e.name}/"}
+                                for _, e in sorted(all_embeds(portal).items())] if "embeds" in portal.sources else []
+        return answer
 
     def asset(filename):
         if filename not in FILES:
@@ -53,6 +59,8 @@ def portal_register_routes(portal):
 
     return [Route("/dashboard", page, access="public", responses={"200": HTML}),
             Route("/dashboard/session", session, access="public", responses={"200": obj(
-                "signed_in", signed_in=BOOLEAN, user=STRING, role=STRING, via=STRING, reason=STRING)}),
+                "signed_in", signed_in=BOOLEAN, user=STRING, role=STRING, via=STRING, reason=STRING,
+                plugins=array(STRING), embeds=array(obj("name", "title", "path", name=STRING, title=STRING,
+                                                        path=STRING)))}),
             Route("/dashboard/static/<filename>", asset, access="public",
                   responses={"200": media(**{"text/css": STRING, "text/javascript": STRING})})]

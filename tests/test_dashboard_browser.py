@@ -245,6 +245,21 @@ def test_with_a_pasted_token_the_console_says_how_to_open_the_admin_uis(browser,
     assert problems == []
 
 
+def test_a_console_without_keys_limits_or_embeds_offers_no_tab_for_them(browser, make_app, fake_upstream,
+                                                                        live_server):
+    sections = chat_plugins(fake_upstream)
+    del sections["api_keys"]
+    app = make_app(**sections, dashboard={})
+    server = live_server(app)
+    page, problems = open_console(browser, app, server, 1280, "limits")  # asked for a tab that is off
+    page.wait_for_function("() => document.getElementById('users-state').textContent === 'No calls in this range.'")
+    assert page.locator("#tab-overview").is_visible() and page.locator("#tab-limits").is_hidden()
+    assert [t for t in page.locator("#tabs a:visible").all_inner_texts()] == ["Overview", "Usage", "Calls", "Models"]
+    page.click("#tabs a >> text=Models")
+    page.wait_for_selector("#catalog tbody tr")
+    finish(page, problems, "minimal-laptop")  # no request answered 404: no console error
+
+
 def test_the_console_refuses_a_non_admin(browser, console):
     app, server = console
     page = browser.new_page()

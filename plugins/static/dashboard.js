@@ -123,6 +123,7 @@ async function signIn() {
   $("who").textContent = `signed in as ${me.user} (admin)`;
   $("who").className = "pill up";
   $("sign-out").hidden = !token();
+  showAvailableTabs();
   await loadEmbeds();
   return true;
 }
@@ -133,7 +134,8 @@ const loaded = new Set();
 
 function currentTab() {
   const name = location.hash.slice(1);
-  if (TABS.includes(name) || (name.startsWith("embed-") && embeds[name.slice(6)])) return name;
+  const offered = TABS.includes(name) && !(name in TAB_PLUGINS && !(me.plugins || []).includes(TAB_PLUGINS[name]));
+  if (offered || (name.startsWith("embed-") && embeds[name.slice(6)])) return name;
   return "overview";
 }
 
@@ -161,27 +163,33 @@ async function loadEmbeds() {
   for (const link of document.querySelectorAll("#tabs a.embed")) link.remove();
   embeds = {};
   $("embeds-hint").hidden = true;
-  try {
-    const [list, health] = await Promise.all([api("/embeds", { allow: [404] }),
-      api("/observability/health", { allow: [503] })]);
-    const components = (health && health.components) || {};
-    if (token() && list && list.data.length) {
-      $("embeds-hint").hidden = false;
-      return;
-    }
-    for (const embed of (list && list.data) || []) {
-      const state = components[embed.name] || components[embed.name.split("-")[0]];
-      if (state && state.status === "down") continue;
-      embeds[embed.name] = embed;
-      const link = document.createElement("a");
-      link.href = `#embed-${embed.name}`;
-      link.dataset.tab = `embed-${embed.name}`;
-      link.className = "embed";
-      link.textContent = embed.title;
-      $("tabs").appendChild(link);
-    }
-  } catch (error) {
-    if (error.status === 401 || error.status === 403) throw error;
+  const offered = me.embeds || [];
+  if (!offered.length) return;
+  if (token()) {
+    $("embeds-hint").hidden = false;
+    return;
+  }
+  const health = (me.plugins || []).includes("observability")
+    ? await api("/observability/health", { allow: [503] }) : null;
+  const components = (health && health.components) || {};
+  for (const embed of offered) {
+    const state = components[embed.name] || components[embed.name.split("-")[0]];
+    if (state && state.status === "down") continue;
+    embeds[embed.name] = embed;
+    const link = document.createElement("a");
+    link.href = `#embed-${embed.name}`;
+    link.dataset.tab = `embed-${embed.name}`;
+    link.className = "embed";
+    link.textContent = embed.title;
+    $("tabs").appendChild(link);
+  }
+}
+
+// A tab whose plugin is off is not offered (its API would answer 404).
+const TAB_PLUGINS = { keys: "api_keys", limits: "rate_limits", models: "chat" };
+function showAvailableTabs() {
+  for (const [tab, plugin] of Object.entries(TAB_PLUGINS)) {
+    document.querySelector(`#tabs a[data-tab="${tab}"]`).hidden = !(me.plugins || []).includes(plugin);
   }
 }
 
@@ -549,12 +557,8 @@ async function loadLimits() {
   const tbody = $("limits").querySelector("tbody");
   try {
     const params = new URLSearchParams({ user: $("limits-user").value.trim(), role: $("limits-role").value });
-    const answer = await api(`/observability/limits?${params}`, { allow: [404] });
+    const answer = await api(`/observability/limits?${params}`);
     tbody.replaceChildren();
-    if (!answer || !answer.limits) {
-      setState("limits-state", "No limits plugin is enabled (plugins.rate_limits).");
-      return;
-    }
     $("limits-storage").textContent = `${answer.user} (${answer.role}); counters kept in ${answer.storage}.`;
     for (const limit of answer.limits) {
       const row = document.createElement("tr");
@@ -580,8 +584,8 @@ async function loadModels() {
   setState("catalog-state", "Loading…");
   const tbody = $("catalog").querySelector("tbody");
   try {
-    const [catalog, backends] = await Promise.all([api("/admin/models", { allow: [404] }),
-      api("/observability/models", { allow: [404] })]);
+    const [catalog, backends] = await Promise.all([api("/admin/models"),
+      (me.plugins || []).includes("observability") ? api("/observability/models") : null]);
     const reachable = Object.fromEntries(((backends && backends.backends) || []).map((b) => [b.backend, b]));
     tbody.replaceChildren();
     const rows = (catalog && catalog.data) || [];
@@ -600,8 +604,7 @@ async function loadModels() {
       cell(row, state, backend && backend.reachable === false ? "text error" : "");
       tbody.appendChild(row);
     }
-    setState("catalog-state", catalog ? (rows.length ? "" : "No models are served.")
-      : "The chat plugin is not enabled.");
+    setState("catalog-state", rows.length ? "" : "No models are served.");
   } catch (error) {
     fail("catalog-state", error);
   }
