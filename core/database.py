@@ -1,9 +1,13 @@
 """One SQLAlchemy engine per app, for SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
+import hashlib
 import os
+from contextlib import contextmanager
 
 import sqlalchemy as sa
+
+SCHEMA_LOCK = "agent-portal schema"
 
 
 def create_engine_for(url: str) -> sa.Engine:
@@ -25,3 +29,41 @@ def create_engine_for(url: str) -> sa.Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+@contextmanager
+def schema_lock(engine: sa.Engine, name: str = SCHEMA_LOCK):
+    """Let one worker at a time, across processes and instances, create or change tables.
+
+    gunicorn starts every worker at once and each creates the tables it needs; unguarded, two
+    ``CREATE TABLE`` race and one worker fails to boot. On PostgreSQL this is an advisory lock
+    held on a connection of its own; on SQLite (one machine) a lock on a file beside the
+    database. Yields nothing.
+    """
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        return
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.schema-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def create_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
+    """Create ``metadata``'s missing tables, one worker at a time (:func:`schema_lock`)."""
+    with schema_lock(engine):
+        metadata.create_all(engine)

@@ -118,6 +118,37 @@ def test_schema_migration_adds_a_missing_column(tmp_path):
     assert {"cost", "ttft", "session_id", "partial"} <= columns
 
 
+def test_workers_starting_together_create_the_tables_once_without_failing(db_url):
+    """gunicorn starts every worker at once, and each creates the tables it needs: on a fresh
+    PostgreSQL two CREATE TABLEs raced and one worker failed to boot (the soak test saw it)."""
+    from agent_portal.plugins.api_keys.store import KeyStore
+    from agent_portal.plugins.ledger import migrate
+
+    for attempt in range(5):
+        engines = [create_engine_for(db_url) for _ in range(6)]
+        with engines[0].begin() as conn:
+            for table in ("portal_chat_calls", "portal_api_keys"):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        start, failures = threading.Barrier(len(engines)), []
+
+        def boot(engine):
+            start.wait()
+            try:
+                migrate(engine)
+                KeyStore(engine, 10)
+            except Exception as exc:  # noqa: BLE001 - the failure is what this test looks for
+                failures.append(exc)
+
+        threads = [threading.Thread(target=boot, args=(engine,)) for engine in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        for engine in engines:
+            engine.dispose()
+        assert failures == [], f"attempt {attempt}: {failures[0]!r}"
+
+
 # --- the database going away -----------------------------------------------------------------
 
 

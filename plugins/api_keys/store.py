@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from agent_portal import Actor, AuthError
 from agent_portal.cache import TTLCache
+from agent_portal.database import create_tables
 from agent_portal.types import ROLES
 
 PREFIX = "ap-"
@@ -56,7 +57,7 @@ class KeyStore:
         self.cache = TTLCache()
         self.cache_seconds = cache_seconds
         self._last_touch: dict[str, float] = {}
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
 
     def create(self, owner: str, role: str, name: str = "", expires_in: timedelta | None = None) -> dict:
         """Create a key; returns its row plus ``key``, the only time the key is shown."""

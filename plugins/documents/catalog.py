@@ -11,6 +11,8 @@ import uuid
 
 import sqlalchemy as sa
 
+from agent_portal.database import create_tables
+
 metadata = sa.MetaData()
 collections = sa.Table(
     "portal_doc_collections", metadata,
@@ -59,7 +61,7 @@ class Catalog:
 
     def __init__(self, engine):
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
 
     # --- collections -------------------------------------------------------------------------------
     def create_collection(self, owner: str, name: str, description: str) -> dict | None:

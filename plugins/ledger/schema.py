@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from agent_portal.database import schema_lock
+
 log = logging.getLogger("agent_portal.ledger")
 
 metadata = sa.MetaData()
@@ -51,7 +53,13 @@ _CLIPPED = ("actor_id", "model", "backend", "upstream_model", "upstream_call_id"
 
 def migrate(engine: sa.Engine) -> None:
     """Create the ledger's table, add any column a newer portal defines, and move an older
-    table whose unique key was the caller's ``request_id`` onto ``call_id``."""
+    table whose unique key was the caller's ``request_id`` onto ``call_id``; one worker at a
+    time (every worker runs it as it starts)."""
+    with schema_lock(engine):
+        _migrate(engine)
+
+
+def _migrate(engine: sa.Engine) -> None:
     metadata.create_all(engine)
     inspector = sa.inspect(engine)
     present = {c["name"] for c in inspector.get_columns(calls.name)}

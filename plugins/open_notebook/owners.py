@@ -6,6 +6,8 @@ import time
 
 import sqlalchemy as sa
 
+from agent_portal.database import create_tables
+
 metadata = sa.MetaData()
 owned = sa.Table(
     "portal_notebook_objects", metadata,
@@ -22,7 +24,7 @@ class OwnerStore:
 
     def __init__(self, engine):
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
 
     def add(self, kind: str, object_id: str, owner: str, notebook_id: str) -> None:
         with self.engine.begin() as conn:
