@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import io
 import logging
 import os
@@ -22,6 +21,7 @@ from .hooks import call_each, call_impl, implementations
 from .logs import configure_logging
 from .plugin_manager import (build_plugin_manager, discover_builtins, discover_entry_points,
                              unknown_plugin_errors, validate_plugin_sections)
+from .request_body import parse_json
 from .routing import register_routes
 from .sse import end_streams
 from .tokens import install_jwt
@@ -267,12 +267,7 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
         g.actor = actor
         check = portal.body_checks.get(request.endpoint)
         if check is not None and request.method in ("POST", "PUT", "PATCH"):
-            try:
-                body = json.loads(request.get_data(cache=True) or b"null")
-            except RecursionError:
-                return error_response(400, "The request body is nested too deeply.", code="invalid_json")
-            except (ValueError, UnicodeDecodeError):
-                return error_response(400, "The request body is not valid JSON.", code="invalid_json")
+            body = parse_json(request.get_data(cache=True) or b"null")
             check(body)
             g.json_body = body  # parsed and checked once: the view reads it from here
         return None

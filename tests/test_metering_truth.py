@@ -226,6 +226,23 @@ def test_json_nested_very_deep_is_a_400_not_a_500(app):
     assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json"
 
 
+def test_json_nested_very_deep_is_a_400_on_routes_that_read_their_own_body(make_app):
+    """Routes without a declared schema read their body with request_body.json_object."""
+    from agent_portal.request_body import json_object
+
+    app = make_app()
+
+    @app.post("/echo-body")
+    def echo_body():
+        return json_object()
+
+    portal_of(app).access_by_endpoint["echo_body"] = "public"
+    response = app.test_client().post("/echo-body", data="[" * 30000 + "]" * 30000,
+                                      headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json"
+    assert "nested too deeply" in response.json["error"]["message"]
+
+
 def test_json_nested_very_deep_on_a_websocket_is_refused_with_a_reason(app, live_server):
     from simple_websocket import ConnectionClosed
 

@@ -7,11 +7,11 @@ is dropped. ``user`` and ``metadata`` are the portal's: it sets them itself (see
 """
 from __future__ import annotations
 
-import json
 
 from flask import g, request
 
 from agent_portal import PortalError
+from agent_portal.request_body import parse_json
 from agent_portal.routing import body_check
 
 # OpenAI's chat completion parameters (November 2026) that the portal passes on as sent.
@@ -71,16 +71,6 @@ def read_chat_body() -> dict:
     if body is None:  # a route that did not declare the schema
         return check_chat_body(request.get_data(cache=False))
     return accepted(body)
-
-
-def parse_json(raw):
-    """Return the JSON value of ``raw``; a 400 :class:`PortalError` for bad or too-deep JSON."""
-    try:
-        return json.loads(raw)
-    except RecursionError as exc:
-        raise PortalError("The request body is nested too deeply.", code="invalid_json") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PortalError("The request body is not valid JSON.", code="invalid_json") from exc
 
 
 def check_chat_body(raw) -> dict:
