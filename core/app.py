@@ -47,6 +47,7 @@ class Portal:
         self.extensions: dict = {}
         self.routes: list[dict] = []
         self.access_by_endpoint: dict[str, str] = {}
+        self.body_limits: dict[str, int] = {}  # endpoint -> its own body limit (Route.max_body_bytes)
         self.route_details: dict = {}  # endpoint -> its Route (for /openapi.json)
         self.body_checks: dict = {}  # endpoint -> the check of its declared body schema
         self.ready = False
@@ -228,9 +229,14 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
     max_body = portal.settings["max_body_bytes"]
     cors_origins = set(portal.settings["cors_origins"])
 
+    body_limits = portal.body_limits
+
     @app.before_request
     def _bound_body():
-        return bound_chunked_body(request.environ, max_body)
+        limit = body_limits.get(request.endpoint)
+        if limit is not None:
+            request.max_content_length = limit
+        return bound_chunked_body(request.environ, limit or max_body)
 
     install_cors(app, portal.settings["cors_origins"])
 

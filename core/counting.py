@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
+
+from .offload import off_loop
 
 log = logging.getLogger("agent_portal.counting")
 DEFAULT_ENCODING = "cl100k_base"
 TOKENS_PER_MESSAGE = 3  # OpenAI's per-message framing (role and separators)
 TOKENS_PER_REPLY = 3
+# BPE merges within one pre-token cost quadratic time in its length, and a run of characters
+# without spaces is one pre-token: such runs are counted in slices of this many characters
+# (a slice boundary adds at most a token). Past EXACT_CHARS the rest of a text is counted at the
+# rate measured on its first EXACT_CHARS, so no text costs more than a bounded count.
+SLICE_CHARS = 64
+EXACT_CHARS = 200_000
+OFF_LOOP_CHARS = 4_000   # a count longer than this runs off a serving worker's event loop
+_LONG_RUN = re.compile(r"\S{%d,}" % (SLICE_CHARS + 1))
 
 
 class TokenCounter:
@@ -45,17 +56,49 @@ class TokenCounter:
             return self._encodings[name]
 
     def count_text(self, model: str, text: str) -> int:
-        """Return the number of tokens of ``text`` for ``model``."""
+        """Return the number of tokens of ``text`` for ``model``: exact up to ``EXACT_CHARS``
+        characters (long runs without spaces in slices), extrapolated past it. Linear in the
+        text's length; a long text is counted off the serving loop."""
         if not text:
             return 0
         encoding = self.encoding_for(model)
         if encoding is None:
             return math.ceil(len(text) / 4)
-        return len(encoding.encode_ordinary(text))
+        if len(text) <= OFF_LOOP_CHARS:
+            return _bounded_count(encoding, text)
+        return off_loop(_bounded_count, encoding, text)
 
     def count_prompt(self, model: str, messages: list, text: str) -> int:
         """Return the prompt tokens of ``messages`` whose text is ``text``, with OpenAI's framing."""
         return self.count_text(model, text) + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_REPLY
+
+
+def _bounded_count(encoding, text: str) -> int:
+    """Return the tokens of ``text``: its first ``EXACT_CHARS`` counted, the rest at their rate."""
+    head = text[:EXACT_CHARS]
+    tokens = _sliced_count(encoding, head)
+    if len(text) > len(head):
+        tokens = math.ceil(tokens * len(text) / len(head))
+    return tokens
+
+
+def _sliced_count(encoding, text: str) -> int:
+    """Return the tokens of ``text``, each run of over ``SLICE_CHARS`` non-space characters
+    counted slice by slice (repeated slices once), so the count is linear in the length."""
+    tokens, start, seen = 0, 0, {}
+    for run in _LONG_RUN.finditer(text):
+        if run.start() > start:
+            tokens += len(encoding.encode_ordinary(text[start:run.start()]))
+        word = run.group()
+        for at in range(0, len(word), SLICE_CHARS):
+            piece = word[at:at + SLICE_CHARS]
+            if piece not in seen:
+                seen[piece] = len(encoding.encode_ordinary(piece))
+            tokens += seen[piece]
+        start = run.end()
+    if start < len(text):
+        tokens += len(encoding.encode_ordinary(text[start:]))
+    return tokens
 
 
 def estimate_tokens(text: str) -> int:

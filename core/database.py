@@ -64,6 +64,18 @@ def schema_lock(engine: sa.Engine, name: str = SCHEMA_LOCK):
 
 
 def create_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
-    """Create ``metadata``'s missing tables, one worker at a time (:func:`schema_lock`)."""
+    """Create ``metadata``'s missing tables and add the columns a newer portal defines to the
+    tables an older one made (nullable, filled with their default), one worker at a time
+    (:func:`schema_lock`)."""
     with schema_lock(engine):
         metadata.create_all(engine)
+        inspector = sa.inspect(engine)
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c for c in table.columns if c.name not in present]
+            with engine.begin() as conn:
+                for column in missing:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                    if column.default is not None and column.default.is_scalar:
+                        conn.execute(table.update().values({column.name: column.default.arg}))

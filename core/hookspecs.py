@@ -201,3 +201,13 @@ def portal_embeds(portal):
     Returns a list of :class:`agent_portal.Embed`.
     """
 
+
+
+@hookspec
+def portal_processes(portal):
+    """Name the processes a one-command local run (``agent-portal up``) starts beside the
+    serving workers, such as a job worker.
+
+    Returns a list of argument lists for ``agent-portal`` (``[["worker"]]``); the run adds
+    ``--config``, starts each, and stops each with the portal. Only enabled plugins are asked.
+    """

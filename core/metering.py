@@ -18,10 +18,12 @@ class MeteredCall:
 
     def __init__(self, portal, actor, *, model: str, backend, upstream_model: str, stream: bool,
                  request_id: str, prompt_text: str = "", session_id: str | None = None,
-                 prices: tuple = (None, None), reserve_completion_tokens: int = 1024):
+                 prices: tuple = (None, None), reserve_completion_tokens: int = 1024,
+                 estimated_prompt_tokens: int | None = None):
         self.portal, self.actor = portal, actor
         self.backend = backend
         self.prompt_text = prompt_text
+        self.estimated_prompt_tokens = estimated_prompt_tokens
         self.prices = prices
         self.reserve_completion_tokens = reserve_completion_tokens
         self.started = time.monotonic()
@@ -44,7 +46,8 @@ class MeteredCall:
     def admit(self) -> None:
         """Ask every admission hook (limits, budgets) before the call starts; a refusal is
         recorded, then raised."""
-        prompt = estimate_tokens(self.prompt_text) + 3
+        prompt = (self.estimated_prompt_tokens if self.estimated_prompt_tokens is not None
+                  else estimate_tokens(self.prompt_text) + 3)
         completion = self.reserve_completion_tokens
         estimate = ChatEstimate(prompt_tokens=prompt, completion_tokens=completion,
                                 cost=self.cost(prompt, completion))
@@ -55,6 +58,23 @@ class MeteredCall:
         except PortalError as refusal:
             self.end("refused", refusal.status, refusal.message)
             raise
+
+    def handover(self) -> dict:
+        """Return what another process needs to end this admitted call (:meth:`taken_over`):
+        picklable, the reservation's holds included."""
+        return {"record": self.record, "prices": self.prices}
+
+    @classmethod
+    def taken_over(cls, portal, handover: dict, prompt_text: str = "") -> "MeteredCall":
+        """Return the call of ``handover`` (made by :meth:`handover` where it was admitted), to
+        be ended here: by the job worker that did the work, for instance."""
+        call = cls.__new__(cls)
+        call.portal, call.actor, call.backend = portal, None, None
+        call.prompt_text, call.prices = prompt_text, tuple(handover["prices"])
+        call.reserve_completion_tokens, call.estimated_prompt_tokens = 0, None
+        call.started = time.monotonic() - (time.time() - handover["record"].started_at)
+        call.ended, call.record = False, handover["record"]
+        return call
 
     def end(self, outcome: str, status: int, error=None, usage: tuple | None = None, answer_text: str = "",
             upstream_call_id: str | None = None, cost: float | None = None) -> None:

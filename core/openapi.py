@@ -87,6 +87,8 @@ def build_document(portal) -> dict:
                      for name, schema in ((route.query or {}).items() if route is not None else ())]
             if parameters or query:
                 operation["parameters"] = parameters + query
+            if route is not None and route.max_body_bytes is not None:
+                operation["x-max-body-bytes"] = route.max_body_bytes
             if entry["websocket"]:
                 operation["x-websocket"] = True
                 operation["description"] = "A WebSocket: upgrade this GET (see the README)."

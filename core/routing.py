@@ -192,6 +192,8 @@ def register_routes(portal, app: Flask, sock: Sock) -> None:
                               "access": route.access, "plugin": plugin,
                               "websocket": route.websocket, "endpoint": endpoint})
         portal.route_details[endpoint] = route
+        if route.max_body_bytes is not None:
+            portal.body_limits[endpoint] = route.max_body_bytes
         if route.schema is not None:
             portal.body_checks[endpoint] = body_check(route.schema)
     for bp in blueprints.values():

@@ -47,6 +47,8 @@ class Route:
     # agent_portal.schemas.media(...) for another media type (see agent_portal.schemas)
     responses: Optional[dict] = None
     query: Optional[dict] = None  # the query parameters it reads: name -> JSON Schema (with a description)
+    # its own request body limit, where it differs from portal.max_body_bytes (an upload of files)
+    max_body_bytes: Optional[int] = None
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from types import SimpleNamespace
 
 import openai
 import pytest
@@ -12,6 +14,7 @@ from agent_portal import portal_of
 
 from conftest import bearer, chat_plugins, settled_rows
 from documents_files import docx, pdf, pptx
+from documents_worker import start_worker, stop_worker, wait_for_files, worker_sections
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +29,27 @@ POLICY = ["Employees may work remotely on Fridays.", "Travel must be booked thro
 
 def document_sections(tmp_path, fake, **documents) -> dict:
     return {**chat_plugins(fake),
-            "documents": {"store": {"path": str(tmp_path / "vectors")}, "answer_model": "echo",
-                          "heartbeat_seconds": 0.3, "chunk_chars": 400, "overlap_chars": 50, **documents}}
+            "documents": worker_sections(tmp_path, answer_model="echo", heartbeat_seconds=0.3, chunk_chars=400,
+                                         overlap_chars=50, **documents)}
 
 
 @pytest.fixture
-def app(make_app, tmp_path, fake_upstream):
-    return make_app(**document_sections(tmp_path, fake_upstream))
+def with_worker():
+    """Start a job worker beside an app (stopped after the test)."""
+    workers = []
+
+    def start(app):
+        workers.append(start_worker(app))
+        return app
+
+    yield start
+    for worker in workers:
+        stop_worker(worker)
+
+
+@pytest.fixture
+def app(make_app, tmp_path, fake_upstream, with_worker):
+    return with_worker(make_app(**document_sections(tmp_path, fake_upstream)))
 
 
 def make_collection(client, headers, name="reports") -> str:
@@ -41,17 +58,24 @@ def make_collection(client, headers, name="reports") -> str:
     return created.json["id"]
 
 
-def upload(client, headers, collection, *files):
-    return client.post(f"/documents/collections/{collection}/files", headers=headers,
-                       content_type="multipart/form-data",
-                       data={"file": [(io.BytesIO(data), name) for name, data in files]})
+def upload(client, headers, collection, *files, wait=True):
+    """Upload ``files``; with ``wait``, until the worker has made each ready or failed (the
+    answer's files then show their end state)."""
+    answer = client.post(f"/documents/collections/{collection}/files", headers=headers,
+                         content_type="multipart/form-data",
+                         data={"file": [(io.BytesIO(data), name) for name, data in files]})
+    if not (wait and answer.status_code == 202):
+        return answer
+    files = answer.json["files"]
+    ended = wait_for_files(client, headers, [f["id"] for f in files])
+    return SimpleNamespace(status_code=202, json={"files": [{**f, **e} for f, e in zip(files, ended)]})
 
 
 def test_a_user_uploads_a_pdf_and_a_docx_and_gets_a_streamed_answer_citing_the_page(app, fake_upstream):
     client, alice = app.test_client(), bearer(app, "alice")
     collection = make_collection(client, alice)
     uploaded = upload(client, alice, collection, ("report.pdf", pdf(REPORT_PAGES)), ("policy.docx", docx("Policy", POLICY)))
-    assert uploaded.status_code == 200, uploaded.data
+    assert uploaded.status_code == 202, uploaded.data
     files = uploaded.json["files"]
     assert [(f["name"], f["status"]) for f in files] == [("report.pdf", "ready"), ("policy.docx", "ready")]
     assert files[0]["pages"] == 3 and all(f["chunks"] >= 1 for f in files)
@@ -67,8 +91,13 @@ def test_a_user_uploads_a_pdf_and_a_docx_and_gets_a_streamed_answer_citing_the_p
     assert blocks[-1] == b"data: [DONE]"
     grounded = fake_upstream.requests[-1]["messages"][0]["content"]
     assert "[1] (report.pdf, page 2)" in grounded and "48,000 euros" in grounded
-    rows = settled_rows(app, 4)
-    assert {"documents:ask", "all-MiniLM-L6-v2"} <= {r["model"] for r in rows}
+    rows = settled_rows(app, 2)  # the question's embedding and the answer; the worker wrote the uploads'
+    deadline = time.monotonic() + 5
+    while sum(r["model"] == "all-MiniLM-L6-v2" for r in rows) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = settled_rows(app, 2)
+    embedded = [r for r in rows if r["model"] == "all-MiniLM-L6-v2"]
+    assert len(embedded) == 3 and all(r["outcome"] == "ok" and r["prompt_tokens"] > 10 for r in embedded)
     ask = next(r for r in rows if r["model"] == "documents:ask")
     assert (ask["actor_id"], ask["backend"], ask["outcome"], ask["usage_source"]) == ("alice", "documents", "ok", "upstream")
     usage = client.get("/observability/usage?group_by=model", headers=alice).json
@@ -115,7 +144,7 @@ def test_every_supported_type_is_read_with_its_location(app):
                            b"<h2>Security</h2><p>Rotate the keys every ninety days.</p></body></html>"),
              ("guide.md", b"# Setup\n\nInstall it.\n\n## Backups\n\nBackups run nightly at two.\n"),
              ("plain.txt", "Plain text with accents: café.".encode())]
-    assert upload(client, alice, collection, *files).status_code == 200
+    assert upload(client, alice, collection, *files).status_code == 202
     def top(query):
         return client.post("/documents/search", headers=alice, json={"query": query, "k": 1}).json["hits"][0]
     assert (top("How much did revenue grow?")["file_name"], top("How much did revenue grow?")["page"]) == ("deck.pptx", 2)
@@ -133,8 +162,8 @@ def test_the_same_content_uploaded_twice_is_stored_once(app):
     assert portal_of(app).extensions["documents"].store().count() == first["chunks"]
 
 
-def test_bad_input_is_a_clear_error_and_nothing_is_half_stored(make_app, tmp_path, fake_upstream):
-    app = make_app(**document_sections(tmp_path, fake_upstream, max_file_bytes=50_000))
+def test_bad_input_is_a_clear_error_and_nothing_is_half_stored(make_app, tmp_path, fake_upstream, with_worker):
+    app = with_worker(make_app(**document_sections(tmp_path, fake_upstream, max_file_bytes=50_000, max_pages=2)))
     client, alice = app.test_client(), bearer(app, "alice")
     collection = make_collection(client, alice)
     cases = [(("tool.exe", b"MZ..."), 415, "unsupported_type"),
@@ -142,7 +171,9 @@ def test_bad_input_is_a_clear_error_and_nothing_is_half_stored(make_app, tmp_pat
              (("broken.pdf", b"%PDF-1.7\n garbage that is no pdf"), 422, "unreadable_document"),
              (("locked.pdf", pdf(["secret"], password="hunter22")), 422, "unreadable_document"),
              (("empty.txt", b"   \n"), 422, "unreadable_document"),
-             (("fake.docx", b"not a zip"), 422, "unreadable_document")]
+             (("fake.docx", b"not a zip"), 422, "unreadable_document"),
+             (("cut.pdf", pdf(["a page"])[:-40]), 422, "unreadable_document"),
+             (("many.pdf", pdf(["p"] * 3)), 413, "file_too_large")]
     store = portal_of(app).extensions["documents"]
     for (name, data), status, code in cases:
         # a good file beside the bad one: the upload is refused whole
@@ -157,19 +188,22 @@ def test_bad_input_is_a_clear_error_and_nothing_is_half_stored(make_app, tmp_pat
     assert client.post("/documents/collections/nope/files", headers=alice, data={}).status_code == 404
 
 
-def test_a_large_file_ingests_in_the_background_with_progress_and_can_be_deleted(make_app, tmp_path, fake_upstream):
-    app = make_app(**document_sections(tmp_path, fake_upstream, background_bytes=1000))
+def test_an_upload_answers_at_once_and_the_file_shows_its_progress_until_ready(app):
     client, alice, bob = app.test_client(), bearer(app, "alice"), bearer(app, "bob")
     collection = make_collection(client, alice)
     text = "\n\n".join(f"Paragraph {i} talks about topic number {i} in some detail." for i in range(200)).encode()
-    started = upload(client, alice, collection, ("long.txt", text)).json["files"][0]
-    assert started["status"] == "processing"
-    import time
+    answer = upload(client, alice, collection, ("long.txt", text), wait=False)
+    assert answer.status_code == 202
+    started = answer.json["files"][0]
+    assert (started["status"], started["duplicate"]) == ("queued", False)
+    seen = set()
     deadline = time.monotonic() + 60
-    while (state := client.get(f"/documents/files/{started['id']}", headers=alice).json)["status"] == "processing":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert state["status"] == "ready" and state["progress"] == 1.0
+    while (state := client.get(f"/documents/files/{started['id']}", headers=alice).json)["status"] != "ready":
+        seen.add(state["status"])
+        assert state["status"] in ("queued", "processing") and time.monotonic() < deadline, state
+        time.sleep(0.02)
+    assert state["progress"] == 1.0 and state["chunks"] > 10 and state["attempts"] == 1
+    assert "processing" in seen
     assert client.get(f"/documents/files/{started['id']}", headers=bob).status_code == 404
     assert client.delete(f"/documents/files/{started['id']}", headers=bob).status_code == 404
     assert client.delete(f"/documents/files/{started['id']}", headers=alice).status_code == 204
@@ -208,8 +242,8 @@ def test_v1_embeddings_answers_in_openais_shape_and_is_metered(app, live_server)
         api.embeddings.create(model="text-embedding-3-large", input="x")
 
 
-def test_asks_and_searches_are_limited_like_chat(make_app, tmp_path, fake_upstream):
-    app = make_app(**document_sections(tmp_path, fake_upstream), rate_limits={"roles": {"user": {"requests_per_minute": 2}}})
+def test_asks_and_searches_are_limited_like_chat(make_app, tmp_path, fake_upstream, with_worker):
+    app = with_worker(make_app(**document_sections(tmp_path, fake_upstream), rate_limits={"roles": {"user": {"requests_per_minute": 2}}}))
     client, alice = app.test_client(), bearer(app, "alice")
     make_collection(client, alice)
     assert client.post("/documents/search", headers=alice, json={"query": "q"}).status_code == 200
@@ -217,11 +251,13 @@ def test_asks_and_searches_are_limited_like_chat(make_app, tmp_path, fake_upstre
     assert client.post("/documents/search", headers=alice, json={"query": "q"}).status_code == 429
 
 
-def test_an_embedding_model_of_a_chat_backend_can_be_the_embedder(make_app, tmp_path, fake_upstream):
-    app = make_app(**document_sections(tmp_path, fake_upstream, embedder={"kind": "openai", "model": "embed-16"}))
+def test_an_embedding_model_of_a_chat_backend_can_be_the_embedder(make_app, tmp_path, fake_upstream, with_worker):
+    sections = document_sections(tmp_path, fake_upstream)
+    sections["documents"]["embedder"] = {"kind": "openai", "model": "embed-16"}
+    app = with_worker(make_app(**sections))
     client, alice = app.test_client(), bearer(app, "alice")
     collection = make_collection(client, alice)
-    assert upload(client, alice, collection, ("a.txt", b"exactly this sentence")).status_code == 200
+    assert upload(client, alice, collection, ("a.txt", b"exactly this sentence")).status_code == 202
     hits = client.post("/documents/search", headers=alice, json={"query": "exactly this sentence"}).json["hits"]
     assert hits[0]["file_name"] == "a.txt" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     embedded = [r for r in fake_upstream.requests if r.get("model") == "embed-16"]

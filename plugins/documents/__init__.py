@@ -13,14 +13,16 @@ import threading
 
 import urllib3
 
-from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, hookimpl
+from agent_portal import ChatTarget, Command, HealthCheck, ModelInfo, PortalError, Route, hookimpl
+from agent_portal.offload import off_loop
 from agent_portal.routing import bound_view
 from agent_portal.schemas import array, obj
 
-from . import answers, collections, embedding, ingest, schemas
+from . import answers, collections, embedding, ingest, schemas, worker
 from .as_model import PREFIX, DocsBackend
 from .catalog import Catalog
 from .embedders import make_embedder
+from .jobs import IngestQueue
 from .settings import NAME, DocumentSettings, config_schema
 from .stores import make_store
 
@@ -30,18 +32,27 @@ class DocumentState:
         self.settings = settings
         self.catalog = Catalog(portal.database())
         self.embedder = make_embedder(portal, settings)
+        self.queue = IngestQueue(settings.queue)
         self.backend = DocsBackend(portal)
         self._store = None
         self._lock = threading.Lock()
 
     def store(self):
-        """Return the vector store, opened on first use (its vectors' size comes from the embedder)."""
+        """Return the vector store, opened on first use (its vectors' size comes from the
+        embedder). Its calls block in native code: a serving worker makes them with
+        :meth:`in_store`."""
         if self._store is None:
+            dimensions = self.embedder.dimensions or len(self.embedder.embed(["dimensions"])[0])
             with self._lock:
                 if self._store is None:
-                    dimensions = self.embedder.dimensions or len(self.embedder.embed(["dimensions"])[0])
                     self._store = make_store(self.settings.store, dimensions)
         return self._store
+
+    def in_store(self, method: str, *args):
+        """Return the store's ``method(*args)``, run off the serving loop."""
+        if self._store is None and not self.embedder.dimensions:
+            self.embedder.embed(["dimensions"])  # here: it may be an HTTP call on this loop
+        return off_loop(lambda: getattr(self.store(), method)(*args))
 
     def answer_timeout(self, stream: bool):
         return urllib3.Timeout(connect=5.0, read=self.settings.answer_timeout)
@@ -55,6 +66,18 @@ def portal_config_schema():
 @hookimpl
 def portal_startup(portal):
     portal.extensions[NAME] = DocumentState(portal, DocumentSettings(portal.plugin_config(NAME)))
+
+
+@hookimpl
+def portal_commands():
+    return [Command("worker", "the documents job worker: ingestion jobs and the host's query embeddings",
+                    lambda parser: None, worker.run)]
+
+
+@hookimpl
+def portal_processes(portal):
+    """The job worker, beside the serving workers of a one-command run."""
+    return [["worker"]]
 
 
 @hookimpl
@@ -100,7 +123,7 @@ def portal_health_checks(portal):
     state = portal.extensions[NAME]
 
     def check(portal):
-        chunks = state.store().count()
+        chunks = state.in_store("count")
         return {"status": "up", "detail": f"{state.settings.store['kind']}: {chunks} chunks", "chunks": chunks}
 
     return [HealthCheck(NAME, check, timeout=10.0)]
@@ -112,7 +135,8 @@ def portal_register_routes(portal):
         return bound_view(portal, name, func, **fixed)
 
     D = "/documents"
-    max_chars = portal.extensions[NAME].settings.max_query_chars
+    settings = portal.extensions[NAME].settings
+    max_chars = settings.max_query_chars
     return [
         Route(f"{D}/collections", view("collections", collections.collections_view), ("GET", "POST"), "user",
               schema=schemas.NEW_COLLECTION, responses=schemas.COLLECTIONS_ANSWERS),
@@ -121,9 +145,14 @@ def portal_register_routes(portal):
         Route(f"{D}/collections/<collection_id>/sharing", view("sharing", collections.share_view), ("PUT",), "user",
               schema=schemas.SHARING, responses={"200": schemas.COLLECTION}),
         Route(f"{D}/collections/<collection_id>/files", view("upload", ingest.upload_view), ("POST",), "user",
-              responses={"200": obj("files", files=array(schemas.FILE))}),
+              responses={"202": obj("files", files=array(schemas.FILE))}, max_body_bytes=ingest.upload_limit(settings),
+              summary=f"Upload files as multipart `file` parts: at most {settings.max_files}, each at most "
+                      f"{settings.max_file_bytes} bytes and {settings.max_pages} pages; answers 202, each file "
+                      "queued"),
         Route(f"{D}/files/<file_id>", view("file", ingest.file_view), ("GET", "DELETE"), "user",
               responses={"200": schemas.FILE, "204": None}),
+        Route(f"{D}/files/<file_id>/retry", view("retry", ingest.retry_view), ("POST",), "user",
+              responses={"202": schemas.FILE}),
         Route(f"{D}/search", view("search", answers.search_view), ("POST",), "user",
               schema=schemas.search_body(max_chars), responses=schemas.SEARCH_ANSWERS),
         Route(f"{D}/ask", view("ask", answers.ask_view), ("POST",), "user",

@@ -65,7 +65,7 @@ def retrieve(portal, actor, query: str, collection_ids: list[str], k: int, reque
     """Return the ``k`` best chunks for ``query`` among ``collection_ids``; the query's embedding
     is metered (admitted, recorded)."""
     vector = embed_metered(portal, actor, [query], request_id)[0][0]
-    return _state(portal).store().search(vector, k, collection_ids)
+    return _state(portal).in_store("search", vector, k, collection_ids)
 
 
 def _scope(portal, actor, body: dict) -> tuple[list[str], dict]:

@@ -6,6 +6,7 @@ and with named users. Everyone else is told it does not exist (404).
 from __future__ import annotations
 
 import json
+import pickle
 import time
 import uuid
 
@@ -32,14 +33,27 @@ files = sa.Table(
     sa.Column("name", sa.String(500), nullable=False),
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # processing, ready, failed
+    sa.Column("status", sa.String(16), nullable=False),  # queued, processing, ready, failed
     sa.Column("pages", sa.Integer),
     sa.Column("chunks", sa.Integer, nullable=False, default=0),
     sa.Column("done_chunks", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text),
     sa.Column("owner", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # the ingestion job: attempts so far, and who holds it until when (a lease a dead worker loses)
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("updated_at", sa.Float),
     sa.UniqueConstraint("collection_id", "content_hash", name="uq_portal_doc_files_content"),
+)
+# what a job needs until its file is ready: the file itself and its metered call (pickled: the
+# record and its reservation, settled by the worker that ends it)
+jobs = sa.Table(
+    "portal_doc_jobs", metadata,
+    sa.Column("file_id", sa.String(32), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("meter", sa.LargeBinary),
 )
 
 
@@ -53,7 +67,7 @@ def file_view(row) -> dict:
     return {"id": row.id, "collection_id": row.collection_id, "name": row.name, "status": row.status,
             "size": row.size, "pages": row.pages, "chunks": row.chunks,
             "progress": round(row.done_chunks / row.chunks, 3) if row.chunks else (1.0 if row.status == "ready" else 0.0),
-            "error": row.error, "created_at": row.created_at}
+            "error": row.error, "attempts": row.attempts or 0, "created_at": row.created_at}
 
 
 class Catalog:
@@ -102,26 +116,48 @@ class Catalog:
         """Delete the collection and its files' rows; returns the file ids (their chunks go next)."""
         with self.engine.begin() as conn:
             ids = [r.id for r in conn.execute(sa.select(files.c.id).where(files.c.collection_id == collection_id))]
+            conn.execute(jobs.delete().where(jobs.c.file_id.in_(ids)))
             conn.execute(files.delete().where(files.c.collection_id == collection_id))
             conn.execute(collections.delete().where(collections.c.id == collection_id))
         return ids
 
     # --- files -----------------------------------------------------------------------------------------
-    def add_file(self, collection_id: str, owner: str, name: str, content_hash: str, size: int,
-                 pages: int | None, chunks: int) -> tuple[dict, bool]:
-        """Return (the file, True) when new; (the file already holding this content, False)."""
+    def add_file(self, collection_id: str, owner: str, name: str, content_hash: str, data: bytes,
+                 pages: int | None, meter) -> tuple[dict, bool]:
+        """Store a new file ``queued`` with what its job needs; return (the file, True). The same
+        content again: (the file already holding it, False), unless that one failed, which is
+        queued again with this upload (True)."""
+        now = time.time()
         row = {"id": uuid.uuid4().hex, "collection_id": collection_id, "name": name, "content_hash": content_hash,
-               "size": size, "status": "processing", "pages": pages, "chunks": chunks, "done_chunks": 0,
-               "error": None, "owner": owner, "created_at": time.time()}
+               "size": len(data), "status": "queued", "pages": pages, "chunks": 0, "done_chunks": 0,
+               "error": None, "owner": owner, "created_at": now, "attempts": 0, "updated_at": now}
         try:
             with self.engine.begin() as conn:
                 conn.execute(files.insert().values(**row))
+                conn.execute(jobs.insert().values(file_id=row["id"], data=data, meter=pickle.dumps(meter)))
             return self.file(row["id"]), True
         except sa.exc.IntegrityError:
             with self.engine.connect() as conn:
                 existing = conn.execute(sa.select(files).where(files.c.collection_id == collection_id,
                                                                files.c.content_hash == content_hash)).first()
+        if existing is None:  # deleted meanwhile: try once more
+            return self.add_file(collection_id, owner, name, content_hash, data, pages, meter)
+        if existing.status != "failed":
             return file_view(existing), False
+        with self.engine.begin() as conn:
+            conn.execute(jobs.delete().where(jobs.c.file_id == existing.id))
+            conn.execute(jobs.insert().values(file_id=existing.id, data=data, meter=pickle.dumps(meter)))
+            conn.execute(files.update().where(files.c.id == existing.id).values(
+                name=name, status="queued", error=None, attempts=0, done_chunks=0, lease_owner=None,
+                lease_until=None, updated_at=now))
+        return self.file(existing.id), True
+
+    def file_with_content(self, collection_id: str, content_hash: str) -> dict | None:
+        """Return the file of ``collection_id`` holding this content, if there is one."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(files).where(files.c.collection_id == collection_id,
+                                                      files.c.content_hash == content_hash)).first()
+        return None if row is None else file_view(row)
 
     def file(self, file_id: str) -> dict | None:
         with self.engine.connect() as conn:
@@ -134,11 +170,81 @@ class Catalog:
                                 .order_by(files.c.created_at))
             return [file_view(r) for r in rows]
 
-    def progress(self, file_id: str, done_chunks: int, status: str = "processing", error: str | None = None) -> None:
+    # --- the ingestion job's side ------------------------------------------------------------------
+    def job(self, file_id: str) -> tuple[bytes, object] | None:
+        """Return (the file's bytes, its metered call) while its job exists."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.file_id == file_id)).first()
+        return None if row is None else (row.data, pickle.loads(row.meter) if row.meter else None)
+
+    def claim(self, file_id: str, holder: str, lease: float):
+        """Take the file's job for ``holder`` until ``lease`` seconds from now, when it is queued
+        or its last holder's lease ran out; return the file's row, or None when another holds it
+        (or it is ready, failed or gone)."""
+        now = time.time()
+        free = sa.or_(files.c.status == "queued",
+                      sa.and_(files.c.status == "processing", files.c.lease_until < now))
         with self.engine.begin() as conn:
-            conn.execute(files.update().where(files.c.id == file_id).values(done_chunks=done_chunks, status=status,
-                                                                            error=error))
+            taken = conn.execute(files.update().where(files.c.id == file_id, free).values(
+                status="processing", lease_owner=holder, lease_until=now + lease, attempts=files.c.attempts + 1,
+                done_chunks=0, error=None, updated_at=now)).rowcount
+            return conn.execute(sa.select(files).where(files.c.id == file_id)).first() if taken else None
+
+    def _held(self, file_id: str, holder: str):
+        return sa.and_(files.c.id == file_id, files.c.lease_owner == holder, files.c.status == "processing")
+
+    def renew(self, file_id: str, holder: str, lease: float, **values) -> bool:
+        """Extend ``holder``'s lease (and set ``values``: progress); False when it is no longer
+        theirs (taken up by another worker, or the file deleted)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            return conn.execute(files.update().where(self._held(file_id, holder)).values(
+                lease_until=now + lease, updated_at=now, **values)).rowcount == 1
+
+    def finish(self, file_id: str, holder: str, status: str, error: str | None = None, **values) -> bool:
+        """End ``holder``'s job as ``ready``, ``failed`` (with ``error``) or ``queued`` (given
+        back, to be taken up again); a ready file's job row goes. False when not theirs."""
+        with self.engine.begin() as conn:
+            done = conn.execute(files.update().where(self._held(file_id, holder)).values(
+                status=status, error=error, lease_owner=None, lease_until=None, updated_at=time.time(),
+                **values)).rowcount == 1
+            if done and status == "ready":
+                conn.execute(jobs.delete().where(jobs.c.file_id == file_id))
+            return done
+
+    def fail(self, file_id: str, error: str) -> None:
+        """Mark a file ``failed`` whoever held it (its attempts are spent)."""
+        with self.engine.begin() as conn:
+            conn.execute(files.update().where(files.c.id == file_id, files.c.status.in_(("queued", "processing")))
+                         .values(status="failed", error=error, lease_owner=None, lease_until=None,
+                                 updated_at=time.time()))
+
+    def retry(self, file_id: str) -> bool:
+        """Queue a failed file again from its first attempt; False when it is not failed or
+        its job is gone."""
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(jobs.c.file_id).where(jobs.c.file_id == file_id)).first() is None:
+                return False
+            return conn.execute(files.update().where(files.c.id == file_id, files.c.status == "failed").values(
+                status="queued", error=None, attempts=0, done_chunks=0, updated_at=time.time())).rowcount == 1
+
+    def stranded(self, queued_for: float) -> list[dict]:
+        """Return the files whose job may have been lost: ``processing`` past their lease (the
+        worker died), or ``queued`` untouched for ``queued_for`` seconds."""
+        now = time.time()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(files.c.id, files.c.attempts, files.c.status).where(sa.or_(
+                sa.and_(files.c.status == "processing", files.c.lease_until < now),
+                sa.and_(files.c.status == "queued", files.c.updated_at < now - queued_for))))
+            return [{"id": r.id, "attempts": r.attempts, "status": r.status} for r in rows]
+
+    def touch(self, file_id: str) -> None:
+        """Note that a queued file's job was just enqueued again."""
+        with self.engine.begin() as conn:
+            conn.execute(files.update().where(files.c.id == file_id, files.c.status == "queued")
+                         .values(updated_at=time.time()))
 
     def delete_file(self, file_id: str) -> None:
         with self.engine.begin() as conn:
+            conn.execute(jobs.delete().where(jobs.c.file_id == file_id))
             conn.execute(files.delete().where(files.c.id == file_id))

@@ -56,7 +56,7 @@ def collection_view(portal, collection_id):
         return _json({**collection, "files": state.catalog.files_of(collection_id)})
     owned_collection(portal, actor, collection_id)
     for file_id in state.catalog.delete_collection(collection_id):
-        state.store().delete_file(file_id)
+        state.in_store("delete_file", file_id)
     return Response(status=204)
 
 

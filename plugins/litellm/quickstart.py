@@ -85,15 +85,40 @@ def up(args) -> int:
         base = f"http://{args.host}:{args.port}"
         wait_until_ready(f"{base}/ready", 30, children[1], "the portal")
         print(f"portal ready in {time.monotonic() - started:.2f}s", flush=True)
+        portal_process = children[1]
+        for argv in _companions(config_path, env):
+            name = "-".join(argv)
+            print(f"starting `agent-portal {' '.join(argv)}` (log: .cache/{name}.log) ...", flush=True)
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "agent_portal.cli", *argv, "--config", config_path], env=env,
+                stdout=open(state / f"{name}.log", "ab"), stderr=subprocess.STDOUT))
 
         token = _admin_token(config_path, env)
         print(_examples(base, token, config_path, os.path.abspath(state / "portal-secret")), flush=True)
-        children[1].wait()
+        portal_process.wait()
     except KeyboardInterrupt:
         pass
     finally:
         stop()
     return 0
+
+
+def _companions(config_path: str, env: dict) -> list[list[str]]:
+    """Return the ``agent-portal`` commands the enabled plugins want run beside the portal
+    (``portal_processes``: the documents job worker, for instance)."""
+    from agent_portal.app import create_app, portal_of
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        portal = portal_of(create_app(config_path))
+        try:
+            return [list(argv) for answer in portal.hook.portal_processes(portal=portal) for argv in answer or []]
+        finally:
+            portal.shutdown()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _admin_token(config_path: str, env: dict) -> str:

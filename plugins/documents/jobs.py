@@ -1,0 +1,49 @@
+"""The ingestion queue: huey, on a SQLite file by default (one machine, nothing to run), or on
+PostgreSQL or Redis for job workers on several machines. Its one task is ``documents.ingest``
+of a file id; what the job needs (the file, its metered call) is in the portal's database, so a
+job the queue loses is found again from the catalog (``worker.Reaper``)."""
+from __future__ import annotations
+
+import os
+
+QUEUE_NAME = "agent-portal-documents"
+TASK_NAME = "documents.ingest"
+
+
+def make_queue(spec: dict):
+    """Return the huey instance ``plugins.documents.queue`` names (no results are kept)."""
+    import huey
+
+    if spec["kind"] == "redis":
+        return huey.RedisHuey(QUEUE_NAME, url=spec["url"], results=False)
+    if spec["kind"] == "postgresql":
+        dsn = spec["url"].replace("postgresql+psycopg://", "postgresql://", 1)
+        return huey.PostgresHuey(QUEUE_NAME, dsn=dsn, results=False)
+    path = os.path.abspath(spec["path"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return huey.SqliteHuey(QUEUE_NAME, filename=path, results=False)
+
+
+class IngestQueue:
+    """Queues file ids for the job worker; the worker sets :attr:`runner` to do the work."""
+
+    def __init__(self, spec: dict):
+        self.huey = make_queue(spec)
+        self.runner = None  # set by `agent-portal worker`: runner(file_id) -> how it ended
+        self.task = self.huey.task(name=TASK_NAME)(self._run)
+
+    def _run(self, file_id: str):
+        if self.runner is None:
+            raise RuntimeError("documents.ingest runs in `agent-portal worker`")
+        return self.runner(file_id)
+
+    def enqueue(self, file_id: str, delay: float = 0) -> None:
+        """Queue the ingestion of ``file_id``, after ``delay`` seconds."""
+        if delay > 0:
+            self.task.schedule((file_id,), delay=delay)
+        else:
+            self.task(file_id)
+
+    def pending(self) -> int:
+        """Return how many jobs wait in the queue (not counting scheduled retries)."""
+        return self.huey.pending_count()

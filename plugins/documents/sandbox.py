@@ -1,0 +1,90 @@
+"""Parsing a file in a child process of the job worker, bounded in time and memory.
+
+A hostile file (a page tree that loops, a zip that inflates to gigabytes, a parser's slow path)
+costs at most ``parse_timeout_seconds`` and ``parse_memory_mb``: past either the child is killed
+and the file fails with the reason. The child is a fresh interpreter (``python -m`` this module):
+nothing of the worker's (its model, its threads) is forked into it.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+from .parsing import BadDocument, Caps, Section, TooLarge, UnsupportedType, parse
+
+_ERRORS = {"unsupported": UnsupportedType, "bad": BadDocument, "too_large": TooLarge}
+
+
+class Stopped(Exception):
+    """``should_stop()`` said yes while the child parsed: it was killed, the file is not at fault."""
+
+
+def parse_in_child(name: str, data: bytes, caps: Caps, timeout: float, memory_mb: int,
+                   should_stop=lambda: False) -> list[Section]:
+    """Return the sections of the file ``name``, parsed in a child process.
+
+    Raises what :func:`parsing.parse` raises; :class:`TooLarge` when the child runs past
+    ``timeout`` seconds or ``memory_mb`` of memory; :class:`Stopped` when ``should_stop()``
+    turns true first. The child is in a session of its own: a Ctrl-C meant for the worker does
+    not kill it and fail the file.
+    """
+    header = json.dumps({"name": name, "max_pages": caps.max_pages, "max_text_chars": caps.max_text_chars})
+
+    def limits():  # in the child, before it runs: a ceiling on its address space and CPU time
+        memory = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        cpu = int(timeout) + 2
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+
+    child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, preexec_fn=limits, close_fds=True, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    given = header.encode() + b"\n" + data
+    while True:
+        try:  # in slices, to notice a stop; a retried communicate() keeps what it read and wrote
+            out, err = child.communicate(given, timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            break
+        except subprocess.TimeoutExpired:
+            given = None
+            if should_stop() or time.monotonic() >= deadline:
+                child.kill()
+                child.communicate()
+                if should_stop():
+                    raise Stopped(name) from None
+                raise TooLarge(f"{name}: parsing took longer than {timeout:g} s "
+                               "(documents.worker.parse_timeout_seconds)") from None
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        if child.returncode in (-9, -24) or b"MemoryError" in err:  # SIGKILL/SIGXCPU, or out of memory
+            raise TooLarge(f"{name}: parsing needed more than {memory_mb} MB or its CPU time "
+                           "(documents.worker.parse_memory_mb, parse_timeout_seconds)") from None
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {child.returncode}"]
+        raise BadDocument(f"{name}: the parser failed ({tail[0][:300]})") from None
+    if "error" in answer:
+        raise _ERRORS[answer["kind"]](answer["error"])
+    return [Section(text, page, heading) for text, page, heading in answer["sections"]]
+
+
+def _main() -> int:
+    header = json.loads(sys.stdin.buffer.readline())
+    data = sys.stdin.buffer.read()
+    caps = Caps(max_pages=header["max_pages"], max_text_chars=header["max_text_chars"])
+    try:
+        sections = parse(header["name"], data, caps)
+        answer = {"sections": [[s.text, s.page, s.heading] for s in sections]}
+    except TooLarge as exc:
+        answer = {"error": str(exc), "kind": "too_large"}
+    except UnsupportedType as exc:
+        answer = {"error": str(exc), "kind": "unsupported"}
+    except BadDocument as exc:
+        answer = {"error": str(exc), "kind": "bad"}
+    sys.stdout.write(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
