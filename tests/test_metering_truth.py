@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -252,3 +253,28 @@ def test_json_nested_very_deep_on_a_websocket_is_refused_with_a_reason(app, live
     with pytest.raises(ConnectionClosed) as closed:
         ws.receive(timeout=5)
     assert closed.value.reason == 1008 and "nested" in (closed.value.message or "")
+
+
+def test_counting_a_megabyte_without_spaces_is_linear_and_close_to_the_tokenizer():
+    counter = TokenCounter()
+    counter.count_text("gpt-4o", "warm up the vocabulary")
+    for text in ("z" * 1_000_000, "ab9/" * 250_000, "word " * 200_000):
+        started = time.monotonic()
+        counted = counter.count_text("gpt-4o", text)
+        assert time.monotonic() - started < 1.0, (text[:8], time.monotonic() - started)
+        assert counted > 0
+    # where the tokenizer itself is quick, the bounded count agrees with it within a token a slice
+    encoding = counter.encoding_for("gpt-4o")
+    for text in ("z" * 3_000, "The quick brown fox " * 400 + "x" * 500, "naïve café " * 300):
+        exact = len(encoding.encode_ordinary(text))
+        assert abs(counter.count_text("gpt-4o", text) - exact) <= len(text) // 64 + 1
+
+
+def test_counting_past_the_exact_part_extrapolates_its_rate():
+    counter = TokenCounter()
+    text = "Metering counts every token of the answer. " * 50_000  # 2.15 million characters
+    started = time.monotonic()
+    counted = counter.count_text("gpt-4o", text)
+    assert time.monotonic() - started < 2.0
+    exact = 50 * len(counter.encoding_for("gpt-4o").encode_ordinary(text[:len(text) // 50]))
+    assert abs(counted - exact) / exact < 0.01
