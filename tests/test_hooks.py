@@ -125,6 +125,10 @@ class Recorder:
     def portal_embeds(self, portal):
         return [Embed("recorded-ui", "Recorded UI", "http://127.0.0.1:9")]
 
+    @hookimpl
+    def portal_processes(self, portal):
+        return [["recorder-hello", "--who", "the run command"]]
+
 
 @pytest.fixture
 def with_recorder(tmp_path, fake_upstream):
@@ -253,6 +257,23 @@ def test_hook_portal_commands(with_recorder, capsys, tmp_path):
     path.write_text(yaml.safe_dump(base_config(tmp_path)))
     assert main(["recorder-hello", "--who", "rita", "--config", str(path)], plugins=[recorder]) == 0
     assert capsys.readouterr().out.strip() == "hello rita from portal_tokens"
+
+
+def test_hook_portal_processes(with_recorder, tmp_path):
+    import yaml
+
+    from agent_portal.plugins.litellm.quickstart import companions
+
+    recorder, _ = with_recorder
+    path = tmp_path / "portal.yaml"
+    config = base_config(tmp_path)
+    path.write_text(yaml.safe_dump(config))
+    assert companions(str(path), {}, plugins=[recorder]) == [["recorder-hello", "--who", "the run command"]]
+    config["plugins"]["documents"] = {"store": {"path": str(tmp_path / "vectors")},
+                                      "queue": {"path": str(tmp_path / "queue.db")}}
+    path.write_text(yaml.safe_dump(config))
+    assert sorted(companions(str(path), {}, plugins=[recorder])) == [["recorder-hello", "--who", "the run command"],
+                                                                       ["worker"]]
 
 
 def test_hook_portal_jwt_keys(with_recorder):

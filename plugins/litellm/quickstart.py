@@ -86,7 +86,7 @@ def up(args) -> int:
         wait_until_ready(f"{base}/ready", 30, children[1], "the portal")
         print(f"portal ready in {time.monotonic() - started:.2f}s", flush=True)
         portal_process = children[1]
-        for argv in _companions(config_path, env):
+        for argv in companions(config_path, env):
             name = "-".join(argv)
             print(f"starting `agent-portal {' '.join(argv)}` (log: .cache/{name}.log) ...", flush=True)
             children.append(subprocess.Popen(
@@ -103,15 +103,16 @@ def up(args) -> int:
     return 0
 
 
-def _companions(config_path: str, env: dict) -> list[list[str]]:
+def companions(config_path: str, env: dict, plugins: list | None = None) -> list[list[str]]:
     """Return the ``agent-portal`` commands the enabled plugins want run beside the portal
-    (``portal_processes``: the documents job worker, for instance)."""
+    (``portal_processes``: the documents job worker, for instance); ``plugins`` as for
+    :func:`agent_portal.create_app`."""
     from agent_portal.app import create_app, portal_of
 
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        portal = portal_of(create_app(config_path))
+        portal = portal_of(create_app(config_path, plugins=plugins))
         try:
             return [list(argv) for answer in portal.hook.portal_processes(portal=portal) for argv in answer or []]
         finally:
