@@ -63,3 +63,12 @@ def test_deleting_a_file_removes_its_chunks_only(store):
     assert [h.file_id for h in store.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 5, ["c1"])] == ["keep"]
     store.delete_file("it's not there")
     assert store.count() == 1
+
+
+def test_a_lancedb_reader_sees_what_another_process_wrote_after_it_opened(tmp_path):
+    reader = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
+    assert reader.count() == 0
+    writer = LanceStore(str(tmp_path / "lance"), DIMENSIONS)  # the job worker's, in its own process
+    writer.add([row([1, 0, 0, 0, 0, 0, 0, 0], index=0), row([0, 1, 0, 0, 0, 0, 0, 0], index=1)])
+    assert reader.count() == 2
+    assert [h.chunk_index for h in reader.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 1, ["c1"])] == [0]

@@ -6,22 +6,23 @@ from __future__ import annotations
 
 import os
 
-QUEUE_NAME = "agent-portal-documents"
 TASK_NAME = "documents.ingest"
 
 
 def make_queue(spec: dict):
-    """Return the huey instance ``plugins.documents.queue`` names (no results are kept)."""
+    """Return the huey instance ``plugins.documents.queue`` names (no results are kept; its
+    ``name`` keeps several portals on one Redis or PostgreSQL apart)."""
     import huey
 
+    name = spec.get("name", "agent-portal-documents")
     if spec["kind"] == "redis":
-        return huey.RedisHuey(QUEUE_NAME, url=spec["url"], results=False)
+        return huey.RedisHuey(name, url=spec["url"], results=False)
     if spec["kind"] == "postgresql":
         dsn = spec["url"].replace("postgresql+psycopg://", "postgresql://", 1)
-        return huey.PostgresHuey(QUEUE_NAME, dsn=dsn, results=False)
+        return huey.PostgresHuey(name, dsn=dsn, results=False)
     path = os.path.abspath(spec["path"])
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    return huey.SqliteHuey(QUEUE_NAME, filename=path, results=False)
+    return huey.SqliteHuey(name, filename=path, results=False)
 
 
 class IngestQueue:

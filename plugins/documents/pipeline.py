@@ -47,7 +47,7 @@ class LeaseKeeper:
         self._thread.join()
 
     def _run(self):
-        while not self._done.wait(self.lease / 3):
+        while not self._done.wait(min(self.lease / 3, 1.0)):  # at least every second: progress shows
             self.renew()
 
     def renew(self) -> None:

@@ -11,6 +11,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 from .parsing import BadDocument, Caps, Section, TooLarge, UnsupportedType, parse
@@ -31,24 +32,19 @@ def parse_in_child(name: str, data: bytes, caps: Caps, timeout: float, memory_mb
     turns true first. The child is in a session of its own: a Ctrl-C meant for the worker does
     not kill it and fail the file.
     """
-    header = json.dumps({"name": name, "max_pages": caps.max_pages, "max_text_chars": caps.max_text_chars})
-
-    def limits():  # in the child, before it runs: a ceiling on its address space and CPU time
-        memory = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        cpu = int(timeout) + 2
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-
-    child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, preexec_fn=limits, close_fds=True, start_new_session=True)
+    header = json.dumps({"name": name, "max_pages": caps.max_pages, "max_text_chars": caps.max_text_chars,
+                         "memory_mb": memory_mb, "cpu_seconds": int(timeout) + 2})
+    with tempfile.TemporaryFile() as given:  # a file, not a pipe: nothing to feed while it works
+        given.write(header.encode() + b"\n" + data)
+        given.seek(0)
+        child = subprocess.Popen([sys.executable, "-m", __name__], stdin=given, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, close_fds=True, start_new_session=True)
     deadline = time.monotonic() + timeout
-    given = header.encode() + b"\n" + data
     while True:
-        try:  # in slices, to notice a stop; a retried communicate() keeps what it read and wrote
-            out, err = child.communicate(given, timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+        try:  # in slices, to notice a stop; a retried communicate() keeps what it read
+            out, err = child.communicate(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
             break
         except subprocess.TimeoutExpired:
-            given = None
             if should_stop() or time.monotonic() >= deadline:
                 child.kill()
                 child.communicate()
@@ -71,6 +67,10 @@ def parse_in_child(name: str, data: bytes, caps: Caps, timeout: float, memory_mb
 
 def _main() -> int:
     header = json.loads(sys.stdin.buffer.readline())
+    # a ceiling on this process's memory and CPU time, before it reads the file
+    memory = header["memory_mb"] * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (header["cpu_seconds"], header["cpu_seconds"]))
     data = sys.stdin.buffer.read()
     caps = Caps(max_pages=header["max_pages"], max_text_chars=header["max_text_chars"])
     try:

@@ -26,6 +26,7 @@ def config_schema() -> dict:
     })
     queue = strict_object({
         "kind": {"enum": ["sqlite", "postgresql", "redis"], "default": "sqlite"},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$", "default": "agent-portal-documents"},
         "path": {"type": "string", "default": "data/documents-queue.db"},  # sqlite
         "url": {"type": "string", "pattern": "^(postgres(ql)?|rediss?)://"},  # postgresql, redis
     })
@@ -67,7 +68,10 @@ class DocumentSettings:
         self.embedder = {"kind": "local", "model": "all-MiniLM-L6-v2", "batch_size": 64,
                          "service_url": DEFAULT_SERVICE_URL, **section["embedder"]}
         self.embedder["service_url"] = self.embedder["service_url"].rstrip("/")
-        self.queue = {"kind": "sqlite", "path": "data/documents-queue.db", **section["queue"]}
+        self.queue = {"kind": "sqlite", "name": "agent-portal-documents", "path": "data/documents-queue.db",
+                      **section["queue"]}
+        if self.queue["kind"] != "sqlite" and not self.queue.get("url"):
+            raise ValueError(f"plugins.documents.queue: kind {self.queue['kind']} needs a url")
         self.worker = {"threads": 1, "lease_seconds": 60, "attempts": 3, "retry_delay_seconds": 10,
                        "graceful_seconds": 10, "parse_timeout_seconds": 120, "parse_memory_mb": 2048,
                        **section["worker"]}

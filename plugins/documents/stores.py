@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 PAYLOAD = ("collection_id", "file_id", "file_name", "chunk_index", "page", "heading", "text")
 
@@ -58,7 +59,8 @@ class LanceStore(VectorStore):
         import lancedb
         import pyarrow as pa
 
-        self.db = lancedb.connect(path)
+        # the job worker writes, serving workers read: every read looks for the newest version
+        self.db = lancedb.connect(path, read_consistency_interval=timedelta(0))
         self.schema = pa.schema([
             pa.field("vector", pa.list_(pa.float32(), dimensions)), pa.field("collection_id", pa.string()),
             pa.field("file_id", pa.string()), pa.field("file_name", pa.string()),
