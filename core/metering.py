@@ -50,7 +50,7 @@ class MeteredCall:
                   else estimate_tokens(self.prompt_text) + 3)
         completion = self.reserve_completion_tokens
         estimate = ChatEstimate(prompt_tokens=prompt, completion_tokens=completion,
-                                cost=self.cost(prompt, completion))
+                                cost=self.cost(prompt, completion), record=self.record)
         self.record.reservation = estimate
         try:
             self.portal.hook.portal_chat_admission(portal=self.portal, actor=self.actor, model=self.record.model,
@@ -61,7 +61,13 @@ class MeteredCall:
 
     def handover(self) -> dict:
         """Return what another process needs to end this admitted call (:meth:`taken_over`):
-        picklable, the reservation's holds included."""
+        picklable, the reservation's holds included. A hold with a ``handed_over()`` method
+        (a journal of this process's open calls) is told, and stays here."""
+        reservation = self.record.reservation
+        if reservation is not None:
+            for hold in [h for h in reservation.holds if hasattr(h, "handed_over")]:
+                hold.handed_over()
+                reservation.holds.remove(hold)
         return {"record": self.record, "prices": self.prices}
 
     @classmethod

@@ -124,6 +124,7 @@ class ChatEstimate:
     completion_tokens: int
     cost: float
     holds: list = field(default_factory=list)
+    record: Any = field(default=None, repr=False, compare=False)  # the call's ChatRecord, as admitted
 
 
 @dataclass

@@ -123,6 +123,7 @@ class ChatCall:
         target = resolve(self.portal, self.state.rules, self.actor, self.body["model"])
         self.target = target
         self.record.reservation = call_estimate = estimate(self.state, target, self.body)
+        call_estimate.record = self.record
         try:
             self.portal.hook.portal_chat_admission(portal=self.portal, actor=self.actor,
                                                    model=self.body["model"], target=target,

@@ -13,6 +13,7 @@ import logging
 from agent_portal import HealthCheck, UsageProvider, hookimpl
 from agent_portal.config import strict_object
 
+from .open_calls import OpenCall
 from .schema import calls, migrate, to_row  # noqa: F401 - the ledger's public pieces
 from .store import Ledger
 
@@ -64,15 +65,34 @@ def portal_recent_calls(portal, limit):
     return ledger_of(portal).recent(limit)
 
 
+@hookimpl(trylast=True)
+def portal_chat_admission(portal, actor, model, target, estimate):
+    """Journal the admitted call (after every other admission hook had its say), so that a
+    worker that dies with it open still leaves its row."""
+    open_calls = ledger_of(portal).open_calls
+    if open_calls is None or estimate.record is None:
+        return
+    mark = open_calls.opened(estimate.record, target, estimate.prompt_tokens)
+    if mark is not None:
+        estimate.holds.append(mark)
+
+
 @hookimpl
 def portal_chat_completed(portal, record):
-    ledger_of(portal).writer.add(to_row(record))
+    ledger = ledger_of(portal)
+    ledger.writer.add(to_row(record))
+    if ledger.open_calls is not None and record.reservation is not None:
+        for hold in record.reservation.holds:
+            if isinstance(hold, OpenCall):
+                ledger.open_calls.closed(hold)
 
 
 @hookimpl
 def portal_shutdown(portal):
     ledger = ledger_of(portal)
     outcome = ledger.writer.close(ledger.settings["shutdown_seconds"])
+    if ledger.open_calls is not None:
+        ledger.open_calls.close()
     log.info("ledger: shutdown wrote %(written)d records, journaled %(journaled)d, lost %(lost)d", outcome)
 
 

@@ -13,7 +13,8 @@ from agent_portal.database import create_engine_for
 from agent_portal.usage import CallFacts, aggregate
 
 from .journal import Journal
-from .schema import calls, migrate
+from .open_calls import OpenCalls
+from .schema import calls, migrate, to_row
 from .writer import LedgerWriter
 
 log = logging.getLogger("agent_portal.ledger")
@@ -36,11 +37,12 @@ class Ledger:
         url = settings.get("database_url") or portal.settings["database_url"]
         self.engine = portal.database() if url == portal.settings["database_url"] else create_engine_for(url)
         self.settings = settings
-        journal = None
+        journal = self.open_calls = None
         if settings["journal"]:
             directory = settings.get("journal_dir") or default_journal_dir(url)
             try:
                 journal = Journal(directory)
+                self.open_calls = OpenCalls(os.path.join(directory, "open"))
             except OSError as exc:
                 log.error("ledger: no journal at %s (%s); records past max_queue will be dropped",
                           directory, exc)
@@ -54,6 +56,11 @@ class Ledger:
             self.writer.needs_schema = True
             log.warning("ledger: database unreachable at startup, records will queue: %s",
                         str(exc).splitlines()[0][:200])
+        lost = self.open_calls.recover() if self.open_calls is not None else []
+        if lost:
+            log.warning("ledger: %d call(s) were open on a worker that died; recorded as worker_lost", len(lost))
+            for record in lost:
+                self.writer.add(to_row(record))
         waiting = journal.rows if journal is not None else 0
         if waiting:
             log.info("ledger: %d records wait in the journal from an earlier run; replaying", waiting)
