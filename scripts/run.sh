@@ -3,5 +3,10 @@
 # offline demo models, starts the portal in front of it, and prints a token and examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+config="${AGENT_PORTAL_CONFIG:-config/portal.example.yaml}"
 bash scripts/setup.sh
-exec .venv/bin/agent-portal up --config "${AGENT_PORTAL_CONFIG:-config/portal.example.yaml}" "$@"
+# the documents stack (CPU torch, parsers, the embedding model) only when the config turns documents on
+if .venv/bin/python -m agent_portal.plugins.documents.needed "$config"; then
+  bash scripts/setup.sh --documents
+fi
+exec .venv/bin/agent-portal up --config "$config" "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the portal needs into this checkout, idempotently:
-#   .venv/                  the portal, the documents extra (CPU torch) and the test tools
+#   .venv/                  the portal and the test tools; with --documents or --browser (the
+#                           tests) also the documents extra on CPU torch
 #   .cache/litellm-venv/    a LiteLLM proxy in its own virtual environment (offline demo models)
 #   .cache/langgraph-venv/  a LangGraph server (langgraph dev) in its own virtual environment
 # With --browser (the tests), also Debian's chromium and python3.11-doc, when running as root.
@@ -12,13 +13,21 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# CPU torch before the documents extra, so that sentence-transformers never pulls a CUDA build
-# (this machine kind serves torch 2.13.0's CPU wheel locally; elsewhere add
-# --index-url https://download.pytorch.org/whl/cpu)
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/python -m pip install -q 'torch==2.13.0'
+case " $* " in
+  *" --documents "*|*" --browser "*) documents=1 ;;
+  *) documents=0 ;;
+esac
+if [ "$documents" = 1 ]; then
+  # CPU torch before the documents extra, so that sentence-transformers never pulls a CUDA build
+  # (this machine kind serves torch 2.13.0's CPU wheel locally; elsewhere add
+  # --index-url https://download.pytorch.org/whl/cpu)
+  if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    .venv/bin/python -m pip install -q 'torch==2.13.0'
+  fi
+  .venv/bin/python -m pip install -q -e '.[test,documents]'
+else
+  .venv/bin/python -m pip install -q -e '.[test]'
 fi
-.venv/bin/python -m pip install -q -e '.[test,documents]'
 
 if [ ! -x .cache/litellm-venv/bin/litellm ]; then
   mkdir -p .cache
@@ -42,7 +51,7 @@ fi
 # With --browser (the tests): Debian's chromium for the browser tests, python3.11-doc, the
 # public document set of the documents evaluation (bench/docs_eval.py), and Node.js with npm,
 # which compile the Open WebUI patch (webui_patch/check_patch.py) and its test harness
-if [ "${1:-}" = "--browser" ]; then
+if [ "${1:-}" = "--browser" ]; then  # (the tests: also the documents extra, above)
   missing=""
   command -v chromium >/dev/null 2>&1 || missing="chromium"
   command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"

@@ -275,3 +275,18 @@ def test_what_users_read_points_only_at_files_in_the_repository():
         assert "CONTRACTS.md" not in text, name
         for linked in re.findall(r"\b(docs/[\w.-]+\.md)\b", text):
             assert (ROOT / linked).exists(), (name, linked)
+
+
+def test_the_run_command_installs_the_documents_stack_only_for_a_config_that_turns_documents_on(tmp_path):
+    from agent_portal.plugins.documents.needed import documents_on
+
+    assert not documents_on(str(ROOT / "config/portal.example.yaml"))  # shipped: documents off
+    for section, on in (("documents: {enabled: false}", False), ("documents: {}", True), ("documents:", True),
+                        ("documents: {enabled: true, answer_model: x}", True), ("chat: {}", False)):
+        path = tmp_path / "portal.yaml"
+        path.write_text(f"plugins:\n  {section}\n")
+        assert documents_on(str(path)) is on, section
+    run = (ROOT / "scripts/run.sh").read_text()
+    assert "agent_portal.plugins.documents.needed" in run and "setup.sh --documents" in run
+    setup = (ROOT / "scripts/setup.sh").read_text()
+    assert setup.index("torch==2.13.0") > setup.index('if [ "$documents" = 1 ]')

@@ -67,9 +67,9 @@ class EmbeddingService:
     """``POST /embed`` (``{"texts": [...]}`` → float32s, ``X-Dimensions``) and ``GET /health``
     on ``host:port``, answered by ``embedder`` (a :class:`LocalEmbedder`) as queries."""
 
-    def __init__(self, embedder, url: str):
+    def __init__(self, embedder, url: str, bind: str | None = None):
         self.embedder = embedder
-        parts = urlsplit(url)
+        parts = urlsplit(url if bind is None else f"http://{bind}")
         self.host, self.port = parts.hostname, parts.port
         self.server = None
 

@@ -23,6 +23,8 @@ def config_schema() -> dict:
         # local: the model lives in `agent-portal worker`, which answers serving workers' query
         # embeddings here (one per host); serving workers never load it
         "service_url": {"type": "string", "pattern": "^http://[^/]+:[0-9]+/?$"},
+        # where the worker listens for them, when not the service_url's own host (a container's 0.0.0.0)
+        "service_bind": {"type": "string", "pattern": "^[^/:]+:[0-9]+$"},
     })
     queue = strict_object({
         "kind": {"enum": ["sqlite", "postgresql", "redis"], "default": "sqlite"},

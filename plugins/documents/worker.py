@@ -66,7 +66,8 @@ class JobWorker:
         self.state = state = portal.extensions[NAME]
         state.embedder = make_embedder(portal, state.settings, in_worker=True)
         self.stopping = threading.Event()
-        self.service = (EmbeddingService(state.embedder, state.settings.embedder["service_url"])
+        spec = state.settings.embedder
+        self.service = (EmbeddingService(state.embedder, spec["service_url"], spec.get("service_bind"))
                         if serve_embeddings and isinstance(state.embedder, LocalEmbedder) else None)
         self.reaper = Reaper(state, self.stopping)
         state.queue.runner = lambda file_id: ingest_file(portal, file_id, self.stopping, state.queue.enqueue)
