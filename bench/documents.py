@@ -1,6 +1,12 @@
 """The documents plugin's speed: ingestion (pages and chunks per second, by stage), search
 latency p50/p99 at 10k and 100k chunks, and memory. Prints figures; bounded in time.
 
+First, as served (``--served``, on by default): the portal under gunicorn with one gevent worker
+beside a real ``agent-portal worker``, measured from outside: chat p50/p99 and the longest gap of a
+stream while idle and while a PDF is ingested, pages/s of that ingestion end to end (upload to
+``ready``), search latency, and the memory (PSS) of the serving worker and of the job worker that
+holds the embedder.
+
 Ingestion runs the real pipeline (pypdf, chunking, the local MiniLM embedder on the CPU,
 LanceDB) on a PDF made from the Python documentation's text (Debian's python3.11-doc when
 installed, else generated sentences). Search latency is the store's own (the query vector
@@ -12,10 +18,13 @@ Run: .venv/bin/python bench/documents.py [--pages 30] [--sizes 10000 100000] [--
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -116,13 +125,141 @@ def search_latency(kind: str, size: int, queries: int, dimensions: int = 384) ->
           f"  p99 {p99:6.1f} ms   (loaded in {loaded:.1f} s; process RSS {rss_mb():.0f} MB)")
 
 
+def _watch(base: str, headers: dict, until: threading.Event) -> dict:
+    """Chat calls one after another and a stream at a time until ``until``; their figures."""
+    import requests
+
+    latencies, gaps = [], [0.0]
+
+    def chat():
+        with requests.Session() as session:
+            while not until.is_set():
+                started = time.perf_counter()
+                answer = session.post(base + "/v1/chat/completions", headers=headers, timeout=30,
+                                      json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+                assert answer.status_code == 200, answer.text
+                latencies.append(time.perf_counter() - started)
+                time.sleep(0.01)
+
+    def stream():
+        body = {"model": "slow-20", "stream": True, "max_tokens": 100, "messages": [{"role": "user", "content": "s"}]}
+        with requests.Session() as session:
+            while not until.is_set():
+                with session.post(base + "/v1/chat/completions", headers=headers, json=body, stream=True,
+                                  timeout=30) as answer:
+                    last = time.perf_counter()
+                    for _ in answer.iter_content(chunk_size=None):
+                        gaps.append(time.perf_counter() - last)
+                        last = time.perf_counter()
+
+    threads = [threading.Thread(target=chat, daemon=True), threading.Thread(target=stream, daemon=True)]
+    for thread in threads:
+        thread.start()
+    until.wait()
+    for thread in threads:
+        thread.join(30)
+    latencies.sort()
+    return {"calls": len(latencies), "p50": statistics.median(latencies),
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], "gap": max(gaps)}
+
+
+def served(pages: int, idle_seconds: float) -> None:
+    """The portal as served beside its job worker, from outside (see the module's docstring)."""
+    import requests
+    import yaml
+
+    from procs import free_port, pss_kb, start_upstream, stop, wait_http
+
+    from agent_portal.cli import gunicorn_argv
+
+    workdir = Path(tempfile.mkdtemp(prefix="docs-served-"))
+    upstream_port, port, embed_port = free_port(), free_port(), free_port()
+    config = {"portal": {"secret_key": "documents-bench-secret-0123456789abcdef", "log_level": "WARNING",
+                         "database_url": f"sqlite:///{workdir}/portal.db"},
+              "plugins": {"chat": {}, "portal_tokens": {}, "ledger": {},
+                          "openai_compat": {"upstreams": {"fake": {"base_url": f"http://127.0.0.1:{upstream_port}/v1",
+                                                                   "models": ["echo", "slow-20"]}}},
+                          "documents": {"store": {"path": str(workdir / "vectors")},
+                                        "queue": {"path": str(workdir / "queue.db")},
+                                        "embedder": {"service_url": f"http://127.0.0.1:{embed_port}"},
+                                        "answer_model": "echo"}}}
+    path = workdir / "portal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "AGENT_PORTAL_CONFIG": str(path), "PORTAL_WORKERS": "1"}
+    processes = [start_upstream(upstream_port)]
+    try:
+        portal = subprocess.Popen(gunicorn_argv(str(path), "127.0.0.1", port, 1), env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(portal)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/ready", 30, portal)
+        worker = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "worker", "--config", str(path)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(worker)
+        token = subprocess.check_output([sys.executable, "-m", "agent_portal.cli", "token", "--config", str(path),
+                                         "--user", "bench", "--role", "user", "--ttl", "1h"], env=env,
+                                        text=True).strip().splitlines()[-1]
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 120
+        while not requests.get(f"http://127.0.0.1:{embed_port}/health", timeout=5).json().get("loaded"):
+            assert time.monotonic() < deadline, "the job worker's embedder did not load"
+            time.sleep(0.2)
+        collection = requests.post(base + "/documents/collections", json={"name": "bench"}, headers=headers,
+                                   timeout=10).json()["id"]
+        data = make_pdf(source_text(pages), pages)
+        idle_done = threading.Event()
+        threading.Timer(idle_seconds, idle_done.set).start()
+        idle = _watch(base, headers, idle_done)
+        ingested = threading.Event()
+        figures: dict = {}
+
+        def ingest():
+            started = time.monotonic()
+            answer = requests.post(f"{base}/documents/collections/{collection}/files", headers=headers, timeout=60,
+                                   files=[("file", ("bench.pdf", data))])
+            file_id = answer.json()["files"][0]["id"]
+            while (state := requests.get(f"{base}/documents/files/{file_id}", headers=headers,
+                                         timeout=10).json())["status"] not in ("ready", "failed"):
+                time.sleep(0.1)
+            figures.update(seconds=time.monotonic() - started, state=state)
+            ingested.set()
+
+        threading.Thread(target=ingest, daemon=True).start()
+        busy = _watch(base, headers, ingested)
+        searches = []
+        for n in range(50):
+            started = time.perf_counter()
+            requests.post(base + "/documents/search", headers=headers, timeout=30,
+                          json={"query": f"how do I read file number {n}?", "k": 5}).raise_for_status()
+            searches.append(time.perf_counter() - started)
+        serving_worker = int(subprocess.check_output(["pgrep", "-P", str(portal.pid)]).split()[0])
+        state = figures["state"]
+        print("as served (gunicorn, 1 gevent worker, beside `agent-portal worker`; from outside):")
+        print(f"  {'':34} {'chat p50':>9} {'chat p99':>9} {'longest stream gap':>19} {'calls':>6}")
+        for name, row in (("idle", idle), (f"while a {pages}-page PDF ingests", busy)):
+            print(f"  {name:34} {row['p50'] * 1000:7.1f} ms {row['p99'] * 1000:7.1f} ms "
+                  f"{row['gap'] * 1000:15.0f} ms {row['calls']:6}")
+        print(f"  ingestion end to end (upload to ready): {state['status']}, {state['chunks']} chunks in "
+              f"{figures['seconds']:.1f} s = {pages / figures['seconds']:.1f} pages/s")
+        print(f"  search (query embedding by the worker + store): p50 {statistics.median(searches) * 1000:.1f} ms")
+        print(f"  memory (PSS): serving worker {pss_kb(serving_worker) / 1024:.0f} MB after searches, "
+              f"job worker with the embedder {pss_kb(worker.pid) / 1024:.0f} MB")
+    finally:
+        stop(processes)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--served", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--served-pages", type=int, default=60)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--pages", type=int, default=30)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--qdrant-max", type=int, default=10_000, help="largest size tried on Qdrant's local mode")
     args = parser.parse_args(argv)
+    if args.served:
+        served(args.served_pages, args.idle_seconds)
     print(f"process RSS at start: {rss_mb():.0f} MB")
     ingestion(args.pages)
     print(f"process RSS with the embedder loaded: {rss_mb():.0f} MB")
@@ -135,4 +272,5 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
     raise SystemExit(main())

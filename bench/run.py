@@ -18,7 +18,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -30,17 +29,11 @@ import yaml  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadgen import Connection, StreamTimer, chat_body  # noqa: E402
+from procs import free_port, pss_kb, rss_kb, start_upstream, stop, wait_http  # noqa: E402
 
-from agent_portal.readiness import wait_until_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values, fraction):
@@ -52,29 +45,6 @@ def pct(values, fraction):
 
 def ms(value):
     return None if value is None else round(value * 1000, 3)
-
-
-def proc_kb(pid: int, path: str, field: str) -> int:
-    """Return the kB figure ``field`` of ``/proc/<pid>/<path>`` (0 when it is not there)."""
-    with open(f"/proc/{pid}/{path}") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def pss_kb(pid: int) -> int:
-    """The process's proportional set size: its share of pages shared with the master."""
-    return proc_kb(pid, "smaps_rollup", "Pss")
-
-
-def rss_kb(pid: int) -> int:
-    return proc_kb(pid, "status", "VmRSS")
-
-
-def wait_http(url, seconds, process):
-    # polled often: the time to /ready is one of the figures
-    wait_until_ready(url, seconds, process, url, interval=0.02)
 
 
 class Target:
@@ -173,13 +143,6 @@ def many_streams(target, count, worker_pid, expected_frames):
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-def start_upstream(port):
-    process = subprocess.Popen([sys.executable, str(ROOT / "bench/upstream.py"), "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(f"http://127.0.0.1:{port}/v1/models", 20, process)
-    return process
 
 
 def slim_config(upstream_port, workdir) -> dict:
@@ -282,16 +245,6 @@ def scaling(upstream_port, workdir, counts, seconds, callers):
         finally:
             stop([process])
     return points
-
-
-def stop(processes):
-    for process in reversed(processes):
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def run(args):

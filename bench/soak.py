@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from loadgen import Connection, chat_body  # noqa: E402
-from run import free_port, start_upstream, wait_http  # noqa: E402
+from procs import free_port, start_upstream, wait_http  # noqa: E402
 from tcp_proxy import CuttableProxy  # noqa: E402
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -46,3 +46,21 @@ def wait_for_files(client, headers, ids, timeout: float = 120.0, until=("ready",
             return states
         assert time.monotonic() < deadline, states
         time.sleep(0.1)
+
+
+def stored_chunks(app, timeout: float = 0.0, expect=None) -> list[tuple[str, int]]:
+    """Return (file id, chunk index) of every chunk in ``app``'s LanceDB store, read as another
+    process (the store is the job worker's); with ``expect``, waited for up to ``timeout``."""
+    import lancedb
+
+    path = portal_of(app).config["plugins"]["documents"]["store"]["path"]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rows = lancedb.connect(path).open_table("chunks").to_arrow()
+            found = list(zip(rows["file_id"].to_pylist(), rows["chunk_index"].to_pylist()))
+        except (FileNotFoundError, ValueError):  # no chunk stored yet
+            found = []
+        if expect is None or expect(found) or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)

@@ -10,11 +10,9 @@ from types import SimpleNamespace
 import openai
 import pytest
 
-from agent_portal import portal_of
-
 from conftest import bearer, chat_plugins, settled_rows
 from documents_files import docx, pdf, pptx
-from documents_worker import start_worker, stop_worker, wait_for_files, worker_sections
+from documents_worker import start_worker, stop_worker, stored_chunks, wait_for_files, worker_sections
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +157,7 @@ def test_the_same_content_uploaded_twice_is_stored_once(app):
     first = upload(client, alice, collection, ("a.txt", b"Only once, please.")).json["files"][0]
     again = upload(client, alice, collection, ("b.txt", b"Only once, please.")).json["files"][0]
     assert again["id"] == first["id"] and again["duplicate"] is True
-    assert portal_of(app).extensions["documents"].store().count() == first["chunks"]
+    assert len(stored_chunks(app)) == first["chunks"]
 
 
 def test_bad_input_is_a_clear_error_and_nothing_is_half_stored(make_app, tmp_path, fake_upstream, with_worker):
@@ -174,14 +172,13 @@ def test_bad_input_is_a_clear_error_and_nothing_is_half_stored(make_app, tmp_pat
              (("fake.docx", b"not a zip"), 422, "unreadable_document"),
              (("cut.pdf", pdf(["a page"])[:-40]), 422, "unreadable_document"),
              (("many.pdf", pdf(["p"] * 3)), 413, "file_too_large")]
-    store = portal_of(app).extensions["documents"]
     for (name, data), status, code in cases:
         # a good file beside the bad one: the upload is refused whole
         answer = upload(client, alice, collection, ("good.txt", b"A perfectly good file."), (name, data))
         assert answer.status_code == status, (name, answer.data)
         assert answer.json["error"]["code"] == code and name in answer.json["error"]["message"]
     assert client.get(f"/documents/collections/{collection}", headers=alice).json["files"] == []
-    assert store.store().count() == 0
+    assert stored_chunks(app) == []
     assert client.post("/documents/search", headers=alice, json={"query": "q" * 2001}).status_code == 400
     assert client.post("/documents/collections", headers=alice, json={"name": ""}).status_code == 400
     assert client.post("/documents/collections", headers=alice, json={"name": "a:b"}).status_code == 400
@@ -207,7 +204,9 @@ def test_an_upload_answers_at_once_and_the_file_shows_its_progress_until_ready(a
     assert client.get(f"/documents/files/{started['id']}", headers=bob).status_code == 404
     assert client.delete(f"/documents/files/{started['id']}", headers=bob).status_code == 404
     assert client.delete(f"/documents/files/{started['id']}", headers=alice).status_code == 204
-    assert portal_of(app).extensions["documents"].store().count() == 0
+    assert client.get(f"/documents/files/{started['id']}", headers=alice).status_code == 404
+    assert client.post("/documents/search", headers=alice, json={"query": "topic number 7"}).json["hits"] == []
+    assert stored_chunks(app, timeout=20, expect=lambda found: not found) == []  # purged by the worker
 
 
 def test_collections_are_models_the_openai_client_streams_cited_answers_from(app, live_server):
@@ -262,4 +261,4 @@ def test_an_embedding_model_of_a_chat_backend_can_be_the_embedder(make_app, tmp_
     assert hits[0]["file_name"] == "a.txt" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     embedded = [r for r in fake_upstream.requests if r.get("model") == "embed-16"]
     assert embedded and embedded[-1]["input"] == ["exactly this sentence"]
-    assert portal_of(app).extensions["documents"].store().count() == 1
+    assert len(stored_chunks(app)) == 1

@@ -14,7 +14,7 @@ from agent_portal import create_app, portal_of
 
 from conftest import bearer, chat_plugins, need_service
 from documents_files import page_bomb_pdf
-from documents_worker import start_worker, stop_worker, wait_for_files, worker_sections
+from documents_worker import start_worker, stop_worker, stored_chunks, wait_for_files, worker_sections
 from test_documents_liveness import start_job_worker
 
 pytestmark = pytest.mark.integration
@@ -42,13 +42,6 @@ def upload(client, headers, collection, *files):
 
 def new_collection(client, headers) -> str:
     return client.post("/documents/collections", json={"name": f"c-{uuid.uuid4().hex[:6]}"}, headers=headers).json["id"]
-
-
-def stored_chunks(app) -> list[tuple[str, int]]:
-    """Return (file id, chunk index) of every chunk in the store."""
-    table = portal_of(app).extensions["documents"].store().table
-    rows = table.to_arrow()
-    return list(zip(rows["file_id"].to_pylist(), rows["chunk_index"].to_pylist()))
 
 
 def wait_until(predicate, timeout: float, what: str):

@@ -14,45 +14,42 @@ import threading
 import urllib3
 
 from agent_portal import ChatTarget, Command, HealthCheck, ModelInfo, PortalError, Route, hookimpl
-from agent_portal.offload import off_loop
 from agent_portal.routing import bound_view
 from agent_portal.schemas import array, obj
 
 from . import answers, collections, embedding, ingest, schemas, worker
 from .as_model import PREFIX, DocsBackend
 from .catalog import Catalog
-from .embedders import make_embedder
 from .jobs import IngestQueue
+from .service import WorkerClient
 from .settings import NAME, DocumentSettings, config_schema
 from .stores import make_store
 
 
 class DocumentState:
+    """The plugin's parts. Serving workers use the catalog, the queue and ``worker`` (the
+    host's job worker, for embeddings and searches); the job worker sets ``embedder`` and opens
+    the store (``agent-portal worker``)."""
+
     def __init__(self, portal, settings: DocumentSettings):
         self.settings = settings
         self.catalog = Catalog(portal.database())
-        self.embedder = make_embedder(portal, settings)
         self.queue = IngestQueue(settings.queue)
+        self.worker = WorkerClient(portal, settings.embedder["service_url"])
         self.backend = DocsBackend(portal)
+        self.embedder = None  # the job worker's
         self._store = None
         self._lock = threading.Lock()
 
     def store(self):
         """Return the vector store, opened on first use (its vectors' size comes from the
-        embedder). Its calls block in native code: a serving worker makes them with
-        :meth:`in_store`."""
+        embedder); the job worker's alone, whose threads may block in its native calls."""
         if self._store is None:
             dimensions = self.embedder.dimensions or len(self.embedder.embed(["dimensions"])[0])
             with self._lock:
                 if self._store is None:
                     self._store = make_store(self.settings.store, dimensions)
         return self._store
-
-    def in_store(self, method: str, *args):
-        """Return the store's ``method(*args)``, run off the serving loop."""
-        if self._store is None and not self.embedder.dimensions:
-            self.embedder.embed(["dimensions"])  # here: it may be an HTTP call on this loop
-        return off_loop(lambda: getattr(self.store(), method)(*args))
 
     def answer_timeout(self, stream: bool):
         return urllib3.Timeout(connect=5.0, read=self.settings.answer_timeout)
@@ -123,8 +120,13 @@ def portal_health_checks(portal):
     state = portal.extensions[NAME]
 
     def check(portal):
-        chunks = state.in_store("count")
-        return {"status": "up", "detail": f"{state.settings.store['kind']}: {chunks} chunks", "chunks": chunks}
+        worker = state.worker.health()
+        if worker.get("status") != "up":
+            return {"status": "down", "detail": worker.get("detail", "the documents worker is down")}
+        queued = state.queue.pending()
+        return {"status": "up", "chunks": worker["chunks"], "queued": queued,
+                "detail": f"{state.settings.store['kind']}: {worker['chunks']} chunks; {queued} job(s) queued; "
+                          f"model {'loaded' if worker['loaded'] else 'loading'}"}
 
     return [HealthCheck(NAME, check, timeout=10.0)]
 

@@ -19,7 +19,7 @@ from agent_portal.sse import STREAM_HEADERS, StreamState, relay, sse_event
 from agent_portal.upstream import UpstreamFailure
 
 from .collections import readable_collection
-from .embedding import embed_metered
+from .embedding import embedding_call
 from .settings import NAME
 
 INSTRUCTIONS = ("Answer the question using only the numbered sources below. Cite the sources you use "
@@ -62,10 +62,20 @@ def grounded_messages(hits, messages: list) -> list:
 
 
 def retrieve(portal, actor, query: str, collection_ids: list[str], k: int, request_id: str):
-    """Return the ``k`` best chunks for ``query`` among ``collection_ids``; the query's embedding
-    is metered (admitted, recorded)."""
-    vector = embed_metered(portal, actor, [query], request_id)[0][0]
-    return _state(portal).in_store("search", vector, k, collection_ids)
+    """Return the ``k`` best chunks for ``query`` among ``collection_ids`` (none of a file
+    deleted since: its chunks go by a job); the query's embedding is metered (admitted,
+    recorded). The host's job worker embeds and searches."""
+    state = _state(portal)
+    call = embedding_call(portal, actor, query, request_id)
+    call.admit()
+    try:
+        hits = state.worker.search(query, k, collection_ids)
+    except PortalError as failure:
+        call.end(failure.code or "upstream_error", failure.status, failure.message)
+        raise
+    call.end("ok", 200)
+    present = state.catalog.present_files({hit.file_id for hit in hits})
+    return [hit for hit in hits if hit.file_id in present]
 
 
 def _scope(portal, actor, body: dict) -> tuple[list[str], dict]:

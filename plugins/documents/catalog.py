@@ -164,6 +164,13 @@ class Catalog:
             row = conn.execute(sa.select(files).where(files.c.id == file_id)).first()
         return None if row is None else file_view(row)
 
+    def present_files(self, file_ids: set[str]) -> set[str]:
+        """Return those of ``file_ids`` that still exist."""
+        if not file_ids:
+            return set()
+        with self.engine.connect() as conn:
+            return {r.id for r in conn.execute(sa.select(files.c.id).where(files.c.id.in_(list(file_ids))))}
+
     def files_of(self, collection_id: str) -> list[dict]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(files).where(files.c.collection_id == collection_id)

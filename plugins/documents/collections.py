@@ -55,8 +55,9 @@ def collection_view(portal, collection_id):
         collection = readable_collection(portal, actor, collection_id)
         return _json({**collection, "files": state.catalog.files_of(collection_id)})
     owned_collection(portal, actor, collection_id)
-    for file_id in state.catalog.delete_collection(collection_id):
-        state.in_store("delete_file", file_id)
+    removed = state.catalog.delete_collection(collection_id)
+    if removed:
+        state.queue.purge(removed)
     return Response(status=204)
 
 

@@ -1,6 +1,6 @@
-"""Embedders: a local sentence-transformers model (the embedded default), held by the job worker
-and reached by serving workers through its embedding service, or any OpenAI-compatible
-``/embeddings`` a chat backend serves (LiteLLM in production). Each returns unit vectors."""
+"""Embedders, in the job worker only (serving workers reach them through its service): a local
+sentence-transformers model (the embedded default) or any OpenAI-compatible ``/embeddings`` a
+chat backend serves (LiteLLM in production). Each returns unit vectors."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import threading
 
 from agent_portal import PortalError
 
-from .embed_service import QueriesFirst, ServiceEmbedder
+from .service import QueriesFirst
 
 
 class LocalEmbedder:
@@ -99,12 +99,9 @@ def _unit(vector: list[float]) -> list[float]:
     return [x / norm for x in vector]
 
 
-def make_embedder(portal, settings, in_worker: bool = False):
-    """Return the embedder ``plugins.documents.embedder`` names: for the local model, the model
-    itself ``in_worker``, else the client of the worker's embedding service."""
+def make_embedder(portal, settings):
+    """Return the embedder ``plugins.documents.embedder`` names (for the job worker)."""
     spec = settings.embedder
     if spec["kind"] == "openai":
         return BackendEmbedder(portal, spec["model"], spec["batch_size"])
-    if in_worker:
-        return LocalEmbedder(spec["model"], spec["batch_size"])
-    return ServiceEmbedder(portal, spec["model"], spec["service_url"])
+    return LocalEmbedder(spec["model"], spec["batch_size"])

@@ -23,7 +23,7 @@ def embedding_call(portal, actor, text: str, request_id: str,
     """Return the metered call of embedding ``text`` (or, for an upload not yet parsed, text of
     about ``estimated_prompt_tokens``) with the configured embedder."""
     state = _state(portal)
-    model = state.embedder.model_name
+    model = state.settings.embedder["model"]
     return MeteredCall(portal, actor, model=model, backend=state.backend, upstream_model=model, stream=False,
                        request_id=request_id, prompt_text=text, prices=(state.settings.embedding_price, None),
                        reserve_completion_tokens=0, estimated_prompt_tokens=estimated_prompt_tokens)
@@ -34,7 +34,7 @@ def embed_metered(portal, actor, texts: list[str], request_id: str) -> tuple[lis
     call = embedding_call(portal, actor, "\n".join(texts), request_id)
     call.admit()
     try:
-        vectors = _state(portal).embedder.embed(texts, query=True)
+        vectors = _state(portal).worker.embed(texts)
     except PortalError as failure:
         call.end(failure.code or "upstream_error", failure.status, failure.message)
         raise
@@ -50,9 +50,10 @@ def _base64(vector: list[float]) -> str:
 def embeddings_view(portal):
     """OpenAI's ``POST /v1/embeddings`` with the portal's embedder, metered."""
     state, actor, body = _state(portal), g.actor, g.json_body  # checked against schemas.EMBEDDINGS
-    model = body.get("model", state.embedder.model_name)
-    if model != state.embedder.model_name:
-        raise PortalError(f"The embedding model here is {state.embedder.model_name}.", status=404,
+    served = state.settings.embedder["model"]
+    model = body.get("model", served)
+    if model != served:
+        raise PortalError(f"The embedding model here is {served}.", status=404,
                           code="model_not_found", type="invalid_request_error")
     texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
     encoding = body.get("encoding_format", "float")

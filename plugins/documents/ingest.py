@@ -122,6 +122,6 @@ def file_view(portal, file_id):
     record = _file_for(portal, file_id, readable_collection if request.method == "GET" else owned_collection)
     if request.method == "GET":
         return Response(json.dumps(record), status=200, mimetype="application/json")
-    state.catalog.delete_file(file_id)  # first: a job under way sees it gone and removes what it wrote
-    off_loop(state.store().delete_file, file_id)
+    state.catalog.delete_file(file_id)  # at once: searches leave it out; a job under way sees it gone
+    state.queue.purge([file_id])  # its chunks, by the job worker (the store is its alone)
     return Response(status=204)

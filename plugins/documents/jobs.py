@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 TASK_NAME = "documents.ingest"
+PURGE_NAME = "documents.purge"
 
 
 def make_queue(spec: dict):
@@ -31,12 +32,23 @@ class IngestQueue:
     def __init__(self, spec: dict):
         self.huey = make_queue(spec)
         self.runner = None  # set by `agent-portal worker`: runner(file_id) -> how it ended
+        self.purger = None  # set by `agent-portal worker`: purger(file_ids) removes their chunks
         self.task = self.huey.task(name=TASK_NAME)(self._run)
+        self.purge_task = self.huey.task(name=PURGE_NAME, retries=5, retry_delay=10)(self._purge)
 
     def _run(self, file_id: str):
         if self.runner is None:
             raise RuntimeError("documents.ingest runs in `agent-portal worker`")
         return self.runner(file_id)
+
+    def _purge(self, file_ids: list[str]):
+        if self.purger is None:
+            raise RuntimeError("documents.purge runs in `agent-portal worker`")
+        self.purger(file_ids)
+
+    def purge(self, file_ids: list[str]) -> None:
+        """Queue the removal of the chunks of deleted files (the store is the job worker's)."""
+        self.purge_task(list(file_ids))
 
     def enqueue(self, file_id: str, delay: float = 0) -> None:
         """Queue the ingestion of ``file_id``, after ``delay`` seconds."""

@@ -1,7 +1,8 @@
-"""``agent-portal worker``: the documents job worker. It takes ingestion jobs from the queue (huey's
-consumer, in threads), holds the embedding model (the only process of a host that does) and
-answers the host's query embeddings on ``embedder.service_url``, and finds jobs a dead worker
-left (:class:`Reaper`). Several may run on one queue, on one machine or many.
+"""``agent-portal worker``: the documents job worker. It takes ingestion and purge jobs from the
+queue (huey's consumer, in threads), holds the embedding model and the vector store (the only
+process of a host that does), answers the host's query embeddings and searches on
+``embedder.service_url``, and finds jobs a dead worker left (:class:`Reaper`). Several may run on
+one queue, on one machine or many.
 
 Ctrl-C or SIGTERM stop it gracefully: a job under way gives its file back to the queue at its
 next batch, and is taken up again at the next start; SIGKILL loses nothing either, as the file's
@@ -13,8 +14,8 @@ import logging
 import signal
 import threading
 
-from .embed_service import EmbeddingService
-from .embedders import LocalEmbedder, make_embedder
+from .embedders import make_embedder
+from .service import WorkerService
 from .pipeline import ingest_file
 from .settings import NAME
 
@@ -61,16 +62,16 @@ class Reaper:
 class JobWorker:
     """The worker's parts around one portal: start them, stop them (gracefully)."""
 
-    def __init__(self, portal, serve_embeddings: bool = True):
+    def __init__(self, portal, serve: bool = True):
         self.portal = portal
         self.state = state = portal.extensions[NAME]
-        state.embedder = make_embedder(portal, state.settings, in_worker=True)
+        state.embedder = make_embedder(portal, state.settings)
         self.stopping = threading.Event()
         spec = state.settings.embedder
-        self.service = (EmbeddingService(state.embedder, spec["service_url"], spec.get("service_bind"))
-                        if serve_embeddings and isinstance(state.embedder, LocalEmbedder) else None)
+        self.service = WorkerService(state, spec["service_url"], spec.get("service_bind")) if serve else None
         self.reaper = Reaper(state, self.stopping)
         state.queue.runner = lambda file_id: ingest_file(portal, file_id, self.stopping, state.queue.enqueue)
+        state.queue.purger = lambda file_ids: [state.store().delete_file(f) for f in file_ids]
         self.consumer = None
 
     def start(self) -> None:
@@ -83,10 +84,12 @@ class JobWorker:
 
     def _load_model(self):
         try:
-            self.state.embedder.load()
-            log.info("documents: the embedding model is loaded")
+            if hasattr(self.state.embedder, "load"):
+                self.state.embedder.load()
+                log.info("documents: the embedding model is loaded")
+            self.state.store()
         except Exception as exc:
-            log.error("documents: the embedding model failed to load: %s", exc)
+            log.error("documents: the embedding model or the store failed to open: %s", exc)
 
     def stop(self) -> None:
         """Stop taking jobs; jobs under way give their files back; wait for them (at most
