@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--chunk-chars", type=int, default=1200)
     parser.add_argument("--overlap-chars", type=int, default=200)
+    parser.add_argument("--embedder", choices=["local", "onnx"], default="local",
+                        help="local: sentence-transformers on torch; onnx: int8 ONNX on onnxruntime")
     args = parser.parse_args(argv)
     docs = Path(args.docs)
     if not (docs / "genindex-all.html").exists():
@@ -54,11 +56,11 @@ def main(argv=None) -> int:
               "(apt-get install python3.11-doc) or pass --docs", file=sys.stderr)
         return 2
     from agent_portal.plugins.documents.chunking import chunk_sections
-    from agent_portal.plugins.documents.embedders import LocalEmbedder
+    from agent_portal.plugins.documents.embedders import LocalEmbedder, OnnxEmbedder
     from agent_portal.plugins.documents.parsing import parse
     from agent_portal.plugins.documents.stores import LanceStore
 
-    embedder = LocalEmbedder("all-MiniLM-L6-v2", 64)
+    embedder = (OnnxEmbedder if args.embedder == "onnx" else LocalEmbedder)("all-MiniLM-L6-v2", 64)
     store = LanceStore(tempfile.mkdtemp(prefix="docs-eval-"), embedder.dimensions)
     started, chunks_total = time.monotonic(), 0
     for page in PAGES:
@@ -83,8 +85,16 @@ def main(argv=None) -> int:
     print(f"corpus: {len(PAGES)} pages of the Python 3.11 library reference (Debian python3.11-doc), "
           f"{chunks_total} chunks of {args.chunk_chars} characters, ingested in {ingest_seconds:.1f} s")
     print(f"questions: {n} entries of the documentation's own index (genindex-all.html), seed {args.seed}")
+    print(f"embedder: {args.embedder} ({type(embedder).__name__}); process RSS {_rss_mb():.0f} MB")
     print(f"hit@1 {hit1 / n:.3f}   hit@5 {hit5 / n:.3f}   MRR@10 {reciprocal / n:.3f}")
     return 0
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import openai
 import pytest
 
+from agent_portal import portal_of
+
 from conftest import bearer, chat_plugins, settled_rows
 from documents_files import docx, pdf, pptx
 from documents_worker import start_worker, stop_worker, stored_chunks, wait_for_files, worker_sections
@@ -262,3 +264,21 @@ def test_an_embedding_model_of_a_chat_backend_can_be_the_embedder(make_app, tmp_
     embedded = [r for r in fake_upstream.requests if r.get("model") == "embed-16"]
     assert embedded and embedded[-1]["input"] == ["exactly this sentence"]
     assert len(stored_chunks(app)) == 1
+
+
+def test_an_upload_may_be_as_large_as_its_files_and_a_larger_one_is_refused_naming_the_limits(make_app, tmp_path,
+                                                                                            fake_upstream):
+    app = make_app(**document_sections(tmp_path, fake_upstream, max_files_per_upload=2))
+    client, alice = app.test_client(), bearer(app, "alice")
+    collection = make_collection(client, alice)
+    five_mb = b"Five megabytes of plain text about pumps and valves.\n" * 100_000  # past portal.max_body_bytes
+    assert len(five_mb) > portal_of(app).settings["max_body_bytes"]
+    assert upload(client, alice, collection, ("big.txt", five_mb), wait=False).status_code == 202
+    limit = 2 * 20 * 1024 * 1024 + 1024 * 1024
+    too_big = client.post(f"/documents/collections/{collection}/files", headers=alice,
+                          content_type="multipart/form-data", data={"file": [(io.BytesIO(b"x" * (limit + 1)), "a.txt")]})
+    assert too_big.status_code == 413 and too_big.json["error"]["code"] == "body_too_large"
+    message = too_big.json["error"]["message"]
+    assert str(limit) in message and "documents.max_files_per_upload" in message and "documents.max_file_bytes" in message
+    operation = client.get("/openapi.json").json["paths"]["/documents/collections/{collection_id}/files"]["post"]
+    assert operation["x-max-body-bytes"] == limit and "20971520 bytes" in operation["summary"]

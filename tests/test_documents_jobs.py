@@ -52,15 +52,23 @@ def wait_until(predicate, timeout: float, what: str):
     return value
 
 
-def test_a_worker_killed_mid_job_and_restarted_ends_the_file_ready_with_each_chunk_stored_once(tmp_path, fake_upstream):
-    path = write_config(tmp_path, fake_upstream, worker={"lease_seconds": 2})
+def ingestion_under_way(tmp_path, fake, **documents):
+    """Return (app, client, headers, the job worker process, file id) once a long file is a
+    tenth ingested by a real `agent-portal worker`."""
+    path = write_config(tmp_path, fake, **documents)
     app = create_app(str(path))
     client, alice = app.test_client(), bearer(app, "alice")
     worker = start_job_worker(path, tmp_path / "worker-1.log")
+    [file_id] = upload(client, alice, new_collection(client, alice), ("valves.txt", LONG_TEXT))
+    wait_until(lambda: client.get(f"/documents/files/{file_id}", headers=alice).json["progress"] > 0.1, 120,
+               "the worker never got going")
+    return path, app, client, alice, worker, file_id
+
+
+def test_a_worker_killed_mid_job_and_restarted_ends_the_file_ready_with_each_chunk_stored_once(tmp_path, fake_upstream):
+    path, app, client, alice, worker, file_id = ingestion_under_way(tmp_path, fake_upstream,
+                                                                    worker={"lease_seconds": 2})
     try:
-        [file_id] = upload(client, alice, new_collection(client, alice), ("valves.txt", LONG_TEXT))
-        wait_until(lambda: client.get(f"/documents/files/{file_id}", headers=alice).json["progress"] > 0.1, 120,
-                   "the first worker never got going")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         killed = client.get(f"/documents/files/{file_id}", headers=alice).json
@@ -77,14 +85,9 @@ def test_a_worker_killed_mid_job_and_restarted_ends_the_file_ready_with_each_chu
 
 
 def test_ctrl_c_mid_ingestion_stops_in_time_and_the_job_resumes_at_the_next_start(tmp_path, fake_upstream):
-    path = write_config(tmp_path, fake_upstream, worker={"graceful_seconds": 5})
-    app = create_app(str(path))
-    client, alice = app.test_client(), bearer(app, "alice")
-    worker = start_job_worker(path, tmp_path / "worker-1.log")
+    path, app, client, alice, worker, file_id = ingestion_under_way(tmp_path, fake_upstream,
+                                                                    worker={"graceful_seconds": 5})
     try:
-        [file_id] = upload(client, alice, new_collection(client, alice), ("valves.txt", LONG_TEXT))
-        wait_until(lambda: client.get(f"/documents/files/{file_id}", headers=alice).json["progress"] > 0.1, 120,
-                   "the worker never got going")
         interrupted = time.monotonic()
         worker.send_signal(signal.SIGINT)
         assert worker.wait(5 + 3) == 0 and time.monotonic() - interrupted < 5 + 3

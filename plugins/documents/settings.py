@@ -16,7 +16,7 @@ def config_schema() -> dict:
         "api_key": {"type": ["string", "null"]},
     })
     embedder = strict_object({
-        "kind": {"enum": ["local", "openai"], "default": "local"},
+        "kind": {"enum": ["local", "onnx", "openai"], "default": "local"},
         "model": {"type": "string", "default": "all-MiniLM-L6-v2"},  # openai: a model a chat backend serves
         "batch_size": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 64},
         "input_cost_per_token": {"type": "number", "minimum": 0},
