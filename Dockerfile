@@ -14,9 +14,8 @@ WORKDIR /app
 COPY pyproject.toml setup.cfg README.md ./
 COPY core ./core
 COPY plugins ./plugins
-# the documents extra on the CPU build of torch (the default index would bring CUDA's, gigabytes)
-RUN pip install 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu \
- && pip install '.[documents]'
+# the documents extra: parsers, stores and the ONNX embedder (onnxruntime, no torch)
+RUN pip install '.[documents]'
 COPY config ./config
 COPY deploy/gunicorn.conf.py ./deploy/gunicorn.conf.py
 RUN mkdir -p /app/data && chown portal:portal /app/data

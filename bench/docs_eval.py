@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--chunk-chars", type=int, default=1200)
     parser.add_argument("--overlap-chars", type=int, default=200)
-    parser.add_argument("--embedder", choices=["local", "onnx"], default="local",
+    parser.add_argument("--embedder", choices=["onnx", "local"], default="onnx",
                         help="local: sentence-transformers on torch; onnx: int8 ONNX on onnxruntime")
     args = parser.parse_args(argv)
     docs = Path(args.docs)

@@ -64,14 +64,14 @@ def make_pdf(text: str, pages: int) -> bytes:
     return bytes(document.output())
 
 
-def ingestion(pages: int) -> None:
+def ingestion(pages: int, kind: str) -> None:
     from agent_portal.plugins.documents.chunking import chunk_sections
-    from agent_portal.plugins.documents.embedders import LocalEmbedder
+    from agent_portal.plugins.documents.embedders import LocalEmbedder, OnnxEmbedder
     from agent_portal.plugins.documents.parsing import parse
     from agent_portal.plugins.documents.stores import LanceStore
 
     data = make_pdf(source_text(pages), pages)
-    embedder = LocalEmbedder("all-MiniLM-L6-v2", 64)
+    embedder = (OnnxEmbedder if kind == "onnx" else LocalEmbedder)("all-MiniLM-L6-v2", 16)
     embedder.embed(["warm up"])
     store = LanceStore(tempfile.mkdtemp(prefix="docs-bench-"), embedder.dimensions)
     marks = [time.monotonic()]
@@ -87,12 +87,12 @@ def ingestion(pages: int) -> None:
     total = marks[-1] - marks[0]
     stages = ", ".join(f"{name} {later - earlier:.2f} s" for name, earlier, later in
                        zip(("parse", "chunk", "embed", "store"), marks, marks[1:]))
-    print(f"ingestion: {pages} PDF pages, {len(chunks)} chunks in {total:.1f} s = "
+    print(f"ingestion ({kind}): {pages} PDF pages, {len(chunks)} chunks in {total:.1f} s = "
           f"{pages / total:.1f} pages/s, {len(chunks) / total:.1f} chunks/s ({stages})")
     started = time.monotonic()
     for _ in range(20):
         embedder.embed(["how do I read a csv file with a header row?"])
-    print(f"query embedding: {(time.monotonic() - started) / 20 * 1000:.1f} ms each (MiniLM, CPU)")
+    print(f"query embedding ({kind}): {(time.monotonic() - started) / 20 * 1000:.1f} ms each (MiniLM, CPU)")
 
 
 def search_latency(kind: str, size: int, queries: int, dimensions: int = 384) -> None:
@@ -254,6 +254,8 @@ def main(argv=None) -> int:
     parser.add_argument("--served-pages", type=int, default=60)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--pages", type=int, default=30)
+    parser.add_argument("--embedders", nargs="+", choices=["onnx", "local"], default=["onnx", "local"],
+                        help="onnx: the default, int8 on onnxruntime; local: sentence-transformers on torch")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--qdrant-max", type=int, default=10_000, help="largest size tried on Qdrant's local mode")
@@ -261,8 +263,9 @@ def main(argv=None) -> int:
     if args.served:
         served(args.served_pages, args.idle_seconds)
     print(f"process RSS at start: {rss_mb():.0f} MB")
-    ingestion(args.pages)
-    print(f"process RSS with the embedder loaded: {rss_mb():.0f} MB")
+    for kind in args.embedders:
+        ingestion(args.pages, kind)
+        print(f"process RSS with the embedder(s) loaded: {rss_mb():.0f} MB")
     for size in args.sizes:
         search_latency("lancedb", size, args.queries)
         if size <= args.qdrant_max:

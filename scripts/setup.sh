@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the portal needs into this checkout, idempotently:
-#   .venv/                  the portal and the test tools; with --documents or --browser (the
-#                           tests) also the documents extra on CPU torch
+#   .venv/                  the portal and the test tools; with --documents also the documents
+#                           extra (no torch); with --browser (the tests) also the torch embedder
 #   .cache/litellm-venv/    a LiteLLM proxy in its own virtual environment (offline demo models)
 #   .cache/langgraph-venv/  a LangGraph server (langgraph dev) in its own virtual environment
 # With --browser (the tests), also Debian's chromium and python3.11-doc, when running as root.
@@ -14,20 +14,19 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 case " $* " in
-  *" --documents "*|*" --browser "*) documents=1 ;;
-  *) documents=0 ;;
+  *" --browser "*) extras="test,documents,documents-torch" ;;
+  *" --documents "*) extras="test,documents" ;;
+  *) extras="test" ;;
 esac
-if [ "$documents" = 1 ]; then
-  # CPU torch before the documents extra, so that sentence-transformers never pulls a CUDA build
-  # (this machine kind serves torch 2.13.0's CPU wheel locally; elsewhere add
+if [ "$extras" = "test,documents,documents-torch" ]; then
+  # CPU torch before sentence-transformers, so that it never pulls a CUDA build (this machine
+  # kind serves torch 2.13.0's CPU wheel locally; elsewhere add
   # --index-url https://download.pytorch.org/whl/cpu)
   if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install -q 'torch==2.13.0'
   fi
-  .venv/bin/python -m pip install -q -e '.[test,documents]'
-else
-  .venv/bin/python -m pip install -q -e '.[test]'
 fi
+.venv/bin/python -m pip install -q -e ".[$extras]"
 
 if [ ! -x .cache/litellm-venv/bin/litellm ]; then
   mkdir -p .cache
@@ -51,7 +50,7 @@ fi
 # With --browser (the tests): Debian's chromium for the browser tests, python3.11-doc, the
 # public document set of the documents evaluation (bench/docs_eval.py), and Node.js with npm,
 # which compile the Open WebUI patch (webui_patch/check_patch.py) and its test harness
-if [ "${1:-}" = "--browser" ]; then  # (the tests: also the documents extra, above)
+if [ "${1:-}" = "--browser" ]; then  # (the tests: also both embedders, above)
   missing=""
   command -v chromium >/dev/null 2>&1 || missing="chromium"
   command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"

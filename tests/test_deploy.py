@@ -191,7 +191,13 @@ def test_the_documents_profile_runs_the_store_the_portal_can_switch_to():
     store = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())["plugins"]["documents"]["store"]
     assert store["api_key"] == "${QDRANT_API_KEY}" and store["path"].startswith("/app/data/")
     assert env_example()["DOCUMENTS_STORE"] in ("lancedb", "qdrant")
-    assert "torch==2.13.0" in (ROOT / "Dockerfile").read_text() and "[documents]" in (ROOT / "Dockerfile").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "[documents]" in dockerfile and "torch" not in dockerfile.replace("no torch", "")  # the ONNX embedder
+    worker = SERVICES["documents-worker"]
+    assert worker["command"] == ["agent-portal", "worker"] and "8796" in worker["expose"]
+    section = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())["plugins"]["documents"]
+    assert section["embedder"]["service_url"] == "http://documents-worker:8796"
+    assert section["queue"]["kind"] == "redis"
 
 
 def test_compose_mounts_the_files_that_exist():
@@ -289,4 +295,7 @@ def test_the_run_command_installs_the_documents_stack_only_for_a_config_that_tur
     run = (ROOT / "scripts/run.sh").read_text()
     assert "agent_portal.plugins.documents.needed" in run and "setup.sh --documents" in run
     setup = (ROOT / "scripts/setup.sh").read_text()
-    assert setup.index("torch==2.13.0") > setup.index('if [ "$documents" = 1 ]')
+    assert setup.index("torch==2.13.0") > setup.index('if [ "$extras" = "test,documents,documents-torch" ]')
+    extras = (ROOT / "setup.cfg").read_text().split("documents =", 1)[1].split("documents-torch =", 1)[0]
+    extras = "\n".join(line for line in extras.splitlines() if not line.lstrip().startswith("#"))
+    assert "onnxruntime" in extras and "torch" not in extras and "sentence-transformers" not in extras

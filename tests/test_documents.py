@@ -282,3 +282,16 @@ def test_an_upload_may_be_as_large_as_its_files_and_a_larger_one_is_refused_nami
     assert str(limit) in message and "documents.max_files_per_upload" in message and "documents.max_file_bytes" in message
     operation = client.get("/openapi.json").json["paths"]["/documents/collections/{collection_id}/files"]["post"]
     assert operation["x-max-body-bytes"] == limit and "20971520 bytes" in operation["summary"]
+
+
+def test_the_default_onnx_embedder_agrees_with_the_torch_model_it_replaces():
+    import math
+
+    from agent_portal.plugins.documents.embedders import LocalEmbedder, OnnxEmbedder
+
+    texts = ["How much is the maintenance budget for the cooling towers?", "json.dumps() (in module json)",
+             "Paragraph " * 400]  # past the 256 tokens the model reads
+    onnx, torch = OnnxEmbedder("all-MiniLM-L6-v2", 16).embed(texts), LocalEmbedder("all-MiniLM-L6-v2", 16).embed(texts)
+    for a, b in zip(onnx, torch):
+        assert len(a) == len(b) == 384 and abs(math.fsum(x * x for x in a) - 1) < 1e-4
+        assert math.fsum(x * y for x, y in zip(a, b)) > 0.995

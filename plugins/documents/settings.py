@@ -16,9 +16,11 @@ def config_schema() -> dict:
         "api_key": {"type": ["string", "null"]},
     })
     embedder = strict_object({
-        "kind": {"enum": ["local", "onnx", "openai"], "default": "local"},
+        # onnx: int8 all-MiniLM-L6-v2 on onnxruntime (no torch); local: sentence-transformers on
+        # torch (extra documents-torch); openai: a model a chat backend serves
+        "kind": {"enum": ["onnx", "local", "openai"], "default": "onnx"},
         "model": {"type": "string", "default": "all-MiniLM-L6-v2"},  # openai: a model a chat backend serves
-        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 64},
+        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 16},
         "input_cost_per_token": {"type": "number", "minimum": 0},
         # local: the model lives in `agent-portal worker`, which answers serving workers' query
         # embeddings here (one per host); serving workers never load it
@@ -67,7 +69,7 @@ class DocumentSettings:
 
     def __init__(self, section: dict):
         self.store = {"kind": "lancedb", "path": "data/documents", **section["store"]}
-        self.embedder = {"kind": "local", "model": "all-MiniLM-L6-v2", "batch_size": 64,
+        self.embedder = {"kind": "onnx", "model": "all-MiniLM-L6-v2", "batch_size": 16,
                          "service_url": DEFAULT_SERVICE_URL, **section["embedder"]}
         self.embedder["service_url"] = self.embedder["service_url"].rstrip("/")
         self.queue = {"kind": "sqlite", "name": "agent-portal-documents", "path": "data/documents-queue.db",
