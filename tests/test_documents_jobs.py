@@ -187,3 +187,30 @@ def test_a_parse_past_its_time_is_killed_and_named():
     with pytest.raises(Stopped):
         parse_in_child("any.txt", b"text", Caps(), timeout=30, memory_mb=512, should_stop=lambda: True)
     assert parse_in_child("fine.txt", b"plain words", Caps(), timeout=30, memory_mb=512)[0].text == "plain words"
+
+
+def test_a_transient_failure_is_retried_after_a_delay_and_the_file_ends_ready(make_app, tmp_path, fake_upstream):
+    app = make_app(**{**chat_plugins(fake_upstream),
+                      "documents": worker_sections(tmp_path, worker={"retry_delay_seconds": 1})})
+    client, alice = app.test_client(), bearer(app, "alice")
+    worker = start_worker(app)
+    real, failed_at = worker.state.embedder.embed, []
+
+    def flaky(texts, query=False):  # the embedding backend is away once
+        if not query and not failed_at:
+            failed_at.append(time.monotonic())
+            raise ConnectionError("the embedding backend is away")
+        return real(texts, query)
+
+    worker.state.embedder.embed = flaky
+    try:
+        [file_id] = upload(client, alice, new_collection(client, alice), ("a.txt", b"A note about the pumps."))
+        first = wait_until(lambda: (f := client.get(f"/documents/files/{file_id}", headers=alice).json)["error"] and f,
+                           30, "the failure never showed")
+        assert first["status"] == "queued" and "ConnectionError: the embedding backend is away" in first["error"]
+        [done] = wait_for_files(client, alice, [file_id])
+        assert (done["status"], done["attempts"], done["error"]) == ("ready", 2, None)
+        assert time.monotonic() - failed_at[0] >= 1.0
+        assert len(stored_chunks(app)) == done["chunks"] == 1
+    finally:
+        stop_worker(worker)

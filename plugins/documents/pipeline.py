@@ -84,22 +84,21 @@ def ingest_file(portal, file_id: str, stopping: threading.Event, requeue) -> str
     except (UnsupportedType, BadDocument) as exc:
         status = 413 if isinstance(exc, TooLarge) else 415 if isinstance(exc, UnsupportedType) else 422
         return _failed(catalog, call, file_id, holder, str(exc), "unreadable_document", status)
-    except Interrupted as exc:
-        _forget_chunks(state, file_id)
+    except Interrupted as exc:  # nothing was stored yet: the chunks go in one write at the end
         if catalog.finish(file_id, holder, "queued", attempts=max(0, row.attempts - 1)):
             requeue(file_id, 0)
         log.info("documents: %s given back (%s)", file_id, exc)
         return "given back"
     except Exception as exc:
-        _forget_chunks(state, file_id)
         reason = f"{row.name}: could not be embedded and stored ({type(exc).__name__}: {exc})"
         if row.attempts < attempts:
             delay = settings.worker["retry_delay_seconds"] * 2 ** (row.attempts - 1)
-            if catalog.finish(file_id, holder, "queued", reason):
+            if catalog.finish(file_id, holder, "queued", reason):  # still ours: clear what it may have written
+                _forget_chunks(state, file_id)
                 requeue(file_id, delay)
             log.warning("documents: %s failed, retrying in %.0f s: %s", file_id, delay, reason)
             return "retrying"
-        return _failed(catalog, call, file_id, holder, reason, "ingest_failed", 502)
+        return _failed(catalog, call, file_id, holder, reason, "ingest_failed", 502, state)
     if not catalog.finish(file_id, holder, "ready"):
         if catalog.file(file_id) is None:  # deleted while it was embedded
             _forget_chunks(state, file_id)
@@ -151,8 +150,9 @@ def _forget_chunks(state, file_id: str) -> None:
         log.warning("documents: could not remove the chunks of %s: %s", file_id, exc)
 
 
-def _failed(catalog, call, file_id, holder, reason: str, outcome: str, status: int) -> str:
-    catalog.finish(file_id, holder, "failed", reason)
+def _failed(catalog, call, file_id, holder, reason: str, outcome: str, status: int, state=None) -> str:
+    if catalog.finish(file_id, holder, "failed", reason) and state is not None:
+        _forget_chunks(state, file_id)
     if call is not None:
         call.end(outcome, status, reason, usage=(0, 0))
     log.warning("documents: %s failed: %s", file_id, reason)
