@@ -202,7 +202,6 @@ def portal_embeds(portal):
     """
 
 
-
 @hookspec
 def portal_processes(portal):
     """Name the processes a one-command local run (``agent-portal up``) starts beside the

@@ -214,3 +214,31 @@ def test_a_transient_failure_is_retried_after_a_delay_and_the_file_ends_ready(ma
         assert len(stored_chunks(app)) == done["chunks"] == 1
     finally:
         stop_worker(worker)
+
+
+def test_a_file_an_older_portal_left_processing_forever_is_found_and_ends_failed(make_app, tmp_path, fake_upstream):
+    import sqlalchemy as sa
+
+    database = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:  # the table as the portal before durable jobs made it, one file stuck
+        conn.execute(sa.text(
+            "CREATE TABLE portal_doc_files (id VARCHAR(32) PRIMARY KEY, collection_id VARCHAR(32) NOT NULL, "
+            "name VARCHAR(500) NOT NULL, content_hash VARCHAR(64) NOT NULL, size INTEGER NOT NULL, "
+            "status VARCHAR(16) NOT NULL, pages INTEGER, chunks INTEGER NOT NULL, done_chunks INTEGER NOT NULL, "
+            "error TEXT, owner VARCHAR(200) NOT NULL, created_at FLOAT NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO portal_doc_files VALUES ('stuck', 'c1', 'big.txt', 'h', 900000, "
+                             "'processing', NULL, 800, 690, NULL, 'alice', 1.0)"))
+    config = {"portal": {"secret_key": "old-portal-secret-0123456789abcdef0123", "log_level": "WARNING",
+                         "database_url": f"sqlite:///{database}"},
+              "plugins": {**chat_plugins(fake_upstream), "portal_tokens": {},
+                          "documents": worker_sections(tmp_path, worker={"lease_seconds": 1})}}
+    app = make_app(config=config)
+    worker = start_worker(app)
+    try:
+        catalog = portal_of(app).extensions["documents"].catalog
+        ended = wait_until(lambda: (f := catalog.file("stuck"))["status"] != "processing" and f, 30,
+                           "the stuck file was never taken up")
+        assert ended["status"] == "failed" and "upload it again" in ended["error"]
+    finally:
+        stop_worker(worker)

@@ -63,6 +63,11 @@ def _collection(row) -> dict:
             "created_at": row.created_at}
 
 
+def _lease_over(now: float):
+    """Whose lease ran out, or who never had one (a file an older portal left ``processing``)."""
+    return sa.or_(files.c.lease_until.is_(None), files.c.lease_until < now)
+
+
 def file_view(row) -> dict:
     return {"id": row.id, "collection_id": row.collection_id, "name": row.name, "status": row.status,
             "size": row.size, "pages": row.pages, "chunks": row.chunks,
@@ -189,8 +194,7 @@ class Catalog:
         or its last holder's lease ran out; return the file's row, or None when another holds it
         (or it is ready, failed or gone)."""
         now = time.time()
-        free = sa.or_(files.c.status == "queued",
-                      sa.and_(files.c.status == "processing", files.c.lease_until < now))
+        free = sa.or_(files.c.status == "queued", sa.and_(files.c.status == "processing", _lease_over(now)))
         with self.engine.begin() as conn:
             taken = conn.execute(files.update().where(files.c.id == file_id, free).values(
                 status="processing", lease_owner=holder, lease_until=now + lease, attempts=files.c.attempts + 1,
@@ -241,7 +245,7 @@ class Catalog:
         now = time.time()
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(files.c.id, files.c.attempts, files.c.status).where(sa.or_(
-                sa.and_(files.c.status == "processing", files.c.lease_until < now),
+                sa.and_(files.c.status == "processing", _lease_over(now)),
                 sa.and_(files.c.status == "queued", files.c.updated_at < now - queued_for))))
             return [{"id": r.id, "attempts": r.attempts, "status": r.status} for r in rows]
 

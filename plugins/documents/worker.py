@@ -73,12 +73,15 @@ class JobWorker:
         state.queue.runner = lambda file_id: ingest_file(portal, file_id, self.stopping, state.queue.enqueue)
         state.queue.purger = lambda file_ids: [state.store().delete_file(f) for f in file_ids]
         self.consumer = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         """Serve query embeddings, load the model, sweep, and take jobs (each in threads)."""
         if self.service is not None and self.service.start():
-            threading.Thread(target=self._load_model, name="embedder-load", daemon=True).start()
-        threading.Thread(target=self.reaper.run, name="documents-reaper", daemon=True).start()
+            self._threads.append(threading.Thread(target=self._load_model, name="embedder-load", daemon=True))
+        self._threads.append(threading.Thread(target=self.reaper.run, name="documents-reaper", daemon=True))
+        for thread in self._threads:
+            thread.start()
         self.consumer = _consumer(self.state, self.stopping)
         self.consumer.start()
 
@@ -95,10 +98,12 @@ class JobWorker:
         """Stop taking jobs; jobs under way give their files back; wait for them (at most
         ``worker.graceful_seconds``)."""
         self.stopping.set()
-        if self.consumer is not None:
+        if self.consumer is not None and not self.consumer.stop_flag.is_set():  # (a signal stopped it already)
             self.consumer.stop(graceful=True)
         if self.service is not None:
             self.service.stop()
+        for thread in self._threads:  # a model still loading is let finish: a thread torn down inside
+            thread.join(120)          # onnxruntime's or torch's native code at exit aborts the process
 
 
 def _consumer(state, stopping: threading.Event):
@@ -138,9 +143,7 @@ def run(args, load_portal) -> int:
     except ConsumerStopped:
         pass
     finally:
-        worker.stopping.set()
-        if worker.service is not None:
-            worker.service.stop()
+        worker.stop()
         portal.shutdown()
     log.info("documents: worker stopped")
     return 0
