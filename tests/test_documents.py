@@ -295,3 +295,19 @@ def test_the_default_onnx_embedder_agrees_with_the_torch_model_it_replaces():
     for a, b in zip(onnx, torch):
         assert len(a) == len(b) == 384 and abs(math.fsum(x * x for x in a) - 1) < 1e-4
         assert math.fsum(x * y for x, y in zip(a, b)) > 0.995
+
+
+def test_health_says_when_no_documents_worker_answers_and_what_it_holds_when_one_does(make_app, tmp_path,
+                                                                                      fake_upstream, with_worker):
+    app = make_app(**document_sections(tmp_path, fake_upstream))  # chat_plugins: health not cached
+    client, root = app.test_client(), bearer(app, "root", "admin")
+    down = client.get("/observability/health", headers=root).json["components"]["documents"]
+    assert down["status"] == "down" and "start `agent-portal worker`" in down["detail"]
+    assert client.post("/documents/search", headers=root, json={"query": "q"}).json["error"]["code"] \
+        == "documents_worker_unavailable"
+    with_worker(app)
+    deadline = time.monotonic() + 60
+    while (up := client.get("/observability/health", headers=root).json["components"]["documents"])["status"] != "up":
+        assert time.monotonic() < deadline, up
+        time.sleep(0.2)
+    assert (up["chunks"], up["queued"]) == (0, 0) and "lancedb" in up["detail"]
