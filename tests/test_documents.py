@@ -303,8 +303,9 @@ def test_health_says_when_no_documents_worker_answers_and_what_it_holds_when_one
     client, root = app.test_client(), bearer(app, "root", "admin")
     down = client.get("/observability/health", headers=root).json["components"]["documents"]
     assert down["status"] == "down" and "start `agent-portal worker`" in down["detail"]
-    assert client.post("/documents/search", headers=root, json={"query": "q"}).json["error"]["code"] \
-        == "documents_worker_unavailable"
+    make_collection(client, root)
+    refused = client.post("/documents/search", headers=root, json={"query": "q"})
+    assert (refused.status_code, refused.json["error"]["code"]) == (503, "documents_worker_unavailable")
     with_worker(app)
     deadline = time.monotonic() + 60
     while (up := client.get("/observability/health", headers=root).json["components"]["documents"])["status"] != "up":
