@@ -312,3 +312,17 @@ def test_health_says_when_no_documents_worker_answers_and_what_it_holds_when_one
         assert time.monotonic() < deadline, up
         time.sleep(0.2)
     assert (up["chunks"], up["queued"]) == (0, 0) and "lancedb" in up["detail"]
+
+
+def test_file_names_lose_control_and_bidi_characters_and_stay_text_in_cited_answers(app):
+    client, alice = app.test_client(), bearer(app, "alice")
+    collection = make_collection(client, alice)
+    names = {"a\x00b\u202egnp.exe\u200b.txt": "abgnp.exe.txt", "[click](javascript:alert(1)).md": None}
+    uploaded = upload(client, alice, collection, *[(name, f"Pumps need oil, says file {n}.".encode())
+                                                   for n, name in enumerate(names)])
+    stored = [f["name"] for f in uploaded.json["files"]]
+    assert stored == ["abgnp.exe.txt", "[click](javascript:alert(1)).md"]
+    answer = client.post("/documents/ask", headers=alice, json={"question": "Do pumps need oil?", "k": 2}).json
+    assert "\\[click\\]\\(javascript:alert\\(1\\)\\).md" in answer["answer"]
+    assert "](javascript:" not in answer["answer"].replace("\\]\\(", "")
+    assert {s["file_name"] for s in answer["sources"]} == set(stored)  # the structured list keeps the name

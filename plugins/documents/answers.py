@@ -8,6 +8,7 @@ chat call are each a ledger record, under limits and budgets.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from flask import Response, g
@@ -39,12 +40,21 @@ def hit_view(hit, number: int | None = None) -> dict:
     return view
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+!|~&])")
+
+
+def as_text(value: str) -> str:
+    """Return ``value`` with every character markdown or HTML would act on escaped: a file name
+    or heading (a user's words) shown as text in a rendered answer, never as a link or a tag."""
+    return _MARKDOWN.sub(r"\\\1", value)
+
+
 def where(hit) -> str:
-    parts = [hit.file_name]
+    parts = [as_text(hit.file_name)]
     if hit.page is not None:
         parts.append(f"page {hit.page}")
     if hit.heading:
-        parts.append(f"“{hit.heading}”")
+        parts.append(f"“{as_text(hit.heading)}”")
     return ", ".join(parts)
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+import unicodedata
 
 from flask import Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -29,13 +30,19 @@ def _state(portal):
     return portal.extensions[NAME]
 
 
+def clean_name(name: str) -> str:
+    """Return a file name without control and format characters (NUL, which PostgreSQL refuses;
+    bidi overrides such as U+202E, which make ``exe.txt`` read as ``txt.exe``; zero-width ones)."""
+    return "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
+
+
 def upload_limit(settings) -> int:
     """Return the largest upload request: every file at its limit, and room for the form."""
     return settings.max_files * settings.max_file_bytes + 1024 * 1024
 
 
 def _checked(settings, upload) -> dict:
-    name = (upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1][:500]
+    name = clean_name((upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1])[:500]
     if not name:
         raise PortalError("Every `file` part needs a file name.", status=400, code="invalid_request")
     data = upload.read(settings.max_file_bytes + 1)
