@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 config="${AGENT_PORTAL_CONFIG:-config/portal.example.yaml}"
 bash scripts/setup.sh
-# the documents stack (CPU torch, parsers, the embedding model) only when the config turns documents on
+# the documents stack (the job queue, parsers, stores, the ONNX embedder) only when the config turns documents on
 if .venv/bin/python -m agent_portal.plugins.documents.needed "$config"; then
   bash scripts/setup.sh --documents
 fi

@@ -20,7 +20,7 @@ from agent_portal.sse import STREAM_HEADERS, StreamState, relay, sse_event
 from agent_portal.upstream import UpstreamFailure
 
 from .collections import readable_collection
-from .embedding import embedding_call
+from .embedding import metered_embedding
 from .settings import NAME
 
 INSTRUCTIONS = ("Answer the question using only the numbered sources below. Cite the sources you use "
@@ -76,14 +76,8 @@ def retrieve(portal, actor, query: str, collection_ids: list[str], k: int, reque
     deleted since: its chunks go by a job); the query's embedding is metered (admitted,
     recorded). The host's job worker embeds and searches."""
     state = _state(portal)
-    call = embedding_call(portal, actor, query, request_id)
-    call.admit()
-    try:
-        hits = state.worker.search(query, k, collection_ids)
-    except PortalError as failure:
-        call.end(failure.code or "upstream_error", failure.status, failure.message)
-        raise
-    call.end("ok", 200)
+    hits, _call = metered_embedding(portal, actor, query, request_id,
+                                    lambda: state.worker.search(query, k, collection_ids))
     present = state.catalog.present_files({hit.file_id for hit in hits})
     return [hit for hit in hits if hit.file_id in present]
 

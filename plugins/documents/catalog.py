@@ -142,20 +142,18 @@ class Catalog:
                 conn.execute(jobs.insert().values(file_id=row["id"], data=data, meter=pickle.dumps(meter)))
             return self.file(row["id"]), True
         except sa.exc.IntegrityError:
-            with self.engine.connect() as conn:
-                existing = conn.execute(sa.select(files).where(files.c.collection_id == collection_id,
-                                                               files.c.content_hash == content_hash)).first()
+            existing = self.file_with_content(collection_id, content_hash)
         if existing is None:  # deleted meanwhile: try once more
             return self.add_file(collection_id, owner, name, content_hash, data, pages, meter)
-        if existing.status != "failed":
-            return file_view(existing), False
+        if existing["status"] != "failed":
+            return existing, False
         with self.engine.begin() as conn:
-            conn.execute(jobs.delete().where(jobs.c.file_id == existing.id))
-            conn.execute(jobs.insert().values(file_id=existing.id, data=data, meter=pickle.dumps(meter)))
-            conn.execute(files.update().where(files.c.id == existing.id).values(
+            conn.execute(jobs.delete().where(jobs.c.file_id == existing["id"]))
+            conn.execute(jobs.insert().values(file_id=existing["id"], data=data, meter=pickle.dumps(meter)))
+            conn.execute(files.update().where(files.c.id == existing["id"]).values(
                 name=name, status="queued", error=None, attempts=0, done_chunks=0, lease_owner=None,
                 lease_until=None, updated_at=now))
-        return self.file(existing.id), True
+        return self.file(existing["id"]), True
 
     def file_with_content(self, collection_id: str, content_hash: str) -> dict | None:
         """Return the file of ``collection_id`` holding this content, if there is one."""

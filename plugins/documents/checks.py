@@ -7,7 +7,7 @@ import io
 import re
 import zipfile
 
-from .parsing import BadDocument, Caps, TooLarge, format_of, open_pdf
+from .parsing import BadDocument, Caps, TooLarge, format_of, looks_binary, open_pdf
 
 _SLIDE = re.compile(r"^ppt/slides/slide[0-9]+\.xml$")
 _MAIN_PART = {"docx": "word/document.xml", "pptx": "ppt/presentation.xml"}
@@ -28,7 +28,7 @@ def check_file(name: str, data: bytes, caps: Caps, max_inflated_bytes: int) -> i
             return _zip_parts(kind, data, caps, max_inflated_bytes)
         if not data.strip():
             raise BadDocument("has no text")
-        if kind != "html" and b"\x00" in data[:4096]:
+        if kind != "html" and looks_binary(data):
             raise BadDocument("is binary, not text")
     except TooLarge as exc:
         raise TooLarge(f"{name}: {exc}") from None

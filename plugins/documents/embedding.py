@@ -29,17 +29,23 @@ def embedding_call(portal, actor, text: str, request_id: str,
                        reserve_completion_tokens=0, estimated_prompt_tokens=estimated_prompt_tokens)
 
 
-def embed_metered(portal, actor, texts: list[str], request_id: str) -> tuple[list, MeteredCall]:
-    """Return the unit vectors of ``texts`` and their call, admitted first and recorded after."""
-    call = embedding_call(portal, actor, "\n".join(texts), request_id)
+def metered_embedding(portal, actor, text: str, request_id: str, work) -> tuple:
+    """Return ``work()`` (an embedding of ``text``, or a search that embeds it) and its call,
+    admitted first and recorded after, a failure included."""
+    call = embedding_call(portal, actor, text, request_id)
     call.admit()
     try:
-        vectors = _state(portal).worker.embed(texts)
+        result = work()
     except PortalError as failure:
         call.end(failure.code or "upstream_error", failure.status, failure.message)
         raise
     call.end("ok", 200)
-    return vectors, call
+    return result, call
+
+
+def embed_metered(portal, actor, texts: list[str], request_id: str) -> tuple[list, MeteredCall]:
+    """Return the unit vectors of ``texts`` and their call, admitted first and recorded after."""
+    return metered_embedding(portal, actor, "\n".join(texts), request_id, lambda: _state(portal).worker.embed(texts))
 
 
 def _base64(vector: list[float]) -> str:

@@ -15,7 +15,7 @@ def make_queue(spec: dict):
     ``name`` keeps several portals on one Redis or PostgreSQL apart)."""
     import huey
 
-    name = spec.get("name", "agent-portal-documents")
+    name = spec["name"]
     if spec["kind"] == "redis":
         return huey.RedisHuey(name, url=spec["url"], results=False)
     if spec["kind"] == "postgresql":

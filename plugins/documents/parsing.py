@@ -64,7 +64,7 @@ def parse(name: str, data: bytes, caps: Caps | None = None) -> list[Section]:
     kind, caps = format_of(name, data), caps or Caps()
     try:
         sections, chars = [], 0
-        for section in _PARSERS[kind](data, caps):
+        for section in _PARSERS[kind](data):  # a generator (PDF, PPTX) stops at the first page past the cap
             if section.page is not None and section.page > caps.max_pages:
                 raise TooLarge(f"has more than {caps.max_pages} pages (documents.max_pages)")
             chars += len(section.text)
@@ -100,11 +100,9 @@ def open_pdf(data: bytes):
     return reader
 
 
-def _pdf(data: bytes, caps: Caps):
+def _pdf(data: bytes):
     seen = set()
     for number, page in enumerate(open_pdf(data).pages, 1):
-        if number > caps.max_pages:
-            raise TooLarge(f"has more than {caps.max_pages} pages (documents.max_pages)")
         ref = page.indirect_reference
         key = (ref.idnum, ref.generation) if ref is not None else None
         if key is not None and key in seen:  # a page tree that names one page again and again
@@ -113,7 +111,7 @@ def _pdf(data: bytes, caps: Caps):
         yield Section(page.extract_text() or "", page=number)
 
 
-def _docx(data: bytes, caps: Caps) -> list[Section]:
+def _docx(data: bytes) -> list[Section]:
     import docx
 
     document = docx.Document(io.BytesIO(data))
@@ -134,7 +132,7 @@ def _docx(data: bytes, caps: Caps) -> list[Section]:
     return sections
 
 
-def _pptx(data: bytes, caps: Caps):
+def _pptx(data: bytes):
     from pptx import Presentation
 
     for number, slide in enumerate(Presentation(io.BytesIO(data)).slides, 1):
@@ -143,7 +141,7 @@ def _pptx(data: bytes, caps: Caps):
         yield Section("\n".join(texts), page=number, heading=title)
 
 
-def _html(data: bytes, caps: Caps) -> list[Section]:
+def _html(data: bytes) -> list[Section]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(data, "html.parser")
@@ -168,7 +166,7 @@ def _html(data: bytes, caps: Caps) -> list[Section]:
     return sections
 
 
-def _markdown(data: bytes, caps: Caps) -> list[Section]:
+def _markdown(data: bytes) -> list[Section]:
     from markdown_it import MarkdownIt
 
     text = _decode(data)
@@ -187,12 +185,17 @@ def _markdown(data: bytes, caps: Caps) -> list[Section]:
     return sections
 
 
-def _text(data: bytes, caps: Caps) -> list[Section]:
+def _text(data: bytes) -> list[Section]:
     return [Section(_decode(data))]
 
 
+def looks_binary(data: bytes) -> bool:
+    """Return True when ``data`` has a NUL in its first 4 KB: not text."""
+    return b"\x00" in data[:4096]
+
+
 def _decode(data: bytes) -> str:
-    if b"\x00" in data[:4096]:
+    if looks_binary(data):
         raise BadDocument("is binary, not text")
     for encoding in ("utf-8-sig", "utf-16"):
         try:

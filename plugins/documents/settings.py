@@ -24,7 +24,7 @@ def config_schema() -> dict:
         "input_cost_per_token": {"type": "number", "minimum": 0},
         # local: the model lives in `agent-portal worker`, which answers serving workers' query
         # embeddings here (one per host); serving workers never load it
-        "service_url": {"type": "string", "pattern": "^http://[^/]+:[0-9]+/?$"},
+        "service_url": {"type": "string", "pattern": "^http://[^/]+:[0-9]+/?$", "default": DEFAULT_SERVICE_URL},
         # where the worker listens for them, when not the service_url's own host (a container's 0.0.0.0)
         "service_bind": {"type": "string", "pattern": "^[^/:]+:[0-9]+$"},
     })
@@ -64,21 +64,21 @@ def config_schema() -> dict:
     })
 
 
+def _defaults(schema: dict) -> dict:
+    """Return the default of each property of the object ``schema`` that has one."""
+    return {key: spec["default"] for key, spec in schema["properties"].items() if "default" in spec}
+
+
 class DocumentSettings:
     """This plugin's section, read once at startup."""
 
     def __init__(self, section: dict):
-        self.store = {"kind": "lancedb", "path": "data/documents", **section["store"]}
-        self.embedder = {"kind": "onnx", "model": "all-MiniLM-L6-v2", "batch_size": 16,
-                         "service_url": DEFAULT_SERVICE_URL, **section["embedder"]}
+        nested = config_schema()["properties"]  # the core fills a section's own defaults, not theirs
+        self.store, self.embedder, self.queue, self.worker = (
+            {**_defaults(nested[key]), **section[key]} for key in ("store", "embedder", "queue", "worker"))
         self.embedder["service_url"] = self.embedder["service_url"].rstrip("/")
-        self.queue = {"kind": "sqlite", "name": "agent-portal-documents", "path": "data/documents-queue.db",
-                      **section["queue"]}
         if self.queue["kind"] != "sqlite" and not self.queue.get("url"):
             raise ValueError(f"plugins.documents.queue: kind {self.queue['kind']} needs a url")
-        self.worker = {"threads": 1, "lease_seconds": 60, "attempts": 3, "retry_delay_seconds": 10,
-                       "graceful_seconds": 10, "parse_timeout_seconds": 120, "parse_memory_mb": 2048,
-                       **section["worker"]}
         self.chunk_chars = section["chunk_chars"]
         self.overlap_chars = min(section["overlap_chars"], self.chunk_chars // 2)
         self.max_file_bytes = section["max_file_bytes"]
