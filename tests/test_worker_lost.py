@@ -97,3 +97,16 @@ def test_open_calls_of_a_live_process_are_left_alone_and_ended_calls_are_not_rep
     assert sorted(r.call_id for r in lost) == sorted(m.call_id for m in marks[-2:])
     assert {(r.outcome, r.status, r.prompt_tokens, r.cost, r.backend) for r in lost} == {("worker_lost", 502, 100, 0.1, "fake")}
     assert other.recover() == [] and os.listdir(tmp_path) == []
+
+
+def test_many_calls_open_at_once_are_not_rewritten_at_every_admission(tmp_path, monkeypatch):
+    target = SimpleNamespace(backend=SimpleNamespace(name="fake"), upstream_model="echo", input_cost_per_token=None)
+    journal, rewrites = OpenCalls(str(tmp_path)), []
+    compact = journal._compact
+    monkeypatch.setattr(journal, "_compact", lambda: (rewrites.append(1), compact()))
+    marks = [journal.opened(ChatRecord(request_id="r", actor_id="olga", actor_role="user", model="echo"), target, 9)
+             for _ in range(10_000)]  # about 3 MB of open calls: past COMPACT_BYTES on their own
+    assert rewrites == []
+    for mark in marks:
+        journal.closed(mark)
+    assert len(rewrites) <= 2 and os.path.getsize(journal._path) < 1024 * 1024

@@ -52,6 +52,7 @@ class OpenCalls:
         self._path = None
         self._open: dict[str, bytes] = {}  # call id -> its line, for compaction
         self._size = 0
+        self._live = 0  # bytes of the lines of the calls still open
         self.write_errors = 0
 
     def opened(self, record, target, prompt_tokens: int) -> OpenCall | None:
@@ -80,10 +81,13 @@ class OpenCalls:
                 os.write(self._fd, data)
                 self._size += len(data)
                 if keep is None:
-                    self._open.pop(call_id, None)
+                    self._live -= len(self._open.pop(call_id, b""))
                 else:
                     self._open[call_id] = keep
-                if self._size > COMPACT_BYTES:
+                    self._live += len(keep)
+                # rewritten once it is mostly crossed-out lines: with many calls open, compacting
+                # at every write past COMPACT_BYTES would copy them all each time
+                if self._size > max(COMPACT_BYTES, 2 * self._live):
                     self._compact()
                 return True
             except OSError as exc:
@@ -104,7 +108,7 @@ class OpenCalls:
             os.close(old_fd)
         elif old_fd is not None:  # a forked child's copy of its parent's file: not ours to remove
             os.close(old_fd)
-            self._open = {}
+            self._open, self._live = {}, 0
 
     def _compact(self) -> None:
         self._start_file(b"".join(self._open.values()))
