@@ -28,6 +28,7 @@ class MeteredCall:
         self.reserve_completion_tokens = reserve_completion_tokens
         self.started = time.monotonic()
         self.ended = False
+        self.parts: list[tuple[str, float | None]] = []
         self.record = ChatRecord(request_id=request_id, actor_id=actor.id, actor_role=actor.role, model=model,
                                  backend=backend.name, upstream_model=upstream_model, stream=stream,
                                  key_id=actor.key_id, session_id=session_id, started_at=time.time())
@@ -42,6 +43,12 @@ class MeteredCall:
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Return the USD of these tokens at the call's prices (0 where none is set)."""
         return prompt_tokens * (self.prices[0] or 0.0) + completion_tokens * (self.prices[1] or 0.0)
+
+    def add_part(self, text: str, price: float | None) -> None:
+        """Bill ``text`` with this call when it ends: its tokens counted into the prompt, at
+        ``price`` USD per token. For work another model did for the same call (an ask's query
+        embedding), so the call is admitted once and is one row."""
+        self.parts.append((text, price))
 
     def admit(self) -> None:
         """Ask every admission hook (limits, budgets) before the call starts; a refusal is
@@ -79,7 +86,7 @@ class MeteredCall:
         call.prompt_text, call.prices = prompt_text, tuple(handover["prices"])
         call.reserve_completion_tokens, call.estimated_prompt_tokens = 0, None
         call.started = time.monotonic() - (time.time() - handover["record"].started_at)
-        call.ended, call.record = False, handover["record"]
+        call.ended, call.record, call.parts = False, handover["record"], []
         return call
 
     def end(self, outcome: str, status: int, error=None, usage: tuple | None = None, answer_text: str = "",
@@ -108,6 +115,12 @@ class MeteredCall:
         else:
             record.cost = self.cost(record.prompt_tokens, record.completion_tokens)
             record.cost_source = "config" if any(p is not None for p in self.prices) else None
+        if outcome != "refused":
+            for text, price in self.parts:
+                tokens = counter.count_text(model, text) + 3
+                record.prompt_tokens += tokens
+                record.cost += tokens * (price or 0.0)
+                record.cost_source = record.cost_source or ("config" if price is not None else None)
         record.upstream_call_id = record.upstream_call_id or upstream_call_id
         record.outcome, record.status = outcome, status
         record.error = error if error is None or isinstance(error, str) else json.dumps(error)

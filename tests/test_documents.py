@@ -29,8 +29,8 @@ POLICY = ["Employees may work remotely on Fridays.", "Travel must be booked thro
 
 def document_sections(tmp_path, fake, **documents) -> dict:
     return {**chat_plugins(fake),
-            "documents": worker_sections(tmp_path, answer_model="echo", heartbeat_seconds=0.3, chunk_chars=400,
-                                         overlap_chars=50, **documents)}
+            "documents": worker_sections(tmp_path, **{"answer_model": "echo", "heartbeat_seconds": 0.3,
+                                                      "chunk_chars": 400, "overlap_chars": 50, **documents})}
 
 
 @pytest.fixture
@@ -91,13 +91,13 @@ def test_a_user_uploads_a_pdf_and_a_docx_and_gets_a_streamed_answer_citing_the_p
     assert blocks[-1] == b"data: [DONE]"
     grounded = fake_upstream.requests[-1]["messages"][0]["content"]
     assert "[1] (report.pdf, page 2)" in grounded and "48,000 euros" in grounded
-    rows = settled_rows(app, 2)  # the question's embedding and the answer; the worker wrote the uploads'
+    rows = settled_rows(app, 1)  # the ask (its question's embedding in it); the worker wrote the uploads'
     deadline = time.monotonic() + 5
-    while sum(r["model"] == "all-MiniLM-L6-v2" for r in rows) < 3 and time.monotonic() < deadline:
+    while sum(r["model"] == "all-MiniLM-L6-v2" for r in rows) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-        rows = settled_rows(app, 2)
+        rows = settled_rows(app, 1)
     embedded = [r for r in rows if r["model"] == "all-MiniLM-L6-v2"]
-    assert len(embedded) == 3 and all(r["outcome"] == "ok" and r["prompt_tokens"] > 10 for r in embedded)
+    assert len(embedded) == 2 and all(r["outcome"] == "ok" and r["prompt_tokens"] > 10 for r in embedded)
     ask = next(r for r in rows if r["model"] == "documents:ask")
     assert (ask["actor_id"], ask["backend"], ask["outcome"], ask["usage_source"]) == ("alice", "documents", "ok", "upstream")
     usage = client.get("/observability/usage?group_by=model", headers=alice).json
@@ -250,6 +250,42 @@ def test_asks_and_searches_are_limited_like_chat(make_app, tmp_path, fake_upstre
     assert client.post("/documents/search", headers=alice, json={"query": "q"}).status_code == 200
     assert client.post("/documents/search", headers=alice, json={"query": "q"}).status_code == 200
     assert client.post("/documents/search", headers=alice, json={"query": "q"}).status_code == 429
+
+
+def test_an_ask_is_one_request_and_one_row_and_a_refused_ask_bills_nothing(make_app, tmp_path, fake_upstream,
+                                                                        with_worker):
+    sections = document_sections(tmp_path, fake_upstream)
+    sections["documents"]["embedder"]["input_cost_per_token"] = 0.001
+    app = with_worker(make_app(**sections, rate_limits={"roles": {"user": {"requests_per_minute": 2}}}))
+    client, alice = app.test_client(), bearer(app, "alice")
+    make_collection(client, alice)
+    codes = [client.post("/documents/ask", headers=alice, json={"question": "q?"}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    rows = settled_rows(app, 3)
+    assert sorted((r["model"], r["outcome"]) for r in rows) == [
+        ("documents:ask", "ok"), ("documents:ask", "ok"), ("documents:ask", "refused")]
+    refused = next(r for r in rows if r["outcome"] == "refused")
+    assert refused["cost"] == 0 and refused["prompt_tokens"] == 0
+    answered = next(r for r in rows if r["outcome"] == "ok")
+    assert answered["cost"] >= 0.001 * 4  # the query's embedding, billed in the ask's own row
+
+
+def test_the_answer_model_keeps_its_roles_in_asks_and_docs_models(make_app, tmp_path, fake_upstream, with_worker):
+    sections = document_sections(tmp_path, fake_upstream, answer_model="staff-only")
+    sections["chat"]["models"] = {"staff-only": {"backend": "fake", "model": "echo", "roles": ["admin"]}}
+    app = with_worker(make_app(**sections))
+    client, alice, root = app.test_client(), bearer(app, "alice"), bearer(app, "root", "admin")
+    make_collection(client, alice, "handbook")
+    before = len(fake_upstream.requests)
+    refused = client.post("/documents/ask", headers=alice, json={"question": "budget?"})
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "model_forbidden"
+    assert "staff-only" in refused.json["error"]["message"]
+    as_model = client.post("/v1/chat/completions", headers=alice,
+                           json={"model": "docs:handbook", "messages": [{"role": "user", "content": "budget?"}]})
+    assert as_model.status_code == 403
+    make_collection(client, root, "manual")
+    assert not fake_upstream.requests[before:]
+    assert client.post("/documents/ask", headers=root, json={"question": "budget?"}).status_code == 200
 
 
 def test_an_embedding_model_of_a_chat_backend_can_be_the_embedder(make_app, tmp_path, fake_upstream, with_worker):

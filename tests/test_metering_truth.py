@@ -194,6 +194,29 @@ def test_only_mapped_models_are_served_when_upstream_names_are_not_exposed(make_
     assert ids == {"priced", "priced-reset"}
 
 
+def test_a_chat_refused_for_its_model_leaves_one_refused_row(app):
+    assert chat(app, {"model": "premium", "messages": HELLO}).status_code == 403
+    assert chat(app, {"model": "gpt-4o", "messages": HELLO}).status_code == 404
+    rows = ledger_rows(app, 2)
+    assert sorted((r["model"], r["outcome"], r["status"]) for r in rows) == [
+        ("gpt-4o", "refused", 404), ("premium", "refused", 403)]
+    assert all(r["cost"] == 0 and r["completion_tokens"] == 0 for r in rows)
+
+
+def test_a_fallback_the_caller_may_not_use_is_skipped_and_the_row_says_so(make_app, fake_upstream):
+    app = make_app(**chat_plugins(fake_upstream, models={
+        **MODELS, "open": {"backend": "fake", "model": "status-503", "fallbacks": ["premium"]}}))
+    before = len(fake_upstream.requests)
+    assert chat(app, {"model": "open", "messages": HELLO}).status_code == 502
+    assert "premium" not in [r.get("model") for r in fake_upstream.requests[before:]]
+    row = ledger_rows(app, 1)[0]
+    assert json.loads(row["served_by"]) == [{"model": "premium", "skipped": "model_forbidden",
+                                              "reason": "You may not use the model `premium`."}]
+    admin_before = len(fake_upstream.requests)
+    assert chat(app, {"model": "open", "messages": HELLO}, bearer(app, "root", "admin")).status_code == 200
+    assert [r.get("model") for r in fake_upstream.requests[admin_before:]][-1] == "premium"
+
+
 # --- 8. only chat parameters go upstream -----------------------------------------------------------
 
 

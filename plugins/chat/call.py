@@ -48,6 +48,11 @@ class ChatState:
         self.rules = ModelRules(settings.models, settings.expose_upstream_models)
         self.prices = PriceBook()
 
+    def target_for(self, portal, actor, model: str):
+        """Return where ``model`` goes for ``actor`` (:func:`resolve`): for other plugins that
+        call a chat model on a user's behalf, so the model's roles hold there too."""
+        return resolve(portal, self.rules, actor, model)
+
 
 def _key(target) -> tuple:
     return (target.backend.name, target.upstream_model)
@@ -103,8 +108,20 @@ class ChatCall:
         self.targets: list = []
         self.first_block, self.first_at, self.header_cost = b"", None, None
         self.served: list[dict] = []  # the parts of an answer that more than one target served
+        self.skipped: list[dict] = []  # fallbacks this caller may not use
         self.part_start = 0  # where in the relayed text the current target's part begins
         self.deadline = self.started + self.settings.call_budget
+
+    def fallbacks(self, target) -> list:
+        """Return the fallback targets of ``target`` this caller may use; one they may not (or
+        one not served) is skipped, and the record's ``served_by`` says so."""
+        usable = []
+        for model in target.fallbacks:
+            try:
+                usable.append(resolve(self.portal, self.state.rules, self.actor, model))
+            except PortalError as refusal:
+                self.skipped.append({"model": model, "skipped": refusal.code, "reason": refusal.message})
+        return usable
 
     def build_payload(self, target, prefill: str | None = None) -> dict:
         payload = dict(self.body)
@@ -120,7 +137,11 @@ class ChatCall:
     def open(self) -> None:
         """Admit the call and reach an upstream; raises (after recording the call) when refused
         or when every upstream failed before the first byte."""
-        target = resolve(self.portal, self.state.rules, self.actor, self.body["model"])
+        try:
+            target = resolve(self.portal, self.state.rules, self.actor, self.body["model"])
+        except PortalError as refusal:  # an unknown or forbidden model is a refused call, recorded
+            self.refuse(refusal)
+            raise
         self.target = target
         self.record.reservation = call_estimate = estimate(self.state, target, self.body)
         call_estimate.record = self.record
@@ -129,14 +150,11 @@ class ChatCall:
                                                    model=self.body["model"], target=target,
                                                    estimate=call_estimate)
         except PortalError as refusal:
-            self.record.outcome, self.record.status = "refused", refusal.status
-            self.record.error = refusal.message
-            self.finish()
+            self.refuse(refusal)
             raise
         # a call that fails before any upstream answers is still the primary target's
         self.record.backend, self.record.upstream_model = target.backend.name, target.upstream_model
-        self.targets = targets = [target] + [t for t in (self.portal.hook.portal_chat_backend(
-            portal=self.portal, model=m) for m in target.fallbacks) if t is not None]
+        self.targets = targets = [target] + self.fallbacks(target)
         try:
             self.response, self.target, self.first_block, self.first_at = open_upstream(
                 self.settings, targets, self.build_payload, self.stream, self.request_id, self.actor,
@@ -212,8 +230,16 @@ class ChatCall:
         self.record.backend, self.record.upstream_model = target.backend.name, target.upstream_model
         return response, first
 
+    def refuse(self, refusal: PortalError) -> None:
+        """Record the call as refused by ``refusal`` (nothing was sent upstream)."""
+        self.record.outcome, self.record.status = "refused", refusal.status
+        self.record.error = refusal.message
+        self.finish()
+
     def finish(self) -> None:
         """Close the record's timing and hand it to ``portal_chat_completed`` (off the request path)."""
+        if self.skipped:
+            self.record.served_by = (self.record.served_by or []) + self.skipped
         self.record.duration = time.monotonic() - self.started
         self.portal.dispatcher.submit(self.record)
 

@@ -2,12 +2,14 @@
 
 Retrieval always filters by the collections the caller may read inside the store's query.
 An answer is the configured chat model's, given the top hits as numbered sources and told to
-cite them as [1], [2]; the list of sources follows the answer. The query's embedding and the
-chat call are each a ledger record, under limits and budgets.
+cite them as [1], [2]; the list of sources follows the answer. An ask is admitted once, before
+its search, and is one ledger record: the query's embedding and the answer together. A search
+is one record too: its query's embedding.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 
@@ -71,15 +73,29 @@ def grounded_messages(hits, messages: list) -> list:
     return [{"role": "system", "content": INSTRUCTIONS + (sources or "(no sources found)")}, *messages]
 
 
-def retrieve(portal, actor, query: str, collection_ids: list[str], k: int, request_id: str):
+def search_collections(portal, query: str, collection_ids: list[str], k: int):
     """Return the ``k`` best chunks for ``query`` among ``collection_ids`` (none of a file
-    deleted since: its chunks go by a job); the query's embedding is metered (admitted,
-    recorded). The host's job worker embeds and searches."""
+    deleted since: its chunks go by a job). The host's job worker embeds and searches; the
+    caller meters the query's embedding."""
     state = _state(portal)
-    hits, _call = metered_embedding(portal, actor, query, request_id,
-                                    lambda: state.worker.search(query, k, collection_ids))
+    hits = state.worker.search(query, k, collection_ids)
     present = state.catalog.present_files({hit.file_id for hit in hits})
     return [hit for hit in hits if hit.file_id in present]
+
+
+def retrieve(portal, actor, query: str, collection_ids: list[str], k: int, request_id: str):
+    """Return :func:`search_collections`' hits, the query's embedding metered as a call of its
+    own (admitted, recorded): a search."""
+    hits, _call = metered_embedding(portal, actor, query, request_id,
+                                    lambda: search_collections(portal, query, collection_ids, k))
+    return hits
+
+
+def ask_estimate(settings, question: str, k: int) -> int:
+    """Return the prompt tokens an ask may use before its sources are known: the question
+    twice (embedded, then asked) and ``k`` sources of at most a chunk each, at 3 characters a
+    token (no tokenizer on the request path)."""
+    return math.ceil((2 * len(question) + len(INSTRUCTIONS) + k * (settings.chunk_chars + 200)) / 3) + 10
 
 
 def _scope(portal, actor, body: dict) -> tuple[list[str], dict]:
@@ -107,14 +123,24 @@ def search_view(portal):
 
 
 # --- answers ------------------------------------------------------------------------------------------
-def answer_target(portal, model: str | None):
-    """Return the chat target that answers (the configured ``answer_model``)."""
+def answer_target(portal, actor, model: str | None):
+    """Return the chat target that answers ``actor`` (the configured ``answer_model`` unless an
+    admin names one). The chat plugin's roles hold: 403 when the caller may not use it."""
     state = _state(portal)
     model = model or state.settings.answer_model
     if not model:
         raise PortalError("No answer model is set (plugins.documents.answer_model).", status=503,
                           code="answer_model_missing")
-    target = portal.hook.portal_chat_backend(portal=portal, model=model)
+    chat = portal.extensions.get("chat")
+    try:
+        target = chat.target_for(portal, actor, model) if chat is not None else \
+            portal.hook.portal_chat_backend(portal=portal, model=model)
+    except PortalError as refusal:
+        if refusal.status == 403:
+            raise PortalError(f"You may not use the answer model `{model}`, so you cannot ask the documents; "
+                              "an admin can set one your role may use (plugins.documents.answer_model).",
+                              status=403, code="model_forbidden") from None
+        target = None
     if target is None:
         raise PortalError(f"The answer model {model} is not served here.", status=503, code="answer_model_missing")
     return target
@@ -122,23 +148,39 @@ def answer_target(portal, model: str | None):
 
 class CitingStream(OpenAIStreamAdapter):
     """An OpenAI chat stream passed on as it comes, with the sources list as a last content
-    chunk just before ``[DONE]``. An end without ``[DONE]`` is left for the relay to report."""
+    chunk just before ``[DONE]``. An end without ``[DONE]`` is left for the relay to report.
+    ``query_tokens`` (the query's embedding) are added to the usage the answer reports."""
 
-    def __init__(self, response, model: str, hits):
+    def __init__(self, response, model: str, hits, query_tokens: int = 0):
         super().__init__(response, model, call_id="docs")
         self.headers = response.headers
         self.hits = hits
+        self.query_tokens = query_tokens
 
     def take(self, events: bytes) -> None:
         for event in events.split(b"\n\n"):
             if not event.strip():
                 continue
+            if self.query_tokens and b'"usage"' in event:
+                event = self._with_query_tokens(event)
             if event.strip() == b"data: [DONE]":
                 self.content(citations(self.hits))
                 self.out.append(b"data: [DONE]\n\n")
                 self.finished = True
                 return
             self.out.append(event + b"\n\n")
+
+    def _with_query_tokens(self, event: bytes) -> bytes:
+        try:
+            chunk = json.loads(event[event.index(b"data:") + 5:])
+            usage = chunk["usage"]
+            if not isinstance(usage, dict):
+                return event  # a content chunk's "usage": null
+            usage["prompt_tokens"] = int(usage.get("prompt_tokens") or 0) + self.query_tokens
+            usage["total_tokens"] = usage["prompt_tokens"] + int(usage.get("completion_tokens") or 0)
+        except (ValueError, KeyError, TypeError):
+            return event  # not a usage chunk after all: passed on as it came
+        return b"data: " + json.dumps(chunk).encode()
 
     def finish(self) -> None:
         pass
@@ -151,14 +193,23 @@ def ask_view(portal):
         raise PortalError("Only admins choose the answer model; others get plugins.documents.answer_model.",
                           status=403, code="model_forbidden")
     stream = body.get("stream", False)
-    target = answer_target(portal, body.get("model"))
+    target = answer_target(portal, actor, body.get("model"))
     ids, _names = _scope(portal, actor, body)
-    hits = retrieve(portal, actor, question, ids, body.get("k", state.settings.top_k), g.request_id)
-    messages = grounded_messages(hits, [{"role": "user", "content": question}])
+    k = body.get("k", state.settings.top_k)
+    # one admission for the whole ask: the query's embedding and the answer are one row
     call = MeteredCall(portal, actor, model="documents:ask", backend=state.backend, upstream_model=target.upstream_model,
-                       stream=stream, request_id=g.request_id, prompt_text=messages[0]["content"] + question,
-                       prices=(target.input_cost_per_token, target.output_cost_per_token))
+                       stream=stream, request_id=g.request_id, prompt_text=question,
+                       prices=(target.input_cost_per_token, target.output_cost_per_token),
+                       estimated_prompt_tokens=ask_estimate(state.settings, question, k))
     call.admit()
+    try:
+        hits = search_collections(portal, question, ids, k)
+    except PortalError as failure:
+        call.end(failure.code or "upstream_error", failure.status, failure.message)
+        raise
+    call.add_part(question, state.settings.embedding_price)
+    messages = grounded_messages(hits, [{"role": "user", "content": question}])
+    call.prompt_text = messages[0]["content"] + question
     chat = {"model": target.upstream_model, "messages": messages, "stream": stream}
     if stream:
         chat["stream_options"] = {"include_usage": True}

@@ -9,7 +9,7 @@ from agent_portal import Actor, PortalError
 from agent_portal.adapter import OpenAIAnswer, ProtocolBackend
 from agent_portal.upstream import UpstreamFailure
 
-from .answers import CitingStream, answer_target, citations, grounded_messages, retrieve
+from .answers import CitingStream, answer_target, citations, grounded_messages, search_collections
 from .settings import NAME
 
 PREFIX = "docs:"
@@ -52,12 +52,14 @@ class DocsBackend(ProtocolBackend):
         question = next((m.get("content") for m in reversed(chat["messages"]) if m.get("role") == "user"), None)
         if not isinstance(question, str) or not question.strip():
             raise UpstreamFailure(400, "A question needs a last user message with text.", "invalid_request")
+        query = question[:_state(portal).settings.max_query_chars]
         try:
-            hits = retrieve(portal, actor, question[:_state(portal).settings.max_query_chars], [collection["id"]],
-                            _state(portal).settings.top_k, request_id)
-            target = answer_target(portal, None)
+            target = answer_target(portal, actor, None)
+            # the chat call's admission covers the query's embedding: it is billed in the answer's prompt
+            hits = search_collections(portal, query, [collection["id"]], _state(portal).settings.top_k)
         except PortalError as failure:
             raise UpstreamFailure(failure.status, failure.message, failure.code or "upstream_error") from None
+        query_tokens = portal.token_counter.count_text(chat["model"], query) + 3
         history = [m for m in chat["messages"] if m.get("role") in ("user", "assistant")]
         answer = {k: v for k, v in chat.items() if k not in ("portal_role", "portal_request_id", "messages", "model")}
         answer.update(model=target.upstream_model, messages=grounded_messages(hits, history))
@@ -67,9 +69,9 @@ class DocsBackend(ProtocolBackend):
         if response.status != 200:
             return response
         if stream:
-            return CitingStream(response, chat["model"], hits)
+            return CitingStream(response, chat["model"], hits, query_tokens)
         data = json.loads(response.data)
         text = (data["choices"][0]["message"]["content"] or "") + citations(hits)
         usage = data.get("usage")
         return OpenAIAnswer(chat["model"], text, "docs",
-                            (usage["prompt_tokens"], usage["completion_tokens"]) if usage else None)
+                            (usage["prompt_tokens"] + query_tokens, usage["completion_tokens"]) if usage else None)
