@@ -131,6 +131,18 @@ def portal_chat_backend(portal, model):
     """
 
 
+@hookspec(firstresult=True)
+def portal_chat_target(portal, actor, model):
+    """Say where ``model`` goes for ``actor`` with the model's roles applied: for a plugin that
+    calls a chat model on a user's behalf (the documents' answer model). First result wins.
+
+    Returns a :class:`agent_portal.ChatTarget`, or None when this plugin keeps no rules for
+    models (``portal_chat_backend`` alone then says where it goes). Raises
+    :class:`agent_portal.PortalError`: 403 when ``actor`` may not use the model, 404 when it is
+    not served.
+    """
+
+
 @hookspec
 def portal_chat_admission(portal, actor, model, target, estimate):
     """Decide, before the upstream is called, whether ``actor`` may chat with ``model`` now.
@@ -143,6 +155,17 @@ def portal_chat_admission(portal, actor, model, target, estimate):
     Returns nothing to admit. Raise :class:`agent_portal.PortalError` (429 with ``Retry-After``
     for a limit, 503 when the limit store cannot answer) to refuse; the call is then recorded as
     refused and never reaches the upstream.
+    """
+
+
+@hookspec
+def portal_chat_readmission(portal, estimate, prompt_tokens, cost):
+    """An admitted call found it will use ``prompt_tokens`` and ``cost`` more than its
+    ``estimate`` (an upload whose parsed text is longer than its size promised), before doing
+    that work. A plugin that reserved capacity adds to its holds in ``estimate.holds``.
+
+    Returns nothing. Raise :class:`agent_portal.PortalError` (429) to stop the work: the call
+    is then recorded as refused.
     """
 
 

@@ -66,6 +66,23 @@ class MeteredCall:
             self.end("refused", refusal.status, refusal.message)
             raise
 
+    def readmit(self, prompt_tokens: int) -> None:
+        """Say the call will use ``prompt_tokens`` in all (its text now known); past its
+        estimate, admission hooks reserve the rest or refuse it. A refusal is recorded, then
+        raised."""
+        reservation = self.record.reservation
+        extra = prompt_tokens - (reservation.prompt_tokens if reservation is not None else 0)
+        if reservation is None or extra <= 0:
+            return
+        try:
+            self.portal.hook.portal_chat_readmission(portal=self.portal, estimate=reservation,
+                                                     prompt_tokens=extra, cost=self.cost(extra, 0))
+        except PortalError as refusal:
+            self.end("refused", refusal.status, refusal.message)
+            raise
+        reservation.prompt_tokens += extra
+        reservation.cost += self.cost(extra, 0)
+
     def handover(self) -> dict:
         """Return what another process needs to end this admitted call (:meth:`taken_over`):
         picklable, the reservation's holds included. A hold with a ``handed_over()`` method

@@ -270,6 +270,45 @@ def test_an_ask_is_one_request_and_one_row_and_a_refused_ask_bills_nothing(make_
     assert answered["cost"] >= 0.001 * 4  # the query's embedding, billed in the ask's own row
 
 
+def test_an_upload_whose_embedding_would_run_far_past_a_budget_is_refused_before_it_is_stored(make_app, tmp_path,
+                                                                                             fake_upstream):
+    sections = document_sections(tmp_path, fake_upstream)
+    sections["documents"]["embedder"]["input_cost_per_token"] = 0.0001
+    app = make_app(**sections, rate_limits={"roles": {"user": {"daily_budget_usd": 0.05}}})
+    client, alice = app.test_client(), bearer(app, "alice")
+    collection = make_collection(client, alice)
+    big = b"Pumps, valves and the maintenance of cooling towers. " * 4000  # 200 KB: about $6.7 of embedding
+    refused = upload(client, alice, collection, ("big.txt", big), wait=False)
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "daily_budget_usd"
+    assert client.get(f"/documents/collections/{collection}", headers=alice).json["files"] == []
+    small = upload(client, alice, collection, ("small.txt", b"A short note about valves."), wait=False)
+    assert small.status_code == 202
+    rows = settled_rows(app, 1)
+    assert [(r["outcome"], r["cost"]) for r in rows if r["outcome"] == "refused"] == [("refused", 0)]
+
+
+def test_an_upload_whose_parsed_text_is_far_longer_than_its_size_is_refused_before_embedding(
+        make_app, tmp_path, fake_upstream, with_worker, redis_url):
+    sections = document_sections(tmp_path, fake_upstream)
+    sections["documents"]["embedder"]["input_cost_per_token"] = 0.0001
+    app = with_worker(make_app(**sections, rate_limits={"storage": redis_url,
+                                                        "roles": {"user": {"daily_budget_usd": 5.0}}}))
+    client, user = app.test_client(), bearer(app, f"zip-{time.monotonic_ns()}")
+    collection = make_collection(client, user)
+    packed = docx("Valves", ["Check every valve of the cooling towers each week. " * 2000] * 3)
+    assert len(packed) < 60_000  # its size promises at most about $2 of embedding; its text is about $10
+    ended = upload(client, user, collection, ("packed.docx", packed)).json["files"][0]
+    assert ended["status"] == "failed" and "daily_budget_usd" in ended["error"]
+    assert stored_chunks(app) == []
+    rows = settled_rows(app, 1)
+    deadline = time.monotonic() + 5
+    while not [r for r in rows if r["outcome"] == "refused"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = settled_rows(app, 1)
+    refused = [r for r in rows if r["outcome"] == "refused"]
+    assert len(refused) == 1 and refused[0]["cost"] == 0 and refused[0]["status"] == 429
+
+
 def test_the_answer_model_keeps_its_roles_in_asks_and_docs_models(make_app, tmp_path, fake_upstream, with_worker):
     sections = document_sections(tmp_path, fake_upstream, answer_model="staff-only")
     sections["chat"]["models"] = {"staff-only": {"backend": "fake", "model": "echo", "roles": ["admin"]}}

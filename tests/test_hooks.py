@@ -229,6 +229,58 @@ def test_hook_portal_chat_admission(with_recorder, fake_upstream):
     assert len(fake_upstream.requests) == before
 
 
+def test_hook_portal_chat_target(make_app, fake_upstream):
+    class Gate:
+        name = "gate"
+
+        @hookimpl(tryfirst=True)
+        def portal_chat_target(self, portal, actor, model):
+            if actor.id == "mallory":
+                raise PortalError("Not for you.", status=403, code="model_forbidden")
+            return None  # the chat plugin decides for everyone else
+
+    sections = chat_plugins(fake_upstream, models={"staff": {"backend": "fake", "model": "echo", "roles": ["admin"]}})
+    app = make_app(plugins=[Gate()], **sections)
+    portal = portal_of(app)
+    assert portal.hook.portal_chat_target(portal=portal, actor=Actor("ann", "admin", "t"), model="staff").model == "staff"
+    for actor, model in ((Actor("mallory", "admin", "t"), "staff"), (Actor("bob", "user", "t"), "staff")):
+        with pytest.raises(PortalError) as refused:
+            portal.hook.portal_chat_target(portal=portal, actor=actor, model=model)
+        assert refused.value.status == 403
+    with pytest.raises(PortalError) as missing:
+        portal.hook.portal_chat_target(portal=portal, actor=Actor("ann", "admin", "t"), model="nope")
+    assert missing.value.status == 404
+
+
+def test_hook_portal_chat_readmission(make_app):
+    from agent_portal.metering import MeteredCall
+
+    class Tight:
+        name = "tight"
+        asked = []
+
+        @hookimpl
+        def portal_chat_readmission(self, portal, estimate, prompt_tokens, cost):
+            self.asked.append((estimate.prompt_tokens, prompt_tokens, cost))
+            if estimate.prompt_tokens + prompt_tokens > 1000:
+                raise PortalError("Too long for the budget.", status=429, code="tight")
+
+    tight = Tight()
+    app = make_app(plugins=[tight])
+    portal = portal_of(app)
+    backend = type("Backend", (), {"name": "work"})()
+    call = MeteredCall(portal, Actor("sam", "user", "test"), model="work", backend=backend, upstream_model="work",
+                       stream=False, request_id="r", prices=(0.01, None), reserve_completion_tokens=0,
+                       estimated_prompt_tokens=100)
+    call.admit()
+    call.readmit(50)  # under the estimate: nobody is asked
+    call.readmit(600)
+    assert tight.asked == [(100, 500, pytest.approx(5.0))] and call.record.reservation.prompt_tokens == 600
+    with pytest.raises(PortalError):
+        call.readmit(2000)
+    assert (call.record.outcome, call.record.status, call.record.cost) == ("refused", 429, 0)
+
+
 def test_hook_portal_chat_completed(with_recorder):
     recorder, make = with_recorder
     app = make()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from agent_portal import ChatRecord, portal_of
 
 from conftest import bearer, chat_plugins
@@ -10,9 +12,9 @@ from conftest import bearer, chat_plugins
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-def chat(app, user="alice", model="echo", role="user", stream=False):
+def chat(app, user="alice", model="echo", role="user", stream=False, **body):
     response = app.test_client().post("/v1/chat/completions", headers=bearer(app, user, role),
-                                      json={"model": model, "messages": HELLO, "stream": stream})
+                                      json={"model": model, "messages": HELLO, "stream": stream, **body})
     response.get_data()
     return response
 
@@ -51,14 +53,84 @@ def _settled(portal, count):
 
 
 def test_streamed_tokens_count_against_tokens_per_minute(make_app, fake_upstream):
-    app = limited_app(make_app, fake_upstream, roles={"user": {"tokens_per_minute": 20}})
+    app = limited_app(make_app, fake_upstream, roles={"user": {"tokens_per_minute": 30}})
     portal = portal_of(app)
-    assert chat(app, stream=True).status_code == 200  # 7 + 5 tokens once settled
+    assert chat(app, stream=True, max_tokens=6).status_code == 200  # about 13 reserved, 7 + 5 once settled
     _settled(portal, 1)
-    assert chat(app, stream=True).status_code == 200  # 12 < 20: admitted; 24 once settled
+    assert chat(app, stream=True, max_tokens=6).status_code == 200  # 12 + 13 < 30 + 10 %: admitted; 24 settled
     _settled(portal, 2)
-    refused = chat(app, stream=True)
+    refused = chat(app, stream=True, max_tokens=6)  # 24 + 13 would be past 33
     assert refused.status_code == 429 and refused.json["error"]["code"] == "tokens_per_minute"
+
+
+def test_a_call_whose_own_estimate_would_run_far_past_a_limit_is_refused_up_front(make_app, fake_upstream):
+    app = make_app(**chat_plugins(fake_upstream, models=PRICED),
+                   rate_limits={"roles": {"user": {"daily_budget_usd": 0.05, "tokens_per_minute": 1000}}})
+    huge = chat(app, model="metered", max_tokens=100_000)  # $200 of completion ceiling on a $0.05 budget
+    assert huge.status_code == 429 and huge.json["error"]["code"] == "tokens_per_minute"
+    assert "100" in huge.json["error"]["message"] and "max_tokens" in huge.json["error"]["message"]
+    pricey = chat(app, model="metered", max_tokens=900)  # under the token limit, $1.8 on a $0.05 budget
+    assert pricey.status_code == 429 and pricey.json["error"]["code"] == "daily_budget_usd"
+    assert "may cost $1.8" in pricey.json["error"]["message"]
+    assert chat(app, model="metered", max_tokens=5).status_code == 200  # a call that fits still goes
+    rows = portal_of(app).extensions["ledger"]
+    _settled(portal_of(app), 3)
+    rows.writer.flush_once()
+    assert sorted(r["outcome"] for r in rows.recent(10)) == ["ok", "refused", "refused"]
+
+
+def test_overshoot_is_a_setting_and_zero_keeps_every_counter_at_its_limit(make_app, fake_upstream):
+    from agent_portal import Actor, ChatEstimate
+    from agent_portal.plugins.rate_limits.limiter import LimitExceeded
+
+    app = limited_app(make_app, fake_upstream, roles={"user": {"tokens_per_minute": 100}}, overshoot=0)
+    limiter = portal_of(app).extensions["rate_limits"]
+    alice = Actor("alice", "user", "test")
+    limiter.admit(alice, ("echo",), ChatEstimate(60, 0, 0.0))
+    with pytest.raises(LimitExceeded):
+        limiter.admit(alice, ("echo",), ChatEstimate(41, 0, 0.0))
+    limiter.admit(alice, ("echo",), ChatEstimate(40, 0, 0.0))
+    assert limiter.status(alice)[0]["remaining"] == 0
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+def test_a_hold_settles_only_against_the_counter_it_was_made_in_and_never_below_zero(make_app, fake_upstream,
+                                                                                 redis_url, storage):
+    from agent_portal import Actor, ChatEstimate
+
+    url = redis_url if storage == "redis" else None
+    app = limited_app(make_app, fake_upstream, storage=url, roles={"user": {"tokens_per_minute": 1000,
+                                                                           "daily_budget_usd": 5.0}})
+    limiter = portal_of(app).extensions["rate_limits"]
+    user = Actor(f"gen-{time.monotonic_ns()}", "user", "test")
+    holds = limiter.admit(user, ("echo",), ChatEstimate(100, 200, 0.5))
+    assert {h.counter for h in holds} == {"tokens", "spend"}
+    for hold in holds:  # the store loses its data (a Redis restart) while the call is under way
+        if storage == "redis":
+            limiter.counters.client.delete("agent-portal:v2:" + hold.key)
+        else:
+            limiter.counters._values.pop(hold.key)
+    fresh = limiter.admit(user, ("echo",), ChatEstimate(10, 0, 0.01))  # a new counter, from the ledger
+    limiter.settle(holds, ChatRecord(request_id="r", actor_id=user.id, actor_role="user", model="echo",
+                                     prompt_tokens=1, completion_tokens=1, cost=0.001))
+    status = {entry["limit"]: entry for entry in limiter.status(user)}
+    assert status["tokens_per_minute"]["remaining"] == 1000 - 10  # the old hold's 300 were not subtracted
+    assert status["daily_budget_usd"]["spent_usd"] == pytest.approx(0.01)
+    limiter.settle(fresh, ChatRecord(request_id="r2", actor_id=user.id, actor_role="user", model="echo"))
+    for hold in fresh:  # settled twice by mistake, or by a far smaller real figure: never below zero
+        hold.settled = False
+    limiter.settle(fresh, ChatRecord(request_id="r3", actor_id=user.id, actor_role="user", model="echo"))
+    status = {entry["limit"]: entry for entry in limiter.status(user)}
+    assert status["daily_budget_usd"]["spent_usd"] == 0 and status["tokens_per_minute"]["remaining"] == 1000
+
+
+def test_a_call_admitted_without_the_store_holds_nothing_to_settle(make_app, fake_upstream):
+    from agent_portal import Actor, ChatEstimate
+
+    app = limited_app(make_app, fake_upstream, storage="redis://127.0.0.1:1", on_storage_error="open",
+                      roles={"user": {"tokens_per_minute": 1000, "daily_budget_usd": 5.0}})
+    limiter = portal_of(app).extensions["rate_limits"]
+    assert limiter.admit(Actor("alice", "user", "test"), ("echo",), ChatEstimate(100, 200, 0.5)) == []
 
 
 def test_a_call_under_way_holds_its_token_estimate_until_it_ends(make_app, fake_upstream):

@@ -16,7 +16,7 @@ from agent_portal.sse import STREAM_HEADERS
 
 from .body import CHAT_BODY_SCHEMA, read_chat_body
 from .call import ChatCall, ChatState
-from .models import model_catalog, visible_models
+from .models import model_catalog, resolve, visible_models
 from .settings import NAME, ChatSettings, config_schema
 from .upstream import UpstreamFailure, failure_response
 from .ws import websocket_chat
@@ -51,6 +51,12 @@ def portal_chat_backend(portal, model):
                                   input_cost_per_token=entry.get("input_cost_per_token"),
                                   output_cost_per_token=entry.get("output_cost_per_token"))
     return None
+
+
+@hookimpl
+def portal_chat_target(portal, actor, model):
+    """Where ``model`` goes for ``actor``, with this plugin's roles: 403 or 404 as chat answers."""
+    return resolve(portal, portal.extensions[NAME].rules, actor, model)
 
 
 @hookimpl

@@ -48,11 +48,6 @@ class ChatState:
         self.rules = ModelRules(settings.models, settings.expose_upstream_models)
         self.prices = PriceBook()
 
-    def target_for(self, portal, actor, model: str):
-        """Return where ``model`` goes for ``actor`` (:func:`resolve`): for other plugins that
-        call a chat model on a user's behalf, so the model's roles hold there too."""
-        return resolve(portal, self.rules, actor, model)
-
 
 def _key(target) -> tuple:
     return (target.backend.name, target.upstream_model)

@@ -131,9 +131,8 @@ def answer_target(portal, actor, model: str | None):
     if not model:
         raise PortalError("No answer model is set (plugins.documents.answer_model).", status=503,
                           code="answer_model_missing")
-    chat = portal.extensions.get("chat")
     try:
-        target = chat.target_for(portal, actor, model) if chat is not None else \
+        target = portal.hook.portal_chat_target(portal=portal, actor=actor, model=model) or \
             portal.hook.portal_chat_backend(portal=portal, model=model)
     except PortalError as refusal:
         if refusal.status == 403:

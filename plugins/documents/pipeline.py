@@ -12,6 +12,8 @@ import logging
 import threading
 import uuid
 
+from agent_portal import PortalError
+from agent_portal.counting import estimate_tokens
 from agent_portal.metering import MeteredCall
 
 from .chunking import chunk_sections
@@ -80,7 +82,9 @@ def ingest_file(portal, file_id: str, stopping: threading.Event, requeue) -> str
                        "(its worker stopped or died each time)", "ingest_failed", 500)
     try:
         with LeaseKeeper(catalog, file_id, holder, lease) as keeper:
-            texts = _embed_and_store(state, row, data, keeper, stopping)
+            texts = _embed_and_store(state, row, data, keeper, stopping, call)
+    except PortalError as refusal:  # its text would take a limit far past: refused before embedding
+        return _failed(catalog, call, file_id, holder, f"{row.name}: {refusal.message}", "refused", refusal.status)
     except (UnsupportedType, BadDocument) as exc:
         status = 413 if isinstance(exc, TooLarge) else 415 if isinstance(exc, UnsupportedType) else 422
         return _failed(catalog, call, file_id, holder, str(exc), "unreadable_document", status)
@@ -109,7 +113,8 @@ def ingest_file(portal, file_id: str, stopping: threading.Event, requeue) -> str
     return "ready"
 
 
-def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: threading.Event) -> list[str]:
+def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: threading.Event,
+                     call: MeteredCall | None) -> list[str]:
     settings = state.settings
     caps = Caps(max_pages=settings.max_pages, max_text_chars=settings.max_text_chars)
     try:
@@ -120,6 +125,8 @@ def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: thr
     chunks = chunk_sections(sections, settings.chunk_chars, settings.overlap_chars)
     if not chunks:
         raise BadDocument(f"{row.name}: has no text")
+    if call is not None:  # the upload reserved from its size; its text may be longer (a compressed PDF)
+        call.readmit(sum(estimate_tokens(c.text) + 1 for c in chunks) + 3)
     pages = max((s.page for s in sections if s.page is not None), default=row.pages)
     keeper.progress = {"chunks": len(chunks), "pages": pages, "done_chunks": 0}
     keeper.renew()

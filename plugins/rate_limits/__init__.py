@@ -38,6 +38,8 @@ def portal_config_schema():
     return {NAME: strict_object({
         "storage": {"type": ["string", "null"]},
         "on_storage_error": {"enum": ["open", "closed"], "default": "open"},
+        # how far past a limit one call's own estimate may take its counter, as a fraction of it
+        "overshoot": {"type": "number", "minimum": 0, "maximum": 10, "default": 0.1},
         "roles": {"type": "object", "properties": {"user": _LIMITS, "admin": _LIMITS},
                   "additionalProperties": False, "default": {}},
         "users": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
@@ -64,6 +66,13 @@ def portal_chat_admission(portal, actor, model, target, estimate):
     holds = portal.extensions[NAME].admit(actor, target.names if target else (model,), estimate)
     if estimate is not None:
         estimate.holds.extend(holds)
+
+
+@hookimpl
+def portal_chat_readmission(portal, estimate, prompt_tokens, cost):
+    holds = [h for h in estimate.holds if isinstance(h, Hold)]
+    if holds:
+        portal.extensions[NAME].extend(holds, prompt_tokens, cost)
 
 
 @hookimpl

@@ -5,7 +5,9 @@ reserved: at admission the call's estimate (prompt plus its completion ceiling, 
 is added to a shared counter, but only while that counter is under its limit, in one atomic
 step; when the call ends the reservation is replaced by what the call really used. So ten
 concurrent calls cannot all slip under one budget: once the reservations reach it, the next is
-refused. Overshoot is at most what the last admitted call uses beyond its own estimate.
+refused. A call whose own estimate would take a counter more than ``overshoot`` (a fraction of
+the limit) past it is refused up front, so from estimates no counter ends past
+``limit × (1 + overshoot)``; beyond that only what a call uses past its own estimate.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from limits.strategies import FixedWindowRateLimiter
 
 from agent_portal import PortalError
 
-from .counters import counters_for
+from .counters import AT_LIMIT, PAST_CEILING, RESERVED, counters_for
 
 log = logging.getLogger("agent_portal.rate_limits")
 BUDGETS = ("daily_budget_usd", "monthly_budget_usd")
@@ -38,6 +40,8 @@ class Hold:
     counter: str  # "tokens" or "spend"
     key: str
     amount: float
+    generation: str = ""  # the counter's, when the hold was made: it settles only against that one
+    ceiling: float = 0.0  # how far the counter may go (the limit plus the overshoot)
     settled: bool = False
 
 
@@ -75,6 +79,7 @@ class Limiter:
         self.window = FixedWindowRateLimiter(self.storage)
         self.counters = counters_for(url)
         self.fail_open = settings["on_storage_error"] == "open"
+        self.overshoot = settings["overshoot"]
         self.storage_errors = 0
 
     # --- which limits apply --------------------------------------------------------------
@@ -136,12 +141,21 @@ class Limiter:
             if "tokens_per_minute" not in lim:
                 continue
             key = "tokens:" + ":".join(ids) + f":{minute}"
-            ok = self._guarded(True, self._reserve, key, tokens, lim["tokens_per_minute"], 120, lambda: 0.0)
-            if not ok:
-                raise LimitExceeded(f"The {scope} limit tokens_per_minute ({lim['tokens_per_minute']} per "
-                                    "minute) is reached.", code="tokens_per_minute",
-                                    headers={"Retry-After": str(60 - int(time.time()) % 60 + 1)})
-            holds.append(Hold("tokens", key, tokens))
+            limit = lim["tokens_per_minute"]
+            reserved = self._reserve(key, tokens, limit, 120, lambda: 0.0)
+            if reserved is None:
+                continue  # admitted without the store: nothing was reserved, nothing to settle
+            status, generation = reserved
+            wait = {"Retry-After": str(60 - int(time.time()) % 60 + 1)}
+            if status == AT_LIMIT:
+                raise LimitExceeded(f"The {scope} limit tokens_per_minute ({limit} per minute) is reached.",
+                                    code="tokens_per_minute", headers=wait)
+            if status == PAST_CEILING:
+                raise LimitExceeded(f"This call may use {tokens} tokens (its prompt and its completion ceiling, "
+                                    f"max_tokens), which would take the {scope} limit tokens_per_minute ({limit} "
+                                    f"per minute) more than {self.overshoot:.0%} past; ask for fewer tokens.",
+                                    code="tokens_per_minute", headers=wait)
+            holds.append(Hold("tokens", key, tokens, generation, limit * (1 + self.overshoot)))
 
     def _reserve_budgets(self, actor, scopes, estimate, holds) -> None:
         cost = estimate.cost if estimate else 0.0
@@ -157,24 +171,50 @@ class Limiter:
                     if key not in wanted or lim[budget] < wanted[key][0]:
                         wanted[key] = (lim[budget], scope, budget, start, reset)
         for key, (limit, scope, budget, start, reset) in wanted.items():
-            ok = self._guarded(True, self._reserve, key, cost, limit, reset + 3600,
-                               lambda start=start: self.spend_of(actor.id, start))
-            if not ok:
+            reserved = self._reserve(key, cost, limit, reset + 3600, lambda start=start: self.spend_of(actor.id, start))
+            if reserved is None:
+                continue  # admitted without the store: nothing was reserved, nothing to settle
+            status, generation = reserved
+            name = f"{scope} {budget.replace('_', ' ')} of ${limit:.2f}"
+            if status == AT_LIMIT:
                 spent = self._guarded(None, self.counters.get, key) or 0.0
-                raise LimitExceeded(f"The {scope} {budget.replace('_', ' ')} of ${limit:.2f} is spent "
-                                    f"(${spent:.6f} including calls under way).", code=budget,
-                                    headers={"Retry-After": str(reset)})
-            holds.append(Hold("spend", key, cost))
+                raise LimitExceeded(f"The {name} is spent (${spent:.6f} including calls under way).",
+                                    code=budget, headers={"Retry-After": str(reset)})
+            if status == PAST_CEILING:
+                raise LimitExceeded(f"This call may cost ${cost:.6f} (its prompt and its completion ceiling), "
+                                    f"which would take the {name} more than {self.overshoot:.0%} past.",
+                                    code=budget, headers={"Retry-After": str(reset)})
+            holds.append(Hold("spend", key, cost, generation, limit * (1 + self.overshoot)))
 
-    def _reserve(self, key, amount, limit, ttl, seed) -> bool:
-        ok, _value = self.counters.reserve(key, amount, limit, ttl, seed)
-        return ok
+    def _reserve(self, key, amount, limit, ttl, seed) -> tuple[int, str] | None:
+        """Return (status, the counter's generation) of reserving ``amount``, or None when the
+        store could not answer and ``on_storage_error`` is ``open`` (a 503 when ``closed``)."""
+        ceiling = limit * (1 + self.overshoot)
+        reserved = self._guarded(None, self.counters.reserve, key, amount, limit, ttl, seed, ceiling)
+        return None if reserved is None else (reserved[0], reserved[2])
 
     def _refuse_requests(self, scope, item, ids):
         stats = self._guarded(None, self.window.get_window_stats, item, *ids)
         wait = max(1, int((stats.reset_time if stats else time.time() + 60) - time.time()) + 1)
         raise LimitExceeded(f"The {scope} limit requests_per_minute ({item.amount} per minute) is reached.",
                             code="requests_per_minute", headers={"Retry-After": str(wait)})
+
+    def extend(self, holds: list[Hold], tokens: int, cost: float) -> None:
+        """Add ``tokens`` and ``cost`` to a call's holds (it found it will use more than its
+        estimate). Raises :class:`LimitExceeded` when that takes a counter past its ceiling;
+        a counter that was rebuilt since (or a store that cannot answer) is left as it is."""
+        for hold in holds:
+            amount = tokens if hold.counter == "tokens" else cost
+            if amount <= 0 or hold.settled:
+                continue
+            status = self._guarded(None, self.counters.extend, hold.key, amount, hold.ceiling, hold.generation)
+            if status == PAST_CEILING:
+                name = "tokens_per_minute" if hold.counter == "tokens" else hold.key.split(":")[1]
+                what = f"{tokens} tokens" if hold.counter == "tokens" else f"${cost:.6f}"
+                raise LimitExceeded(f"The work needs {what} more than was reserved, which would take "
+                                    f"{name} more than {self.overshoot:.0%} past its limit.", code=name)
+            if status == RESERVED:
+                hold.amount += amount
 
     # --- settling -----------------------------------------------------------------------------
     def release(self, holds: list[Hold]) -> None:
@@ -193,7 +233,7 @@ class Limiter:
             return
         hold.settled = True
         try:
-            self.counters.adjust(hold.key, used - hold.amount)
+            self.counters.adjust(hold.key, used - hold.amount, hold.generation)
         except Exception as exc:  # off the request path: log, never raise
             self.storage_errors += 1
             log.warning("could not settle a %s reservation: %s", hold.counter, exc)
