@@ -251,6 +251,40 @@ def test_a_user_streams_a_run_on_their_thread_and_sees_it_in_their_usage(app):
     assert "agent:chatty" in json.dumps(usage)
 
 
+@pytest.mark.parametrize("mode", ["values", "updates", "messages", "messages-tuple", "events", "debug", "tasks",
+                                  "checkpoints", "custom", ["custom", "tasks"], ["messages", "updates"],
+                                  ["messages-tuple", "values"], ["debug", "events", "checkpoints"]])
+def test_a_run_is_billed_from_what_the_graph_reported_whatever_its_stream_mode(app, mode):
+    answer = app.test_client().post("/agents/runs/stream", headers=bearer(app, "alice"),
+                                    json={"assistant_id": "chatty", "input": HELLO, "stream_mode": mode})
+    assert answer.status_code == 200
+    asked = {mode} if isinstance(mode, str) else set(mode)
+    relayed = {name.split("|")[0] for name, _ in events_of(answer.data)} - {"metadata"}
+    assert "values" not in relayed or "values" in asked  # the meter's own mode is never relayed
+    row = settled_rows(app)[0]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["usage_source"]) == (2, 8, "upstream"), mode
+
+
+def test_a_run_on_a_thread_with_history_bills_only_its_own_messages_in_any_mode(app):
+    client, alice = app.test_client(), bearer(app, "alice")
+    thread = new_thread(client, alice)
+    for count, mode in enumerate(["values", "updates", "messages"], start=1):
+        answer = client.post(f"/agents/threads/{thread}/runs/stream", headers=alice,
+                             json={"assistant_id": "chatty", "input": HELLO, "stream_mode": mode})
+        assert answer.status_code == 200 and events_of(answer.data)[0][0] == "metadata"
+        row = settled_rows(app, count)[0]
+        # the fake model reports a token a word of the whole history: 2 + 10 per earlier run
+        assert (row["prompt_tokens"], row["completion_tokens"]) == (2 + 10 * (count - 1), 8), mode
+
+
+@pytest.mark.parametrize("mode", ["nonsense", ["values", "bogus"], [], 7, {"values": True}])
+def test_a_stream_mode_the_server_does_not_know_is_refused_with_400(app, mode):
+    answer = app.test_client().post("/agents/runs/stream", headers=bearer(app, "alice"),
+                                    json={"assistant_id": "chatty", "input": HELLO, "stream_mode": mode})
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "invalid_run"
+    assert "stream_mode" in answer.json["error"]["message"]
+
+
 def test_a_graph_without_usage_is_metered_by_counting_what_was_relayed(app):
     client = app.test_client()
     answer = client.post("/agents/runs/stream", headers=bearer(app, "alice"),
@@ -496,3 +530,18 @@ def test_a_last_event_without_its_blank_line_is_still_relayed_and_the_run_ends_c
     out = b"".join(relay(body, b"", RunStreamState(), 5, 5, ended.append, events=LangGraphEvents))
     assert out == b'event: metadata\ndata: {"run_id": "r1"}\n\nevent: values\ndata: {"messages": []}\n\n'
     assert ended[0].outcome == "ok" and ended[0].done and body.released
+
+
+def test_a_run_that_sends_no_message_is_counted_from_everything_it_relayed():
+    from agent_portal.plugins.langgraph.events import RELAYED_CHARS, RunMeter
+
+    meter = RunMeter()
+    meter.observe("metadata", {"run_id": "r1"})
+    meter.observe("custom", {"progress": "reading the first report"})
+    meter.observe("custom|sub:1", "a note from a subgraph")
+    assert meter.usage() is None
+    assert meter.answer_text() == '{"progress": "reading the first report"}a note from a subgraph'
+    big = RunMeter()
+    for _ in range(3):
+        big.observe("custom", "x" * RELAYED_CHARS)
+    assert len(big.relayed) == 1 and len(big.relayed_text()) == 3 * RELAYED_CHARS  # kept once, counted whole

@@ -7,6 +7,7 @@ that raises sends ``event: error`` with ``{"error", "message"}`` and still answe
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from agent_portal.sse import StreamState, sse_event
@@ -60,57 +61,104 @@ def _usage(message: dict) -> tuple[int, int] | None:
         return None
 
 
+def _same_message(message_id) -> str:
+    """Return the id a message's chunks and its whole form share: a model called without
+    streaming names its message ``<run>-0`` where its streamed chunks say ``<run>``."""
+    return _GENERATION.sub("", str(message_id))
+
+
+_GENERATION = re.compile(r"-\d+$")
+RELAYED_CHARS = 1_000_000  # what the last-resort count reads of a run's relayed payloads
+
+
 class RunMeter:
-    """What one run used, from the events it sent: tokens the graph's model reported
-    (``usage_metadata``), the answer's text, the run id and the first and last state."""
+    """What one run used, from the events it sent, whatever its stream modes: tokens the
+    graph's models reported (``usage_metadata`` on whole messages, else summed over streamed
+    chunks, each message once), the answer's text, the run id and the first and last state.
+    Failing any message, the text of everything relayed is what a count reads."""
 
     def __init__(self):
         self.run_id = None
-        self.streamed_tokens = [0, 0]
-        self.streamed_usage = False
+        self.chunk_tokens: dict[str, list[int]] = {}  # message id -> [input, output] of its chunks
         self.streamed_text: list[str] = []
         self.streamed_ids: set = set()
+        self.partial_text: dict[str, str] = {}  # messages mode: each message's text so far
         self.first_ids: set | None = None
         self.final_messages: list = []
+        self.relayed: list[str] = []
+        self.relayed_chars = 0
         self.error = None
 
     def observe(self, name: str, data) -> str:
         """Take one event; returns the answer text it adds (a token of a streamed message)."""
-        if name == "metadata" and isinstance(data, dict):
-            self.run_id = self.run_id or data.get("run_id")
-        elif name == "error":
+        mode = name.split("|", 1)[0]  # subgraphs' events are named "<mode>|<namespace>"
+        if mode == "metadata":
+            if isinstance(data, dict):
+                self.run_id = self.run_id or data.get("run_id")
+            return ""
+        self._keep_relayed(data)
+        if mode == "error":
             self.error = data if isinstance(data, dict) else {"error": "error", "message": str(data)}
-        elif name == "messages" and isinstance(data, list) and data and _is_ai(data[0]):
-            return self._chunk(data[0])
-        elif name == "messages/complete" and isinstance(data, list):
+        elif mode == "messages" and isinstance(data, list) and data and _is_ai(data[0]):
+            return self._chunk(data[0])  # messages-tuple: [chunk, metadata]
+        elif mode == "messages/partial" and isinstance(data, list):
             for message in data:
-                if _is_ai(message) and message.get("id") not in self.streamed_ids:
-                    self.final_messages.append(message)
-        elif name == "values" and isinstance(data, dict):
+                if _is_ai(message):
+                    self.partial_text[str(message.get("id"))] = message_text(message)
+        elif mode == "messages/complete" and isinstance(data, list):
+            for message in data:
+                if _is_ai(message):
+                    self._keep_final(message)
+        elif mode == "values" and isinstance(data, dict):
             self.take_values(data)
-        elif name == "updates" and isinstance(data, dict):
+        elif mode == "updates" and isinstance(data, dict):
             for update in data.values():
                 messages = update.get("messages") if isinstance(update, dict) else None
                 for message in messages if isinstance(messages, list) else []:
-                    if _is_ai(message):
+                    if _is_ai(message) and (self.first_ids is None or message.get("id") not in self.first_ids):
                         self._keep_final(message)
+        elif mode == "events" and isinstance(data, dict):
+            return self._model_event(data)
         return ""
 
+    def _model_event(self, event: dict) -> str:
+        """``events`` mode: a chat model's streamed chunk, or its whole output at its end."""
+        payload = event.get("data") if isinstance(event.get("data"), dict) else {}
+        if event.get("event") == "on_chat_model_stream" and _is_ai(payload.get("chunk")):
+            return self._chunk(payload["chunk"])
+        if event.get("event") == "on_chat_model_end" and _is_ai(payload.get("output")):
+            self._keep_final(payload["output"])
+        return ""
+
+    def _keep_relayed(self, data) -> None:
+        if self.relayed_chars >= RELAYED_CHARS or data is None:
+            self.relayed_chars += 0 if data is None else len(str(data))
+            return
+        text = data if isinstance(data, str) else json.dumps(data)
+        self.relayed.append(text)
+        self.relayed_chars += len(text)
+
     def _chunk(self, chunk: dict) -> str:
+        message_id = str(chunk.get("id"))
         self.streamed_ids.add(chunk.get("id"))
         usage = _usage(chunk)
         if usage:
-            self.streamed_usage = True
-            self.streamed_tokens[0] += usage[0]
-            self.streamed_tokens[1] += usage[1]
+            tokens = self.chunk_tokens.setdefault(message_id, [0, 0])
+            tokens[0] += usage[0]
+            tokens[1] += usage[1]
         text = message_text(chunk)
         if text:
             self.streamed_text.append(text)
         return text
 
     def _keep_final(self, message: dict) -> None:
-        if all(m.get("id") != message.get("id") for m in self.final_messages):
-            self.final_messages.append(message)
+        same = _same_message(message.get("id"))
+        for index, kept in enumerate(self.final_messages):
+            if _same_message(kept.get("id")) == same:
+                if _usage(message) and not _usage(kept):
+                    self.final_messages[index] = message  # the form that carries the usage wins
+                return
+        self.final_messages.append(message)
 
     def take_values(self, values: dict, before_last_human: bool = False) -> None:
         """Take a state's values: the first one seen is the state before the run, the later
@@ -127,35 +175,46 @@ class RunMeter:
             if _is_ai(message) and message.get("id") not in self.first_ids:
                 self._keep_final(message)
 
-    def new_messages(self) -> list:
-        """Return the AI messages the run added that were not streamed token by token."""
-        return [m for m in self.final_messages if m.get("id") not in self.streamed_ids]
-
     def usage(self) -> tuple[int, int] | None:
-        """Return (input, output) tokens the graph's models reported, or None when none did."""
-        if self.streamed_usage:
-            return tuple(self.streamed_tokens)
-        reported = [u for u in (_usage(m) for m in self.final_messages) if u]
-        if not reported:
+        """Return (input, output) tokens the graph's models reported, each message once (its
+        whole form's report, else its chunks' sum), or None when none reported any."""
+        whole = {_same_message(m.get("id")): u for m, u in ((m, _usage(m)) for m in self.final_messages) if u}
+        parts = list(whole.values()) + [tuple(t) for i, t in self.chunk_tokens.items() if _same_message(i) not in whole]
+        if not parts:
             return None
-        return sum(u[0] for u in reported), sum(u[1] for u in reported)
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
     def answer_text(self) -> str:
-        """Return the run's answer: the streamed tokens, else the text of its new AI messages."""
+        """Return the run's answer: the streamed tokens, else the text of its new AI messages
+        (or of the messages it was streaming), else everything it relayed."""
         if self.streamed_text:
             return "".join(self.streamed_text)
-        return "\n\n".join(t for t in (message_text(m) for m in self.final_messages) if t)
+        finals = "\n\n".join(t for t in (message_text(m) for m in self.final_messages) if t)
+        if finals or self.partial_text:
+            return finals or "\n\n".join(t for t in self.partial_text.values() if t)
+        return self.relayed_text()
+
+    def relayed_text(self) -> str:
+        """Return what the run relayed (its events' data), for counting when no message was
+        seen. Past ``RELAYED_CHARS`` the rest is not kept: the text is repeated to its length
+        (the count is then the first part's rate over the whole)."""
+        text = "".join(self.relayed)
+        if self.relayed_chars > len(text) and text:
+            text = (text * (self.relayed_chars // len(text) + 1))[:self.relayed_chars]
+        return text
 
 
 class RunStreamState(StreamState):
-    """A relayed run stream's state: the relay's, plus the run's meter."""
+    """A relayed run stream's state: the relay's, plus the run's meter and the stream mode the
+    portal added for it alone (``hidden``: its events are metered, never relayed)."""
 
-    __slots__ = ("meter", "first_at")
+    __slots__ = ("meter", "first_at", "hidden")
 
-    def __init__(self):
+    def __init__(self, hidden: str | None = None):
         super().__init__(strip_usage=False)
         self.meter = RunMeter()
         self.first_at = None
+        self.hidden = hidden
 
 
 class LangGraphEvents:
@@ -177,6 +236,8 @@ class LangGraphEvents:
             if name == "error":
                 state.error = state.meter.error
                 state.outcome = "upstream_error"
+            if state.hidden is not None and name.split("|", 1)[0] == state.hidden:
+                continue
             state.chunks += 1
             out.append(raw)
         return b"".join(e + b"\n\n" for e in out)

@@ -30,6 +30,32 @@ def input_text(run_input) -> str:
     return "" if run_input is None else json.dumps(run_input)
 
 
+STREAM_MODES = ("values", "messages", "messages-tuple", "updates", "events", "debug", "custom", "tasks",
+                "checkpoints")
+METERED_MODE = "values"  # the first state and every later one: the run's new messages, with their usage
+
+
+def stream_modes(body: dict) -> list[str]:
+    """Return the stream modes a run body asks for (the server's default is ``values``); 400
+    for anything but one of the server's modes or a list of them."""
+    modes = body.get("stream_mode", "values")
+    modes = [modes] if isinstance(modes, str) else modes
+    if not isinstance(modes, list) or not modes or any(m not in STREAM_MODES for m in modes):
+        raise PortalError(f"`stream_mode` is one of {', '.join(STREAM_MODES)}, or a list of them.", status=400,
+                          code="invalid_run")
+    return modes
+
+
+def with_metered_mode(body: dict) -> tuple[dict, str | None]:
+    """Return the body to stream with, and the mode the portal added for its meter (None when
+    the caller asked for it): whatever modes a caller picks, the meter sees the run's states,
+    so every mode is billed from what the graph reported."""
+    modes = stream_modes(body)
+    if METERED_MODE in modes:
+        return body, None
+    return {**body, "stream_mode": [*modes, METERED_MODE]}, METERED_MODE
+
+
 def checked_run_body(body, actor, stateless: bool, stream: bool) -> dict:
     """Return the run body to send: the caller's, checked, with the portal's owner stamped in its
     metadata. Refuses what would escape the portal's watch (400)."""
@@ -44,6 +70,7 @@ def checked_run_body(body, actor, stateless: bool, stream: bool) -> dict:
     if stateless and body.get("on_completion") == "keep" and actor.role != "admin":
         raise PortalError("`on_completion: keep` would keep a thread without an owner; create a "
                           "thread and run on it instead.", status=400, code="invalid_run")
+    stream_modes(body)
     metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
     checked = {**body, "metadata": {**metadata, OWNER: actor.id}}
     if stream:  # the server's default for a run on a thread is to go on when the client leaves
@@ -95,6 +122,7 @@ def stream_run(portal, run: MeteredCall, path: str, body: dict, request_id: str)
     """Start a streamed run at ``path`` and relay its events as they come; the record is sent
     when the stream ends, however it ends."""
     state = portal.extensions[NAME]
+    body, hidden = with_metered_mode(body)
     run.admit()
     try:
         response = state.client.open("POST", path, body, timeout=state.settings.stream_timeout,
@@ -105,7 +133,7 @@ def stream_run(portal, run: MeteredCall, path: str, body: dict, request_id: str)
     if response.status != 200:
         answer = Answer(response.status, response.data, response.headers)
         return _failed_answer(run, answer)
-    stream_state = RunStreamState()
+    stream_state = RunStreamState(hidden)
 
     def on_end(stream_state: RunStreamState):
         if stream_state.first_at is not None:
