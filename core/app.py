@@ -13,7 +13,8 @@ from flask import Flask, g, request
 from flask_sock import Sock
 
 from . import config as cfg
-from .cors import cross_site_refusal, install_cors
+from .cors import TrustedProxies, cross_site_refusal, install_cors
+from .outbound import OutboundPolicy
 from .counting import TokenCounter
 from .dispatch import ChatRecordDispatcher
 from .errors import AuthError, PortalError, StartupError, error_response, register_error_handlers
@@ -58,6 +59,7 @@ class Portal:
         self.dispatcher = ChatRecordDispatcher(self)
         self.live_streams: set = set()  # the queues of streams being relayed (see sse.relay)
         self.token_counter = TokenCounter()  # vocabularies load on the first count
+        self.outbound = OutboundPolicy(config["portal"].get("outbound_allow") or [])  # user-chosen URLs
         self._actor_sources: list = []
         self.jwt_keys: dict = {}  # issuer (None: no iss claim) -> HS256 secret, from portal_jwt_keys
         self._engine = None
@@ -228,6 +230,7 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
     trust_request_id = portal.settings["trust_request_id"]
     max_body = portal.settings["max_body_bytes"]
     cors_origins = set(portal.settings["cors_origins"])
+    proxies = TrustedProxies(portal.settings["trusted_proxies"])
 
     body_limits = portal.body_limits
 
@@ -247,7 +250,7 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
         access = access_by_endpoint.get(request.endpoint)
         if access is None or access == "public":
             return None  # public, or no such route: Flask answers 404/405 itself
-        refusal = cross_site_refusal(request, cors_origins)
+        refusal = cross_site_refusal(request, cors_origins, proxies)
         if refusal is not None:
             return refusal
         if request.query_string and ("access_token" in request.args or "token" in request.args):

@@ -36,6 +36,10 @@ CORE_SCHEMA = {
                 "trust_request_id": {"type": "boolean"},
                 "cors_origins": {"type": "array", "items": {"type": "string", "pattern": "^https?://[^/]+$"}},
                 "docs": {"enum": ["public", "admin", "off"]},
+                # proxies (addresses or networks) whose X-Forwarded-Proto/-Host the portal believes
+                "trusted_proxies": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                # hosts or networks a user-chosen URL may point at although they are not public
+                "outbound_allow": {"type": "array", "items": {"type": "string", "minLength": 1}},
             },
         },
         "auth": {
@@ -63,6 +67,8 @@ DEFAULTS = {
         "trust_request_id": True,
         "cors_origins": [],
         "docs": "public",  # who may read /openapi.json and /docs
+        "trusted_proxies": [],
+        "outbound_allow": [],
     },
     "auth": {"order": []},  # empty: the plugins' own order (tryfirst/trylast), see hooks.implementations
     "plugins": {},

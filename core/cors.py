@@ -2,6 +2,7 @@
 Monitoring tab on its own port), limited to the origins ``portal.cors_origins`` names."""
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
@@ -60,11 +61,50 @@ def _request_origin(req) -> str | None:
     return None
 
 
-def cross_site_refusal(req, allowed_origins: set) -> Response | None:
+class TrustedProxies:
+    """``portal.trusted_proxies``: the addresses (or networks) of the proxies in front of the
+    portal (Kong), the only peers whose ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` count."""
+
+    def __init__(self, entries: list[str]):
+        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]
+
+    def trusts(self, address: str | None) -> bool:
+        try:
+            ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def own_origin(self, req) -> str:
+        """Return the portal's own ``scheme://host[:port]`` as the browser sees it: the
+        request's, or what a trusted proxy says it forwarded."""
+        scheme, host = req.scheme, req.host
+        if self.trusts(req.remote_addr):
+            scheme = req.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower() or scheme
+            host = req.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
+        return _normal_origin(f"{scheme}://{host}")
+
+
+def _normal_origin(origin: str) -> str:
+    """Return ``origin`` lower-cased, without a port that is its scheme's default."""
+    try:
+        parts = urlsplit(origin.lower())
+        port = parts.port
+    except ValueError:
+        return origin.lower()
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def cross_site_refusal(req, allowed_origins: set, proxies: TrustedProxies | None = None) -> Response | None:
     """Return a 403 (or 415) when the only credential is the ``token`` cookie and the request
     could have been sent by another site: a state-changing method or a WebSocket upgrade whose
-    Origin (or Referer) is neither the portal's own site nor in ``cors_origins``, or a body that
-    is not ``application/json``. Callers with an Authorization header are not affected.
+    Origin (or Referer) is neither the portal's own site (scheme and host, see
+    :class:`TrustedProxies`) nor in ``cors_origins``, or a body that is not
+    ``application/json``. Callers with an Authorization header are not affected.
     """
     if "Authorization" in req.headers or not req.cookies.get("token"):
         return None
@@ -72,11 +112,8 @@ def cross_site_refusal(req, allowed_origins: set) -> Response | None:
     if req.method in SAFE_METHODS and not upgrade:
         return None
     origin = _request_origin(req)
-    own_hosts = {req.host}
-    forwarded_host = req.headers.get("X-Forwarded-Host")
-    if forwarded_host:
-        own_hosts.add(forwarded_host.split(",")[0].strip())
-    if origin is None or (urlsplit(origin).netloc not in own_hosts and origin not in allowed_origins):
+    own = (proxies or TrustedProxies([])).own_origin(req)
+    if origin is None or (_normal_origin(origin) != own and origin not in allowed_origins):
         return error_response(403, "A request authenticated by the portal's cookie must come from the "
                               "portal's own site or an origin in cors_origins.", code="cross_site_request")
     has_body = (req.content_length or 0) > 0 or "chunked" in req.headers.get("Transfer-Encoding", "").lower()

@@ -41,8 +41,40 @@ def test_a_cookie_post_from_another_site_or_of_unknown_origin_is_refused(app, we
 def test_a_cookie_post_from_the_portals_own_site_is_served(app, webui):
     client = cookie_client(app, webui.login("alice"))
     assert post_chat(client, {"Origin": "http://localhost"}).status_code == 200
-    behind_kong = {"Origin": "https://ai.example.com", "X-Forwarded-Host": "ai.example.com"}
+    assert post_chat(client, {"Origin": "http://localhost:80"}).status_code == 200  # the default port
+
+
+def test_the_cookie_check_compares_the_scheme_too(app, webui):
+    client = cookie_client(app, webui.login("alice"))
+    for origin in ("https://localhost", "ws://localhost", "http://localhost:8080"):
+        response = post_chat(client, {"Origin": origin})
+        assert response.status_code == 403 and response.json["error"]["code"] == "cross_site_request", origin
+
+
+def proxied_app(make_app, webui, fake_upstream, tmp_path, proxies):
+    from conftest import base_config
+
+    config = base_config(tmp_path, openwebui_session={"url": webui.url, "secret": WEBUI_SECRET},
+                         **chat_plugins(fake_upstream))
+    config["portal"]["trusted_proxies"] = proxies
+    return make_app(config=config)
+
+
+def test_forwarded_headers_count_only_from_a_trusted_proxy(make_app, webui, fake_upstream, tmp_path):
+    behind_kong = {"Origin": "https://ai.example.com", "X-Forwarded-Host": "ai.example.com",
+                   "X-Forwarded-Proto": "https"}
+    trusting = proxied_app(make_app, webui, fake_upstream, tmp_path, ["127.0.0.0/8"])
+    client = cookie_client(trusting, webui.login("alice"))
     assert post_chat(client, behind_kong).status_code == 200
+    assert post_chat(client, {**behind_kong, "X-Forwarded-Proto": "http"}).status_code == 403  # scheme differs
+    from_elsewhere = client.post("/v1/chat/completions", data=CHAT, environ_base={"REMOTE_ADDR": "203.0.113.9"},
+                                 headers={"Content-Type": "application/json", **behind_kong})
+    assert from_elsewhere.status_code == 403  # a peer that is not the proxy
+    untrusting = cookie_client(make_app(openwebui_session={"url": webui.url, "secret": WEBUI_SECRET},
+                                        **chat_plugins(fake_upstream)), webui.login("alice"))
+    forged = post_chat(untrusting, {"Origin": "https://evil.example", "X-Forwarded-Host": "evil.example",
+                                    "X-Forwarded-Proto": "https"})
+    assert forged.status_code == 403  # no trusted proxy: the request's own forwarded headers count for nothing
 
 
 def test_a_cookie_post_that_is_not_json_is_refused_even_from_the_own_site(app, webui, fake_upstream):

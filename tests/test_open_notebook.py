@@ -67,7 +67,7 @@ def test_sources_of_every_kind_live_in_their_notebook(app, notebook_server):
     alice, bob = bearer(app, "alice"), bearer(app, "bob")
     notebook, other = make_notebook(client, alice), make_notebook(client, alice, "Other")
     link = client.post(f"/notebooks/{notebook}/sources", headers=alice,
-                       json={"type": "link", "url": "https://example.org/paper"}).json
+                       json={"type": "link", "url": "https://93.184.215.14/paper"}).json
     text = client.post(f"/notebooks/{notebook}/sources", headers=alice,
                        json={"type": "text", "content": "zebras are striped", "title": "Zebras"}).json
     upload = client.post(f"/notebooks/{notebook}/sources", headers=alice, content_type="multipart/form-data",
@@ -183,6 +183,50 @@ def test_open_notebook_failing_is_a_clear_error_and_never_touches_chat(make_app,
     gone = make_app(**notebook_sections(f"http://127.0.0.1:{free_port()}"))
     answer = gone.test_client().get("/notebooks", headers=bearer(gone, "alice"))
     assert answer.status_code == 502 and answer.json["error"]["code"] == "upstream_unreachable"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8001/", "http://localhost/", "http://[::1]/", "http://10.0.0.5/",
+                                 "http://169.254.169.254/latest/meta-data/", "http://192.168.1.1/",
+                                 "http://2130706433/", "http://0x7f.1/", "http://[::ffff:127.0.0.1]/",
+                                 "http://100.64.0.1/", "http://0.0.0.0/", "https://user:pw@93.184.215.14/",
+                                 "http://does-not-resolve.invalid/"])
+def test_a_link_source_may_not_point_inside_the_network(app, notebook_server, url):
+    client, alice = app.test_client(), bearer(app, "alice")
+    notebook = make_notebook(client, alice)
+    refused = client.post(f"/notebooks/{notebook}/sources", headers=alice, json={"type": "link", "url": url})
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "url_not_allowed", url
+    assert not notebook_server.state["sources"]  # Open Notebook never saw it
+
+
+def test_an_admin_allow_list_lets_a_named_internal_host_through(make_app, notebook_server, tmp_path):
+    from conftest import base_config
+
+    config = base_config(tmp_path, **notebook_sections(notebook_server.url))
+    config["portal"]["outbound_allow"] = ["localhost", "10.1.0.0/16"]
+    app = make_app(config=config)
+    client, alice = app.test_client(), bearer(app, "alice")
+    notebook = make_notebook(client, alice)
+    for url in ("http://localhost:9000/wiki", "http://10.1.2.3/page"):
+        created = client.post(f"/notebooks/{notebook}/sources", headers=alice, json={"type": "link", "url": url})
+        assert created.status_code == 200, (url, created.data)
+    assert client.post(f"/notebooks/{notebook}/sources", headers=alice,
+                       json={"type": "link", "url": "http://10.2.0.1/"}).status_code == 400
+
+
+def test_every_address_a_name_resolves_to_is_checked():
+    from agent_portal import PortalError
+    from agent_portal.outbound import OutboundPolicy
+
+    answers = {"mixed.example": ["93.184.215.14", "10.0.0.7"], "public.example": ["93.184.215.14", "2606:2800::1"]}
+
+    def resolve(host, port, proto=0):
+        return [(None, None, None, "", (address, port)) for address in answers[host]]
+
+    policy = OutboundPolicy([], resolve=resolve)
+    assert policy.check("https://public.example/a") == "https://public.example/a"
+    with pytest.raises(PortalError) as refused:
+        policy.check("https://mixed.example/a")
+    assert "10.0.0.7" in refused.value.message
 
 
 def test_hostile_notebook_requests_get_clear_errors(app):

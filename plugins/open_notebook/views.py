@@ -118,13 +118,13 @@ def sources(portal, notebook_id):
         listed = state.client.call("GET", "/api/sources", params={"notebook_id": notebook_id},
                                    request_id=g.request_id)
         return _json(listed)
-    fields = _source_fields(notebook_id)
+    fields = _source_fields(portal, notebook_id)
     created = state.client.call("POST", "/api/sources", fields=fields, request_id=g.request_id)
     state.owners.add("source", created["id"], g.actor.id, notebook_id)
     return _json(created)
 
 
-def _source_fields(notebook_id: str) -> dict:
+def _source_fields(portal, notebook_id: str) -> dict:
     """Return the multipart fields of a new source for ``notebook_id`` from the caller's JSON
     (``{type: link|text, url|content, title?}``) or multipart form (``type``, ``file`` or
     ``url``/``content``, ``title``)."""
@@ -145,7 +145,7 @@ def _source_fields(notebook_id: str) -> dict:
         url = values["url"]
         if not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url) or len(url) > 2000:
             raise PortalError("`url` must be an http or https URL.", status=400, code="invalid_request")
-        fields["url"] = url
+        fields["url"] = portal.outbound.check(url)  # Open Notebook fetches it from inside the network
     elif kind == "text":
         content = values["content"]
         if not isinstance(content, str) or not content.strip():
