@@ -211,9 +211,6 @@ def masked(value: Any, key: str = "") -> Any:
     return value
 
 
-_VERIFYING = re.compile(r"secret|scrape_token")  # settings the portal checks callers against
-
-
 def secret_errors(config: Any, origins: dict | None = None, where: str = "") -> list[str]:
     """Return one message per secret-named setting whose value is a known placeholder or weak,
     naming the setting and the environment variable it came from."""
@@ -225,7 +222,7 @@ def secret_errors(config: Any, origins: dict | None = None, where: str = "") -> 
         for key, value in config.items():
             path = f"{where}.{key}" if where else str(key)
             if isinstance(value, str) and value and is_secret_key(str(key)):
-                reason = weakness(value, verifies=_VERIFYING.search(str(key).lower()) is not None)
+                reason = weakness(value)
                 if reason:
                     source = f" (from ${origins[path]})" if path in origins else ""
                     errors.append(f"{path}{source} {reason}; generate one with "

@@ -28,7 +28,7 @@ def config_file(tmp_path):
                                       "models": ["demo"]}}}
     path = tmp_path / "portal.yaml"
     path.write_text(yaml.safe_dump(config))
-    os.environ["TEST_PORTAL_SECRET"] = "cli-secret-0123456789abcdef0123456789"
+    os.environ["TEST_PORTAL_SECRET"] = "cli-secret-7d1e9b40c5a3f8e2"
     yield str(path)
     os.environ.pop("TEST_PORTAL_SECRET", None)
 
@@ -149,7 +149,7 @@ def test_a_command_without_a_config_is_refused_clearly(capsys, monkeypatch, comm
 
 def test_every_config_mistake_is_reported_in_one_go(capsys, tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("portal:\n  secret_key: cli-secret-0123456789abcdef0123456789\nbogus_setting: 1\n"
+    path.write_text("portal:\n  secret_key: cli-secret-7d1e9b40c5a3f8e2\nbogus_setting: 1\n"
                     "plugins:\n  chat:\n    retries: many\n")
     code, _, err = run(capsys, "check-config", "--config", str(path))
     assert code == 1 and "bogus_setting" in err and "retries" in err

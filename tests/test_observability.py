@@ -186,7 +186,7 @@ def test_metrics_count_calls_tokens_and_upstream_errors(app):
 
 
 def test_metrics_accept_a_scrape_token_only_on_metrics(make_app, fake_upstream):
-    token = "scrape-token-0123456789abcdef"
+    token = "scrape-token-5e0b1c9d7a2f48e6"
     app = make_app(**{**chat_plugins(fake_upstream), "metrics": {"scrape_token": token}})
     client = app.test_client()
     assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200

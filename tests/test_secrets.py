@@ -31,7 +31,7 @@ def test_every_secret_in_env_example_is_refused(name):
     """A value shipped there is known to everyone; an empty one is a key made after the first
     start (Helicone's), which the portal runs without."""
     value = env_example()[name]
-    assert value == "" and name == "HELICONE_API_KEY" or weakness(value, verifies=False) is not None
+    assert value == "" and name == "HELICONE_API_KEY" or weakness(value) is not None
 
 
 def test_secret_values_in_the_readme_and_config_examples_are_refused():
@@ -60,10 +60,36 @@ def test_the_portal_refuses_to_boot_with_the_shipped_secret_key_naming_the_varia
     assert env_example()["PORTAL_SECRET_KEY"] not in message  # never printed
 
 
-@pytest.mark.parametrize("weak", ["a" * 40, "abababababababababababababababab01", "0" * 64])
+@pytest.mark.parametrize("weak", ["a" * 40, "abababababababababababababababab01", "0" * 64,
+                                  "replace.with.a.long.random.secret", "replace\u2010with-a-long-random-secret",
+                                  "REPLACE_WITH_A_LONG_RANDOM_SECRET", "0123456789012345678901234567890123",
+                                  "passwordpasswordpasswordpassword12", "sk-1234sk-1234sk-1234sk-1234sk-1234",
+                                  "qwertyuiopasdfghjklzxcvbnm123456", "zyxwvutsrqponmlkjihgfedcba987654",
+                                  "Tr0ub4dor&3", "ｒｅｐｌａｃｅ－ｗｉｔｈ－ａ－ｌｏｎｇ－ｒａｎｄｏｍ－ｓｅｃｒｅｔ"])
 def test_obviously_weak_signing_keys_are_refused(tmp_path, weak):
     config, environ = _config(tmp_path, weak)
     with pytest.raises(StartupError, match="portal.secret_key"):
+        create_app(config, environ=environ)
+
+
+@pytest.mark.parametrize("setting, weak", [
+    (("plugins", "openwebui_session", "secret"), "t0p-s3cr3t-2"),
+    (("plugins", "openwebui_session", "secret"), "T0P_S3CR3T"),
+    (("plugins", "litellm", "api_key"), "sk-12345678"),
+    (("plugins", "litellm", "api_key"), "sk-"),
+    (("plugins", "open_notebook", "password"), "password1"),
+    (("plugins", "open_notebook", "password"), "Passw0rd!2024"),
+])
+def test_weak_secrets_for_upstreams_and_other_verifiers_are_refused_too(tmp_path, setting, weak):
+    import secrets
+
+    config, environ = _config(tmp_path, secrets.token_urlsafe(32))
+    section = config
+    for key in setting[:-1]:
+        section = section.setdefault(key, {})
+    section[setting[-1]] = weak
+    section.setdefault("url", "http://127.0.0.1:9")
+    with pytest.raises(StartupError, match=".".join(setting[1:] if setting[0] != "plugins" else setting)):
         create_app(config, environ=environ)
 
 
