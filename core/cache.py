@@ -33,6 +33,10 @@ class TTLCache:
             self._data.clear()
         self._data[key] = (value, time.monotonic() + seconds)
 
+    def pop(self, key) -> None:
+        """Forget ``key``."""
+        self._data.pop(key, None)
+
     def clear(self) -> None:
         """Forget every entry."""
         self._data.clear()

@@ -219,9 +219,12 @@ def secret_errors(config: Any, origins: dict | None = None, where: str = "") -> 
     origins = origins or {}
     errors: list[str] = []
     if isinstance(config, dict):
+        # {provider_id, key} names a model (Perplexica's chat_model): its key is a name, not a credential
+        model_reference = "provider_id" in config
         for key, value in config.items():
             path = f"{where}.{key}" if where else str(key)
-            if isinstance(value, str) and value and is_secret_key(str(key)):
+            if isinstance(value, str) and value and is_secret_key(str(key)) and not (
+                    model_reference and key == "key"):
                 reason = weakness(value)
                 if reason:
                     source = f" (from ${origins[path]})" if path in origins else ""

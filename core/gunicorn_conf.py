@@ -69,12 +69,25 @@ def post_worker_init(worker):
     signal.signal(signal.SIGTERM, on_term)
 
 
+def forget_start_directory() -> None:
+    """Take the directory ``serve`` was started in off the import path (``python -m`` and
+    gunicorn's ``chdir`` both put it first): a stray ``limits.py`` or ``redis.py`` beside the
+    operator must not shadow a library the portal imports. Plugins are installed packages."""
+    import sys
+
+    here = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != here]
+
+
 def post_fork(server, worker):
     """Ctrl-C (SIGINT to every process) and the master's quick stop (SIGQUIT) end the worker's
     loop and its open streams (each with an error event), instead of gunicorn's ``sys.exit``
     inside gevent's hub, which prints a SystemExit traceback per greenlet. Set before the worker
-    installs its signal handlers, so a Ctrl-C while it still boots is quiet too."""
+    installs its signal handlers, so a Ctrl-C while it still boots is quiet too. The worker
+    then imports the app: the start directory is off its import path first."""
     import threading
+
+    forget_start_directory()
 
     def quit_quietly(sig, frame):
         worker.alive = False

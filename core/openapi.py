@@ -65,10 +65,13 @@ def _responses(route, access: str) -> dict:
     return out
 
 
-def build_document(portal) -> dict:
-    """Return the OpenAPI 3.1 document of ``portal``'s routes (exactly those of ``portal.routes``)."""
+def build_document(portal, may=None) -> dict:
+    """Return the OpenAPI 3.1 document of ``portal``'s routes (exactly those of ``portal.routes``),
+    or of those whose access ``may(access)`` allows (a caller sees only what they may call)."""
     paths: dict = {}
     for entry in portal.routes:
+        if may is not None and entry["access"] != "public" and not may(entry["access"]):
+            continue
         route = portal.route_details.get(entry["endpoint"])
         path, parameters = openapi_path(entry["path"])
         for method in entry["methods"]:

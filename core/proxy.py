@@ -22,8 +22,10 @@ NEVER_FORWARD = {"authorization", "host", "content-length", "x-openwebui-user-jw
                  "forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
                  "remote-user", "x-remote-user", "x-webauth-user", "x-user", "x-email",
                  "x-http-method-override", "x-http-method", "x-method-override",
-                 "x-original-url", "x-rewrite-url", "x-original-uri"}
-NEVER_FORWARD_PREFIXES = ("x-forwarded-", "x-auth-request-", "x-openwebui-", "x-remote-")
+                 "x-original-url", "x-rewrite-url", "x-original-uri", "x-api-key", "x-client-cert",
+                 "ssl-client-cert", "x-client-verify", "x-client-dn"}
+NEVER_FORWARD_PREFIXES = ("x-forwarded-", "x-auth-request-", "x-openwebui-", "x-remote-", "x-original-",
+                          "x-ssl-", "x-client-cert")
 _FORBIDDEN_ENCODED = re.compile(r"%(2f|5c|2e|00)", re.I)
 _COOKIE_PATH = re.compile(r"(;\s*path=)([^;]*)", re.I)
 _COOKIE_DOMAIN = re.compile(r";\s*domain=[^;]*", re.I)

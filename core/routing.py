@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Flask, g, jsonify
+from flask import Blueprint, Flask, g, jsonify, request
 from flask_sock import Sock
 
-from .errors import PortalError, StartupError
+from .errors import AuthError, PortalError, StartupError
 from .hooks import call_impl, implementations
 from .schemas import HTML, NULLABLE_STRING, STRING, array, media, obj
 from .types import ACCESS_LEVELS, Route
@@ -117,34 +117,49 @@ def docs_routes(portal) -> list[Route]:
     from flask import Response, abort, send_from_directory
 
     from .openapi import DOCS_INIT, build_document, docs_page
+    from .page_headers import page_headers
 
     access = portal.settings.get("docs", "public")
     if access == "off":
         return []
 
+    headers = page_headers(inline_styles=True)
+
     def openapi():
-        """The OpenAPI 3.1 document of this portal's routes"""
-        return jsonify(build_document(portal))
+        """The OpenAPI 3.1 document of the routes the caller may call"""
+        actor = g.get("actor")
+        if actor is None:  # a public document: whoever asks may still be someone
+            try:
+                actor = portal.actor_from_request(request)
+            except AuthError:
+                actor = None
+        return jsonify(build_document(portal, may=actor.may if actor is not None else _public_only))
 
     def docs():
         """The API reference page (Swagger UI)"""
-        return Response(docs_page("/openapi.json", "/docs/assets"), mimetype="text/html")
+        return Response(docs_page("/openapi.json", "/docs/assets"), mimetype="text/html", headers=headers)
 
     def docs_asset(name):
         """A file of the API reference page"""
         if name == "docs-init.js":
-            return Response(DOCS_INIT, mimetype="text/javascript")
+            return Response(DOCS_INIT, mimetype="text/javascript", headers=headers)
         if name not in ("swagger-ui.css", "swagger-ui-bundle.js"):
             abort(404)
         import swagger_ui_bundle
 
-        return send_from_directory(swagger_ui_bundle.swagger_ui_path, name, max_age=86400)
+        response = send_from_directory(swagger_ui_bundle.swagger_ui_path, name, max_age=86400)
+        response.headers.update({k: v for k, v in headers.items() if k != "Cache-Control"})
+        return response
 
     return [Route("/openapi.json", openapi, access=access,
                   responses={"200": obj("openapi", "info", "paths", openapi=STRING, info=obj(), paths=obj())}),
             Route("/docs", docs, access=access, responses={"200": HTML}),
             Route("/docs/assets/<name>", docs_asset, access=access,
                   responses={"200": media(**{"text/css": STRING, "text/javascript": STRING})})]
+
+
+def _public_only(access: str) -> bool:
+    return access == "public"
 
 
 def _path_key(path: str) -> str:

@@ -13,18 +13,13 @@ from flask import Response, request
 from agent_portal import PortalError, Route, hookimpl
 from agent_portal.errors import AuthError
 from agent_portal.plugins.embeds import all_embeds
+from agent_portal.page_headers import page_headers
 from agent_portal.schemas import BOOLEAN, HTML, STRING, array, media, obj
 
 NAME = "dashboard"
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-                               "style-src 'self'; script-src 'self'; frame-ancestors 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+SECURITY_HEADERS = page_headers()
 
 
 def _static(name: str, mimetype: str) -> Response:

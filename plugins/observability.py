@@ -98,13 +98,16 @@ def _wants_csv() -> bool:
     return "text/csv" in (request.headers.get("Accept") or "")
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_LEADING_BLANKS = "".join(map(chr, range(33))) + "\x7f\u00a0\u3000\ufeff"
 
 
 def csv_safe(value):
     """Return ``value`` so a spreadsheet shows it as text: a string starting like a formula
-    (``= + - @``, tab, CR) gets a leading apostrophe; numbers stay numbers."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    (``= + - @``, tab, CR, LF), also after blanks or control characters a spreadsheet would
+    skip (``\\r=``, `` =``, NUL), gets a leading apostrophe; numbers stay numbers."""
+    if isinstance(value, str) and (value.startswith(_FORMULA_START)
+                                   or value.lstrip(_LEADING_BLANKS).startswith(_FORMULA_START[:4])):
         return "'" + value
     return value
 

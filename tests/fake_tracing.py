@@ -78,7 +78,7 @@ class FakeLangfuse(_Base):
     descending ``orderBy`` on a measure and no time dimension.
     """
 
-    def __init__(self, public_key="pk-lf-test", secret_key="sk-lf-test", v2=True, observations=None):
+    def __init__(self, public_key="pk-lf-test-7c1f9a2e4b", secret_key="sk-lf-test-5d8e0b3a6c", v2=True, observations=None):
         self.auth = "Basic " + __import__("base64").b64encode(f"{public_key}:{secret_key}".encode()).decode()
         self.v2 = v2
         self.spans = []
@@ -193,7 +193,7 @@ class FakeHelicone(_Base):
     included) and its rows carry ``cost``; the PostgreSQL one fails on such a filter (500), its
     rows carry ``costUSD``, and it refuses offsets above 10,000."""
 
-    def __init__(self, api_key="hel-test-key", rows=None):
+    def __init__(self, api_key="hel-test-key-9e4b7a1c2d", rows=None):
         self.api_key = api_key
         self.rows = rows if rows is not None else [
             {"request_id": "r1", "request_created_at": "2026-11-02T10:00:00Z", "request_user_id": "alice",

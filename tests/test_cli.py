@@ -28,7 +28,7 @@ def config_file(tmp_path):
                                       "models": ["demo"]}}}
     path = tmp_path / "portal.yaml"
     path.write_text(yaml.safe_dump(config))
-    os.environ["TEST_PORTAL_SECRET"] = "cli-secret-7d1e9b40c5a3f8e2"
+    os.environ["TEST_PORTAL_SECRET"] = "cli-secret-7d1e9b40c5a3f8e2a6b1c9d4"
     yield str(path)
     os.environ.pop("TEST_PORTAL_SECRET", None)
 
@@ -114,7 +114,7 @@ def _free_port():
 
 def test_serve_answers_ready_under_gunicorn_within_two_seconds(tmp_path):
     port = _free_port()
-    env = {**os.environ, "PORTAL_SECRET_KEY": "serve-secret-0123456789abcdef-0123456789", "PORTAL_WORKERS": "1",
+    env = {**os.environ, "PORTAL_SECRET_KEY": "serve-secret-8d3f1a7c5e9b2046-b1e4", "PORTAL_WORKERS": "1",
            "PORTAL_GRACEFUL_SECONDS": "2", "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db", "LITELLM_URL": "http://127.0.0.1:9"}
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config",
@@ -149,7 +149,7 @@ def test_a_command_without_a_config_is_refused_clearly(capsys, monkeypatch, comm
 
 def test_every_config_mistake_is_reported_in_one_go(capsys, tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("portal:\n  secret_key: cli-secret-7d1e9b40c5a3f8e2\nbogus_setting: 1\n"
+    path.write_text("portal:\n  secret_key: cli-secret-7d1e9b40c5a3f8e2a6b1c9d4\nbogus_setting: 1\n"
                     "plugins:\n  chat:\n    retries: many\n")
     code, _, err = run(capsys, "check-config", "--config", str(path))
     assert code == 1 and "bogus_setting" in err and "retries" in err

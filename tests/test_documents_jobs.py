@@ -23,7 +23,7 @@ LONG_TEXT = "\n\n".join(f"Section {i}. The valve V{i} opens at {i * 3} bar and c
 
 
 def write_config(tmp_path, fake, **documents):
-    config = {"portal": {"secret_key": "jobs-test-secret-0123456789abcdef0123", "log_level": "WARNING",
+    config = {"portal": {"secret_key": "jobs-test-secret-4c9e1b7a3f5d2086e", "log_level": "WARNING",
                          "database_url": f"sqlite:///{tmp_path}/portal.db"},
               "plugins": {**chat_plugins(fake), "portal_tokens": {},
                           "documents": worker_sections(tmp_path, chunk_chars=300, overlap_chars=0, **documents)}}
@@ -229,7 +229,7 @@ def test_a_file_an_older_portal_left_processing_forever_is_found_and_ends_failed
             "error TEXT, owner VARCHAR(200) NOT NULL, created_at FLOAT NOT NULL)"))
         conn.execute(sa.text("INSERT INTO portal_doc_files VALUES ('stuck', 'c1', 'big.txt', 'h', 900000, "
                              "'processing', NULL, 800, 690, NULL, 'alice', 1.0)"))
-    config = {"portal": {"secret_key": "old-portal-secret-0123456789abcdef0123", "log_level": "WARNING",
+    config = {"portal": {"secret_key": "old-portal-secret-7e2a9d4b1c6f3058a", "log_level": "WARNING",
                          "database_url": f"sqlite:///{database}"},
               "plugins": {**chat_plugins(fake_upstream), "portal_tokens": {},
                           "documents": worker_sections(tmp_path, worker={"lease_seconds": 1})}}

@@ -18,12 +18,12 @@ pytestmark = pytest.mark.integration
 SCRAPE = "scrape-token-for-the-gunicorn-test"
 
 
-def start_portal(path, env_extra: dict, workers: int):
+def start_portal(path, env_extra: dict, workers: int, cwd=None):
     """Start ``agent-portal serve`` on a free port; returns the process and its base URL once /ready."""
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "agent_portal.cli", "serve", "--config", str(path),
                                 "--port", str(port), "--workers", str(workers)], env={**os.environ, **env_extra},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -178,3 +178,20 @@ def test_ctrl_c_stops_serve_quickly_without_tracebacks(tmp_path):
     log.seek(0)
     output = log.read()
     assert "Traceback" not in output and "SystemExit" not in output, output[-2000:]
+
+
+def test_a_stray_module_beside_the_operator_does_not_shadow_a_library(tmp_path):
+    for name in ("limits", "redis", "sqlalchemy"):
+        (tmp_path / f"{name}.py").write_text(f"raise RuntimeError('the stray {name}.py was imported')\n")
+    config = {"portal": {"secret_key": "gunicorn-test-secret-9c4e1a7b3f5d2e80", "log_level": "WARNING",
+                         "database_url": f"sqlite:///{tmp_path}/s.db"},
+              "plugins": {"portal_tokens": {}, "rate_limits": {"roles": {"user": {"requests_per_minute": 5}}},
+                          "ledger": {}}}
+    path = tmp_path / "portal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process, base = start_portal(path, {}, workers=1, cwd=tmp_path)
+    try:
+        assert requests.get(base + "/ready", timeout=2).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(15)

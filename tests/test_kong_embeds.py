@@ -138,7 +138,9 @@ def test_embed_never_forwards_portal_credentials_and_adds_upstream_ones(app, ui)
 def test_embed_never_forwards_identity_headers_a_proxy_would_vouch_for(app):
     sent = {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-User": "admin", "X-Real-IP": "10.0.0.2",
             "Remote-User": "admin", "X-WEBAUTH-USER": "admin", "X-HTTP-Method-Override": "DELETE",
-            "Forwarded": "for=10.0.0.3", "X-Auth-Request-Email": "root@example.com", "X-Custom": "kept"}
+            "Forwarded": "for=10.0.0.3", "X-Auth-Request-Email": "root@example.com", "X-Custom": "kept",
+            "X-Client-Cert": "-----BEGIN CERTIFICATE-----", "X-Ssl-Client-Cert": "cert", "X-SSL-Client-DN": "CN=root",
+            "X-Original-Forwarded-For": "10.0.0.4", "X-Api-Key": "ap-someone-elses-key"}
     seen = app.test_client().get("/embed/langfuse/echo", headers={**admin(app), **sent}).json
     forwarded = {k.lower() for k in seen["headers"]}
     assert "x-custom" in forwarded

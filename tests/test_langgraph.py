@@ -115,6 +115,28 @@ def test_an_anonymous_caller_gets_401_on_every_agents_route(app):
         assert client.open(path, method=method, json={}).status_code == 401, path
 
 
+def test_a_thread_deleted_through_one_worker_is_forgotten_by_every_worker(make_app, langgraph_url, redis_url,
+                                                                          tmp_path):
+    import uuid
+
+    from conftest import base_config
+
+    workers = []
+    for name in ("one", "two"):
+        config = base_config(tmp_path / name, **agent_sections(langgraph_url))
+        config["portal"]["redis_url"] = redis_url
+        workers.append(make_app(config=config))
+    one, two = (w.test_client() for w in workers)
+    thread = str(uuid.uuid4())  # its own users too: the server is shared by every test
+    alice, bob = bearer(workers[0], f"alice-{thread}"), bearer(workers[0], f"bob-{thread}")
+    assert one.post("/agents/threads", json={"thread_id": thread}, headers=alice).status_code == 200
+    assert two.get(f"/agents/threads/{thread}", headers=alice).status_code == 200  # worker two knows alice owns it
+    assert one.delete(f"/agents/threads/{thread}", headers=alice).status_code in (200, 204)
+    assert one.post("/agents/threads", json={"thread_id": thread}, headers=bob).status_code == 200  # the id again
+    assert two.get(f"/agents/threads/{thread}", headers=alice).status_code == 404
+    assert two.get(f"/agents/threads/{thread}", headers=bob).status_code == 200
+
+
 def test_a_thread_belongs_to_its_creator_whatever_owner_the_body_names(app):
     client = app.test_client()
     alice, bob, root = bearer(app, "alice"), bearer(app, "bob"), bearer(app, "root", "admin")
@@ -225,6 +247,11 @@ def test_a_graph_limited_to_admins_is_hidden_from_users_everywhere(make_app, lan
                           json={"model": "agent:chatty", "messages": [{"role": "user", "content": "hi"}]})
     assert refused.status_code == 403
     assert "agent:chatty" in {m["id"] for m in client.get("/v1/models", headers=root).json["data"]}
+    everyone = client.post("/agents/assistants/count", json={}, headers=root)
+    users = client.post("/agents/assistants/count", json={}, headers=alice)
+    assert everyone.status_code == users.status_code == 200
+    searched = client.post("/agents/assistants/search", json={"limit": 1000}, headers=root).json
+    assert everyone.json == len(searched) and users.json == everyone.json - sum(a["graph_id"] == "chatty" for a in searched)
 
 
 # --- streaming ------------------------------------------------------------------------------------
@@ -467,7 +494,7 @@ class PlatformStandIn(JSONHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.headers.get("x-api-key") != "right-key":
+        if self.headers.get("x-api-key") != "right-key-5a1e8c3d9f":
             return self.reply(401, {"detail": "Invalid API key"})
         if self.path == "/assistants/search":
             type(self).searches += 1
@@ -484,16 +511,16 @@ def platform():
 
 
 def test_a_key_the_server_refuses_is_the_portals_fault_never_the_callers(make_app, platform):
-    app = make_app(**agent_sections(platform, api_key="wrong-key-0123456789"))
+    app = make_app(**agent_sections(platform, api_key="wrong-key-2c7f4a9e1b"))
     answer = app.test_client().post("/agents/threads/search", json={}, headers=bearer(app, "alice"))
     assert answer.status_code == 502 and answer.json["error"]["code"] == "upstream_auth_failed"
-    good = make_app(**agent_sections(platform, api_key="right-key"))
+    good = make_app(**agent_sections(platform, api_key="right-key-5a1e8c3d9f"))
     assert good.test_client().post("/agents/assistants/search", json={},
                                    headers=bearer(good, "alice")).json[0]["graph_id"] == "echo"
 
 
 def test_made_up_agent_names_do_not_make_the_portal_ask_the_server_each_time(make_app, platform):
-    app = make_app(**agent_sections(platform, api_key="right-key"))
+    app = make_app(**agent_sections(platform, api_key="right-key-5a1e8c3d9f"))
     client, alice = app.test_client(), bearer(app, "alice")
     for i in range(30):
         answer = client.post("/v1/chat/completions", headers=alice,

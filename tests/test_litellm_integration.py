@@ -131,7 +131,7 @@ def test_upstream_reset_behind_litellm_never_looks_complete(app):
 def test_wrong_litellm_key_never_passes_and_keeps_the_openai_error_shape(make_app, litellm):
     # Without its database LiteLLM answers 400 "No connected db." to any key but the master key
     # (CONTRACTS.md); a real 401/403 from an upstream becomes the portal's 502 (see test_chat).
-    app = make_app(chat={"retries": 0}, litellm={"url": litellm["url"], "api_key": "sk-wrong",
+    app = make_app(chat={"retries": 0}, litellm={"url": litellm["url"], "api_key": "sk-wrong-6b3e9a1d4c7f",
                                                    "models": ["demo-chat"]})
     response = app.test_client().post("/v1/chat/completions", headers=bearer(app),
                                       json={"model": "demo-chat", "messages": HELLO})

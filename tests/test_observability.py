@@ -103,6 +103,14 @@ def test_csv_cells_that_look_like_formulas_are_neutralised(make_app, fake_upstre
     assert rows[0]["user"] == "'@evil" and rows[0]["model"] == "'=HYPERLINK(\"http://x\")"
 
 
+@pytest.mark.parametrize("value", ["\r=1+1", "\n=1+1", " =1+1", "\x00=cmd", "\u00a0+1", "\t@x", "-2+3"])
+def test_a_cell_that_starts_a_formula_after_blanks_or_controls_is_text_too(value):
+    from agent_portal.plugins.observability import csv_safe
+
+    assert csv_safe(value) == "'" + value
+    assert csv_safe("plain name") == "plain name" and csv_safe(12) == 12
+
+
 class TwoProviders:
     @hookimpl
     def portal_usage_providers(self, portal):

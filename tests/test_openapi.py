@@ -24,7 +24,7 @@ def operations(document: dict) -> set:
 
 
 def test_the_document_is_valid_openapi_3_1_and_lists_exactly_the_routes(everything):
-    document = everything.test_client().get("/openapi.json").json
+    document = everything.test_client().get("/openapi.json", headers=bearer(everything, "root", "admin")).json
     assert document["openapi"] == "3.1.0"
     validate(document)
     routes = {(openapi_path(r["path"])[0], m) for r in portal_of(everything).routes for m in r["methods"]
@@ -33,8 +33,31 @@ def test_the_document_is_valid_openapi_3_1_and_lists_exactly_the_routes(everythi
     assert len(routes) > 80
 
 
+def test_the_document_shows_each_caller_only_the_routes_they_may_call(everything):
+    client, routes = everything.test_client(), portal_of(everything).routes
+    access_of = {(openapi_path(r["path"])[0], m): r["access"] for r in routes for m in r["methods"]
+                 if m not in ("HEAD", "OPTIONS")}
+    for headers, allowed in (({}, {"public"}), (bearer(everything, "alice"), {"public", "user"}),
+                             (bearer(everything, "root", "admin"), {"public", "user", "admin"})):
+        document = client.get("/openapi.json", headers=headers).json
+        validate(document)
+        assert operations(document) == {op for op, access in access_of.items() if access in allowed}
+    assert "/admin/keys" not in client.get("/openapi.json", headers=bearer(everything, "alice")).json["paths"]
+    forged = client.get("/openapi.json", headers={"Authorization": "Bearer not-a-token"})
+    assert forged.status_code == 200 and "/admin/keys" not in forged.json["paths"]
+
+
+def test_the_docs_page_carries_the_dashboards_security_headers(everything):
+    client = everything.test_client()
+    for path in ("/docs", "/docs/assets/docs-init.js", "/docs/assets/swagger-ui-bundle.js"):
+        headers = client.get(path).headers
+        assert "frame-ancestors 'self'" in headers["Content-Security-Policy"], path
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
 def test_each_operation_says_who_may_call_it_and_how_it_refuses(everything):
-    document = everything.test_client().get("/openapi.json").json
+    document = everything.test_client().get("/openapi.json", headers=bearer(everything, "root", "admin")).json
     keys = document["paths"]["/admin/keys"]["get"]
     assert keys["x-access"] == "admin" and keys["security"] == [{"bearer": []}, {"apiKey": []}]
     assert keys["responses"]["403"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
@@ -49,7 +72,7 @@ def test_each_operation_says_who_may_call_it_and_how_it_refuses(everything):
 
 def test_a_route_s_declared_body_schema_is_documented_and_enforced(everything, fake_upstream):
     client = everything.test_client()
-    chat = client.get("/openapi.json").json["paths"]["/v1/chat/completions"]["post"]
+    chat = client.get("/openapi.json", headers=bearer(everything)).json["paths"]["/v1/chat/completions"]["post"]
     schema = chat["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["model", "messages"]
     before = len(fake_upstream.requests)
@@ -65,7 +88,7 @@ PASS_THROUGH_PATHS = ("/embed/",)
 
 
 def test_every_answer_the_portal_makes_itself_has_a_declared_schema(everything):
-    document = everything.test_client().get("/openapi.json").json
+    document = everything.test_client().get("/openapi.json", headers=bearer(everything, "root", "admin")).json
     undescribed = []
     for path, item in document["paths"].items():
         for method, operation in item.items():
@@ -103,14 +126,14 @@ def test_the_cli_prints_the_same_document_without_a_server(capsys, tmp_path):
 
 
 def test_docs_can_be_admin_only_or_off(make_app, tmp_path):
-    admin_only = make_app(config={"portal": {"secret_key": "docs-secret-0123456789abcdef0123", "docs": "admin",
+    admin_only = make_app(config={"portal": {"secret_key": "docs-secret-5b0e19c7d3a8f246e1c4a97d", "docs": "admin",
                                              "database_url": f"sqlite:///{tmp_path}/d.db"},
                                   "plugins": {"portal_tokens": {}}})
     client = admin_only.test_client()
     assert client.get("/openapi.json").status_code == 401
     assert client.get("/docs", headers=bearer(admin_only, "alice")).status_code == 403
     assert client.get("/docs", headers=bearer(admin_only, "root", "admin")).status_code == 200
-    off = make_app(config={"portal": {"secret_key": "docs-secret-0123456789abcdef0123", "docs": "off",
+    off = make_app(config={"portal": {"secret_key": "docs-secret-5b0e19c7d3a8f246e1c4a97d", "docs": "off",
                                       "database_url": f"sqlite:///{tmp_path}/e.db"}, "plugins": {}})
     assert off.test_client().get("/openapi.json").status_code == 404
 
@@ -121,7 +144,7 @@ def test_the_docs_page_renders_every_operation_in_chromium(everything, live_serv
     try:
         page.goto(f"{server.url}/docs")
         page.wait_for_selector(".opblock", timeout=20_000)
-        shown = page.locator(".opblock").count()
+        shown = page.locator(".opblock").count()  # an anonymous visitor: the public routes
         assert shown == len(operations(everything.test_client().get("/openapi.json").json))
         assert "Agent Portal" in page.locator(".title").first.inner_text()
     finally:

@@ -35,7 +35,7 @@ def helicone():
 
 
 def langfuse_section(fake, **extra):
-    return {"public_key": "pk-lf-test", "secret_key": "sk-lf-test", "base_url": fake.url,
+    return {"public_key": "pk-lf-test-7c1f9a2e4b", "secret_key": "sk-lf-test-5d8e0b3a6c", "base_url": fake.url,
             "flush_interval_seconds": 0.1, "timeout_seconds": 2, "shutdown_seconds": 2, **extra}
 
 
@@ -216,7 +216,7 @@ def test_langfuse_health_reads_its_health_endpoint(make_app, langfuse):
 
 
 def helicone_section(fake, **extra):
-    return {"api_key": "hel-test-key", "api_url": fake.url, "timeout_seconds": 2, **extra}
+    return {"api_key": "hel-test-key-9e4b7a1c2d", "api_url": fake.url, "timeout_seconds": 2, **extra}
 
 
 def test_without_an_api_key_yet_helicone_waits_for_one_and_the_portal_runs(make_app, fake_upstream, helicone):
@@ -235,15 +235,15 @@ def test_without_an_api_key_yet_helicone_waits_for_one_and_the_portal_runs(make_
 
 def test_chat_through_the_helicone_gateway_carries_its_headers(make_app, fake_upstream, helicone):
     app = make_app(chat={}, ledger={"flush_seconds": 0.05}, helicone=helicone_section(
-        helicone, gateway_url=fake_upstream.base_url, models=["echo"], upstream_api_key="sk-provider",
+        helicone, gateway_url=fake_upstream.base_url, models=["echo"], upstream_api_key="sk-provider-8a2d5f1e9c",
         properties={"Team": "platform"}))
     request_id = "0123456789abcdef0123456789abcdef"
     response = chat(app, user="carol", model="echo", stream=False,
                     headers={"X-Request-ID": request_id, "X-Session-Id": "chat-42"})
     assert response.status_code == 200
     sent = {k.lower(): v for k, v in fake_upstream.headers[-1].items()}
-    assert sent["helicone-auth"] == "Bearer hel-test-key"
-    assert sent["authorization"] == "Bearer sk-provider"
+    assert sent["helicone-auth"] == "Bearer hel-test-key-9e4b7a1c2d"
+    assert sent["authorization"] == "Bearer sk-provider-8a2d5f1e9c"
     assert sent["helicone-user-id"] == "carol"
     assert sent["helicone-session-id"] == "chat-42"
     assert sent["helicone-request-id"] == helicone_request_id(request_id)

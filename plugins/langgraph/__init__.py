@@ -11,12 +11,12 @@ from __future__ import annotations
 from flask import g
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, hookimpl
-from agent_portal.cache import TTLCache
 from agent_portal.routing import bound_view
 
 from . import assistants, threads
 from .as_model import PREFIX, AgentBackend
 from .client import LangGraphClient, segment
+from .owners import ThreadOwners
 from .proxy import forward, forward_stream, json_body
 from .runs import agent_run, background_run, checked_run_body, stream_run, wait_run
 from .settings import NAME, AgentSettings, config_schema
@@ -29,7 +29,7 @@ class AgentState:
         self.settings = settings
         self.client = LangGraphClient(portal, settings)
         self.backend = AgentBackend(self.client)
-        self.thread_owners = TTLCache(max_entries=50_000)
+        self.thread_owners = ThreadOwners(portal.settings.get("redis_url"))
 
 
 @hookimpl

@@ -44,10 +44,28 @@ def search(portal):
     return Response(json.dumps(_visible(portal, json_body())), status=200, mimetype="application/json")
 
 
+PAGE = 1000  # the most langgraph-api answers in one search
+MAX_PAGES = 100
+
+
 def count(portal):
+    """How many assistants the caller may see: the server's search, page by page (it answers
+    at most ``PAGE`` a call), counting those of graphs the caller's role may run."""
     body = {k: v for k, v in json_body().items() if k not in ("limit", "offset")}
-    return Response(json.dumps(len(_visible(portal, {**body, "limit": 10_000}))), status=200,
-                    mimetype="application/json")
+    seen = 0
+    for page in range(MAX_PAGES):
+        state = portal.extensions[NAME]
+        answer = state.client.call("POST", "/assistants/search", {**body, "limit": PAGE, "offset": page * PAGE},
+                                   request_id=g.request_id)
+        if answer.status != 200 or not isinstance(answer.json, list):
+            passthrough(answer)
+            raise PortalError(f"The agent server answered HTTP {answer.status} to a search.", status=502,
+                              code="upstream_error", type="upstream_error")
+        seen += sum(1 for a in answer.json if isinstance(a, dict) and isinstance(a.get("graph_id"), str)
+                    and state.settings.may_run(g.actor, a["graph_id"]))
+        if len(answer.json) < PAGE:
+            break
+    return Response(json.dumps(seen), status=200, mimetype="application/json")
 
 
 def read(portal, assistant_id: str, part: str | None):

@@ -17,8 +17,8 @@ def _not_found(thread_id: str) -> PortalError:
 
 
 def thread_owner(portal, thread_id: str) -> str | None:
-    """Return the owner of ``thread_id`` (cached for a minute), or raise 404 when the server
-    has no such thread."""
+    """Return the owner of ``thread_id`` (remembered for a few seconds, see ``owners``), or
+    raise 404 when the server has no such thread."""
     state = portal.extensions[NAME]
     owner = state.thread_owners.get(thread_id)
     if owner is not None:
@@ -30,7 +30,7 @@ def thread_owner(portal, thread_id: str) -> str | None:
         passthrough(answer)
         raise PortalError("The agent server's answer was not a thread.", status=502, code="upstream_malformed")
     owner = (answer.json.get("metadata") or {}).get(OWNER) or ""
-    state.thread_owners.put(thread_id, owner, 60)
+    state.thread_owners.put(thread_id, owner)
     return owner
 
 
@@ -82,7 +82,7 @@ def one_thread(portal, thread_id):
         return forward(portal, "PATCH", f"/threads/{quoted}", body)
     if request.method == "DELETE":
         response = forward(portal, "DELETE", f"/threads/{quoted}")
-        portal.extensions[NAME].thread_owners.clear()  # its id may be used again, by anyone
+        portal.extensions[NAME].thread_owners.forget(thread_id)  # its id may be used again, by anyone
         return response
     return forward(portal, "GET", f"/threads/{quoted}")
 
@@ -111,5 +111,5 @@ def prepare_thread(portal, actor, thread_id: str, run_body: dict) -> str:
                                               "if_exists": "raise"}, request_id=g.request_id)
     if answer.status not in (200, 409):  # 409: created meanwhile; the owner check decides
         passthrough(answer)
-    portal.extensions[NAME].thread_owners.clear()
+    portal.extensions[NAME].thread_owners.forget(thread_id)
     return check_thread(portal, actor, thread_id)
