@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from types import SimpleNamespace
 
@@ -401,3 +402,18 @@ def test_file_names_lose_control_and_bidi_characters_and_stay_text_in_cited_answ
     assert "\\[click\\]\\(javascript:alert\\(1\\)\\).md" in answer["answer"]
     assert "](javascript:" not in answer["answer"].replace("\\]\\(", "")
     assert {s["file_name"] for s in answer["sources"]} == set(stored)  # the structured list keeps the name
+
+
+def test_html_entities_stay_text_and_never_become_markup_in_cited_answers(app):
+    client, alice = app.test_client(), bearer(app, "alice")
+    collection = make_collection(client, alice)
+    page = (b"<html><body><h1>&lt;img src=x onerror=alert(1)&gt; &amp;lt;b&amp;gt;</h1>"
+            b"<p>Valves need grease &lt;script&gt;alert(1)&lt;/script&gt; every spring.</p></body></html>")
+    assert upload(client, alice, collection, ("valves.html", page)).json["files"][0]["status"] == "ready"
+    answer = client.post("/documents/ask", headers=alice, json={"question": "When do valves need grease?"}).json
+    sources_line = answer["answer"].split("Sources:", 1)[1]
+    assert "\\<img src=x onerror=alert\\(1\\)\\> \\&lt;b\\&gt;" in sources_line  # shown as the page's text
+    assert re.search(r"(?<!\\)[<>&]", sources_line) is None  # no tag or entity a renderer would act on
+    hit = answer["sources"][0]
+    assert hit["heading"] == "<img src=x onerror=alert(1)> &lt;b&gt;"  # the page's text, as text
+    assert "<script>alert(1)</script>" in hit["text"]
