@@ -179,6 +179,60 @@ def test_the_circuit_is_shared_through_redis(make_app, fake_upstream, redis_url,
     assert sent_models(fake_upstream, before).count("status-503") == 2  # the second app saw the open circuit
 
 
+def test_the_circuit_keeps_skipping_a_dead_upstream_while_redis_is_away_and_after_it_returns_empty(
+        make_app, fake_upstream, redis_url, tmp_path):
+    import redis
+
+    from tcp_proxy import CuttableProxy
+
+    proxy = CuttableProxy(("127.0.0.1", 6379))
+    base = failover_app(make_app, fake_upstream, ["status-503"], retries=0,
+                        circuit_breaker={"failures": 2, "cooloff_seconds": 30})
+    db = redis_url.rsplit("/", 1)[1]
+    config = {"portal": {**portal_of(base).config["portal"], "redis_url": f"redis://127.0.0.1:{proxy.port}/{db}"},
+              "plugins": portal_of(base).config["plugins"]}
+    app = make_app(config=config)
+    breaker = portal_of(app).extensions["chat"].breaker
+    redis.Redis.from_url(redis_url).delete("ap:circuit:fake/status-503")
+    proxy.cut()  # Redis away
+    before = len(fake_upstream.requests)
+    for _ in range(6):
+        response, body, _ = ask(app, "m-status-503")
+        assert response.status_code == 200
+    assert sent_models(fake_upstream, before).count("status-503") == 2  # then this worker's own circuit opened
+    health = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin")).json
+    circuits = health["components"]["circuits"]
+    assert circuits["status"] == "degraded" and "unavailable" in circuits["detail"]
+    assert circuits["targets"]["fake/status-503"]["state"] == "open"
+    assert breaker.outage.failures >= 6
+    proxy.restore()  # Redis back, with nothing of the circuit (a restart)
+    redis.Redis.from_url(redis_url).delete("ap:circuit:fake/status-503")
+    after = len(fake_upstream.requests)
+    for _ in range(3):
+        ask(app, "m-status-503")
+    assert sent_models(fake_upstream, after).count("status-503") == 0
+    assert float(redis.Redis.from_url(redis_url).hget("ap:circuit:fake/status-503", "open_until")) > 0  # put back
+    health = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin")).json
+    assert health["components"]["circuits"]["targets"]["fake/status-503"]["state"] == "open"
+    assert "every circuit closed" not in health["components"]["circuits"]["detail"]
+
+
+def test_a_probe_that_closes_the_circuit_in_one_worker_closes_it_for_the_others(make_app, fake_upstream,
+                                                                                 redis_url):
+    base = failover_app(make_app, fake_upstream, ["status-503"], retries=0,
+                        circuit_breaker={"failures": 1, "cooloff_seconds": 30})
+    config = {"portal": {**portal_of(base).config["portal"], "redis_url": redis_url},
+              "plugins": portal_of(base).config["plugins"]}
+    one, two = make_app(config=config), make_app(config=json.loads(json.dumps(config)))
+    target = type("T", (), {"backend": type("B", (), {"name": "fake"})(), "upstream_model": "flaky-model"})()
+    first, second = portal_of(one).extensions["chat"].breaker, portal_of(two).extensions["chat"].breaker
+    first.success(target)
+    first.failure(target)  # opened, in Redis and in worker one
+    assert not second.allow(target) and not first.allow(target)
+    second.success(target)  # worker two's probe got through
+    assert first.allow(target)  # worker one does not put its stale opening back
+
+
 def test_the_call_budget_ends_a_call_that_waits_too_long(make_app, fake_upstream):
     app = make_app(**chat_plugins(fake_upstream, models={
         "m": {"backend": "fake", "model": "hang-before", "fallbacks": ["fb"]},

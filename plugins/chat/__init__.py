@@ -8,6 +8,8 @@ call it), ``upstream`` (retries, fallbacks, failures), ``call`` (one call and it
 """
 from __future__ import annotations
 
+import time
+
 from flask import Response, g, request
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, Route, hookimpl
@@ -66,13 +68,19 @@ def portal_health_checks(portal):
 
     def circuits(portal):
         targets = breaker.report()
-        if "error" in targets:
-            return {"status": "degraded", "detail": f"circuit state unavailable: {targets['error']}"}
-        opened = sorted(k for k, v in targets.items() if v["state"] == "open")
-        return {"status": "degraded" if opened else "up",
-                "detail": f"open: {', '.join(opened)}" if opened else "every circuit closed", "targets": targets}
+        opened = sorted(k for k, v in targets.items() if v["state"] in ("open", "probing"))
+        detail = f"open: {', '.join(opened)}" if opened else "every circuit closed"
+        away = breaker.outage.state()
+        if away is not None:
+            detail = f"shared state unavailable since {_clock(away['since'])} ({away['reason']}); " \
+                     f"this worker's own: {detail}"
+        return {"status": "degraded" if opened or away else "up", "detail": detail, "targets": targets}
 
     return [HealthCheck("circuits", circuits, timeout=2.0)]
+
+
+def _clock(timestamp: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(timestamp)) + " UTC"
 
 
 @hookimpl
