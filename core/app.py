@@ -121,16 +121,11 @@ class Portal:
             self._engine.dispose()
 
 
-def create_app(config: dict | str | None = None, environ=None, plugins: list | None = None,
-               load_entry_points: bool = True) -> Flask:
-    """Build one portal app from a config mapping, a YAML path, or ``$AGENT_PORTAL_CONFIG``.
-
-    ``plugins`` are plugin objects to register besides the installed ones (a module or an
-    object with ``@hookimpl`` methods, named by its ``name`` attribute); ``load_entry_points``
-    false skips third-party plugins (the built-ins still load when config enables them).
-    Returns the Flask app; ``app.extensions["agent_portal"]`` is its :class:`Portal`.
-    Raises :class:`StartupError` listing every config mistake at once.
-    """
+def checked_config(config: dict | str | None = None, environ=None, plugins: list | None = None,
+                   load_entry_points: bool = True) -> tuple[dict, object, dict]:
+    """Return ``(config, plugin manager, plugin sources)``: the config read, filled from the
+    environment and checked (core and every plugin's section, secrets) without starting
+    anything, so nothing is written. Raises :class:`StartupError` listing every mistake."""
     raw = config if isinstance(config, dict) else cfg.load_config_file(config)
     source = None if isinstance(config, dict) else cfg.config_path(config)
     missing: list[str] = []
@@ -142,6 +137,7 @@ def create_app(config: dict | str | None = None, environ=None, plugins: list | N
     errors = list(missing)
     errors += cfg.schema_errors(filled, cfg.CORE_SCHEMA, "")
     errors += cfg.secret_errors(filled, origins)
+    errors += cfg.network_errors(filled)
     builtins = discover_builtins()  # scanning installed packages is slow: once per app
     third_party = discover_entry_points() if load_entry_points else {}
     errors += unknown_plugin_errors(filled, builtins, third_party, plugins)
@@ -153,7 +149,20 @@ def create_app(config: dict | str | None = None, environ=None, plugins: list | N
         if not errors:
             raise
     cfg.raise_if_errors(errors)
+    return merged, pm, sources
 
+
+def create_app(config: dict | str | None = None, environ=None, plugins: list | None = None,
+               load_entry_points: bool = True) -> Flask:
+    """Build one portal app from a config mapping, a YAML path, or ``$AGENT_PORTAL_CONFIG``.
+
+    ``plugins`` are plugin objects to register besides the installed ones (a module or an
+    object with ``@hookimpl`` methods, named by its ``name`` attribute); ``load_entry_points``
+    false skips third-party plugins (the built-ins still load when config enables them).
+    Returns the Flask app; ``app.extensions["agent_portal"]`` is its :class:`Portal`.
+    Raises :class:`StartupError` listing every config mistake at once.
+    """
+    merged, pm, sources = checked_config(config, environ, plugins, load_entry_points)
     configure_logging(merged["portal"]["log_level"])
     portal = Portal(merged, pm, sources)
     app = Flask("agent_portal", static_folder=None)

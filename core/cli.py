@@ -18,9 +18,12 @@ def _build(args, plugins: list | None = None):
 
 
 def cmd_check_config(args) -> int:
-    """Print the effective config with secrets masked; exit 1 with every error when invalid."""
-    portal = _build(args)
-    print(json.dumps(cfg.masked(portal.config), indent=2, default=str))
+    """Print the effective config with secrets masked; exit 1 with every error when invalid.
+    Reads and checks only: no plugin starts, no table or file is made."""
+    from .app import checked_config
+
+    config, _pm, _sources = checked_config(args.config)
+    print(json.dumps(cfg.masked(config), indent=2, default=str))
     return 0
 
 

@@ -49,6 +49,30 @@ def test_check_config_prints_effective_config_with_secrets_masked(capsys, config
     assert shown["plugins"]["chat"]["retries"] == 2  # defaults filled in
 
 
+def test_check_config_reads_and_checks_but_writes_nothing(capsys, config_file, tmp_path, pg_url):
+    import sqlalchemy as sa
+
+    assert run(capsys, "check-config", "--config", config_file)[0] == 0
+    assert not (tmp_path / "cli.db").exists() and not list(tmp_path.glob("*journal*"))
+    config = yaml.safe_load(Path(config_file).read_text())
+    config["portal"]["database_url"] = pg_url
+    Path(config_file).write_text(yaml.safe_dump(config))
+    assert run(capsys, "check-config", "--config", config_file)[0] == 0
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        assert "portal_chat_calls" not in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_check_config_names_a_trusted_proxy_that_is_not_a_network(capsys, config_file):
+    config = yaml.safe_load(Path(config_file).read_text())
+    config["portal"]["trusted_proxies"] = ["10.0.0.0/8", "kong.internal"]
+    Path(config_file).write_text(yaml.safe_dump(config))
+    code, _, err = run(capsys, "check-config", "--config", config_file)
+    assert code == 1 and "portal.trusted_proxies: 'kong.internal'" in err
+
+
 def test_check_config_reports_errors_and_exits_1(capsys, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("portal:\n  secret_key: short\nplugins:\n  nonsense: {}\n")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -94,8 +95,8 @@ def test_overshoot_is_a_setting_and_zero_keeps_every_counter_at_its_limit(make_a
 
 
 @pytest.mark.parametrize("storage", ["memory", "redis"])
-def test_a_hold_settles_only_against_the_counter_it_was_made_in_and_never_below_zero(make_app, fake_upstream,
-                                                                                 redis_url, storage):
+def test_a_counter_rebuilt_after_a_store_restart_counts_calls_under_way_and_never_goes_below_zero(
+        make_app, fake_upstream, redis_url, storage):
     from agent_portal import Actor, ChatEstimate
 
     url = redis_url if storage == "redis" else None
@@ -110,18 +111,36 @@ def test_a_hold_settles_only_against_the_counter_it_was_made_in_and_never_below_
             limiter.counters.client.delete("agent-portal:v2:" + hold.key)
         else:
             limiter.counters._values.pop(hold.key)
-    fresh = limiter.admit(user, ("echo",), ChatEstimate(10, 0, 0.01))  # a new counter, from the ledger
+    fresh = limiter.admit(user, ("echo",), ChatEstimate(10, 0, 0.01))  # rebuilt: ledger + calls under way
+    status = {entry["limit"]: entry for entry in limiter.status(user)}
+    assert status["tokens_per_minute"]["remaining"] == 1000 - 300 - 10
+    assert status["daily_budget_usd"]["spent_usd"] == pytest.approx(0.51)
     limiter.settle(holds, ChatRecord(request_id="r", actor_id=user.id, actor_role="user", model="echo",
                                      prompt_tokens=1, completion_tokens=1, cost=0.001))
     status = {entry["limit"]: entry for entry in limiter.status(user)}
-    assert status["tokens_per_minute"]["remaining"] == 1000 - 10  # the old hold's 300 were not subtracted
-    assert status["daily_budget_usd"]["spent_usd"] == pytest.approx(0.01)
+    assert status["tokens_per_minute"]["remaining"] == 1000 - 2 - 10  # within one call of what was used
+    assert status["daily_budget_usd"]["spent_usd"] == pytest.approx(0.011)
     limiter.settle(fresh, ChatRecord(request_id="r2", actor_id=user.id, actor_role="user", model="echo"))
     for hold in fresh:  # settled twice by mistake, or by a far smaller real figure: never below zero
         hold.settled = False
     limiter.settle(fresh, ChatRecord(request_id="r3", actor_id=user.id, actor_role="user", model="echo"))
     status = {entry["limit"]: entry for entry in limiter.status(user)}
     assert status["daily_budget_usd"]["spent_usd"] == 0 and status["tokens_per_minute"]["remaining"] == 1000
+
+
+def test_a_hold_from_before_a_restart_that_the_new_counter_does_not_hold_settles_nothing(make_app, fake_upstream,
+                                                                                        redis_url):
+    from agent_portal import Actor, ChatEstimate
+
+    one, two = (limited_app(make_app, fake_upstream, storage=redis_url,
+                            roles={"user": {"daily_budget_usd": 5.0}}) for _ in range(2))
+    first, second = (portal_of(app).extensions["rate_limits"] for app in (one, two))
+    user = Actor(f"other-{time.monotonic_ns()}", "user", "test")
+    holds = first.admit(user, ("echo",), ChatEstimate(100, 200, 0.5))  # a call under way on worker one
+    first.counters.client.delete("agent-portal:v2:" + holds[0].key)  # Redis restarts empty
+    second.admit(user, ("echo",), ChatEstimate(10, 0, 0.01))  # worker two rebuilds it (without one's call)
+    first.settle(holds, ChatRecord(request_id="r", actor_id=user.id, actor_role="user", model="echo", cost=0.001))
+    assert second.spend(user.id, "daily_budget_usd") == pytest.approx(0.01)  # not 0.01 - 0.499: never negative
 
 
 def test_a_call_admitted_without_the_store_holds_nothing_to_settle(make_app, fake_upstream):
@@ -280,3 +299,134 @@ def test_a_budget_shared_through_redis_holds_across_instances(make_app, fake_ups
     statuses = _concurrent_calls(servers, apps[0], 10)
     spent = sum(r["cost"] for r in _spent(apps, statuses.count(200)))
     assert statuses.count(429) >= 6 and spent <= 0.05 + 0.017 + 1e-9
+
+
+# --- the limit store going away and coming back (a real Redis behind a proxy that can be cut) ------------
+
+
+@pytest.fixture
+def redis_proxy(redis_url):
+    from tcp_proxy import CuttableProxy
+
+    proxy = CuttableProxy(("127.0.0.1", 6379))
+    yield proxy, f"redis://127.0.0.1:{proxy.port}/{redis_url.rsplit('/', 1)[1]}"
+    proxy.close()
+
+
+def _storeless_apps(make_app, fake_upstream, storage, count=2, **section):
+    """Two workers of one deployment: the same config, so one ledger database."""
+    import copy
+
+    first = make_app(**chat_plugins(fake_upstream, models=PRICED),
+                     rate_limits={"storage": storage, "roles": {"user": {"daily_budget_usd": 5.0}}, **section})
+    return [first] + [make_app(config=copy.deepcopy(portal_of(first).config)) for _ in range(count - 1)]
+
+
+def _metered(app, user="spender"):
+    response = app.test_client().post("/v1/chat/completions", headers=bearer(app, user),
+                                      json={"model": "metered", "messages": HELLO, "max_tokens": 5})
+    response.get_data()
+    return response.status_code
+
+
+def test_open_mode_lets_one_call_per_user_and_worker_through_while_the_store_is_away(make_app, fake_upstream,
+                                                                                     redis_proxy, caplog):
+    proxy, url = redis_proxy
+    apps = _storeless_apps(make_app, fake_upstream, url)
+    assert [_metered(app) for app in apps] == [200, 200]
+    proxy.cut()
+    with caplog.at_level("WARNING", logger="agent_portal.rate_limits"):
+        codes = [_metered(app) for app in apps for _ in range(10)]
+    assert codes.count(200) == 2 and codes.count(503) == 18  # README's bound: one call per user and worker
+    assert _metered(apps[0], user="someone-else") == 200  # per user
+    warnings = [r for r in caplog.records if r.name == "agent_portal.rate_limits" and r.levelname == "WARNING"]
+    assert len(warnings) <= 2 and "call(s) met it" in warnings[0].getMessage()  # one per worker per 10 s
+    health = apps[0].test_client().get("/observability/health", headers=bearer(apps[0], "root", "admin")).json
+    limits = health["components"]["limits"]
+    assert limits["status"] == "degraded" and limits["mode"] == "open" and limits["since"] <= time.time()
+    assert "one call per user" in limits["detail"]
+    proxy.restore()
+    assert wait_for(lambda: _metered(apps[0], user="spender") == 200)
+    health = apps[0].test_client().get("/observability/health", headers=bearer(apps[0], "root", "admin")).json
+    assert health["components"]["limits"]["status"] == "up"
+
+
+def test_after_redis_restarts_empty_the_counter_is_within_one_call_of_the_ledger(make_app, fake_upstream,
+                                                                               redis_proxy, redis_url):
+    import redis
+
+    proxy, url = redis_proxy
+    apps = _storeless_apps(make_app, fake_upstream, url)
+    for _ in range(3):
+        assert [_metered(app) for app in apps] == [200, 200]
+    for app in apps:  # every worker's rows written (within ledger.flush_seconds in a deployment)
+        _settled(portal_of(app), 3)
+        portal_of(app).extensions["ledger"].writer.flush_once()
+    proxy.cut()
+    redis.Redis.from_url(redis_url).flushdb()  # restarted with nothing
+    proxy.restore()
+    wait_for(lambda: _metered(apps[0]) == 200)
+    for app in apps:
+        _settled(portal_of(app), 0)
+    ledger_spend = 0.0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for app in apps:
+            portal_of(app).extensions["ledger"].writer.flush_once()
+        ledger_spend = sum(r["cost"] for r in portal_of(apps[0]).extensions["ledger"].recent(100)
+                           if r["actor_id"] == "spender")  # one database for both workers
+        if ledger_spend >= 7 * (7 * 0.001 + 5 * 0.002) - 1e-9:
+            break
+        time.sleep(0.05)
+    limiter = portal_of(apps[0]).extensions["rate_limits"]
+    counted = limiter.spend("spender", "daily_budget_usd")
+    one_call = 7 * 0.001 + 5 * 0.002
+    assert counted >= 0 and abs(counted - ledger_spend) <= one_call + 1e-9
+
+
+def test_a_rebuilt_counter_counts_spend_still_waiting_in_the_ledgers_journal(make_app, fake_upstream, tmp_path):
+    from agent_portal.plugins.ledger import to_row
+
+    app = make_app(**chat_plugins(fake_upstream, models=PRICED),
+                   rate_limits={"roles": {"user": {"daily_budget_usd": 1.0}}})
+    ledger = portal_of(app).extensions["ledger"]
+    rows = [to_row(ChatRecord(request_id=f"j{i}", actor_id="alice", actor_role="user", model="echo", cost=0.3))
+            for i in range(3)]
+    ledger.writer.journal.append(rows[:2])  # what a database outage left on disk
+    ledger.writer.queue.append((time.time(), rows[2]))  # and in memory, not yet written
+    assert ledger.spend("alice", datetime.now(timezone.utc).replace(hour=0, minute=0, second=0,
+                                                                     microsecond=0)) == pytest.approx(0.9)
+    refused = chat(app, model="metered", max_tokens=150)  # 0.9 + this call's $0.31 estimate > 1.0 x 1.1
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "daily_budget_usd"
+
+
+def test_the_limits_view_is_a_503_with_a_reason_when_redis_and_the_database_are_both_away(
+        make_app, fake_upstream, redis_proxy, pg_url, tmp_path):
+    from conftest import base_config
+    from tcp_proxy import CuttableProxy
+
+    proxy, url = redis_proxy
+    database = CuttableProxy()
+    try:
+        config = base_config(tmp_path, **chat_plugins(fake_upstream),
+                             rate_limits={"storage": url, "roles": {"user": {"daily_budget_usd": 5.0}}})
+        config["portal"]["database_url"] = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{database.port}")
+        app = make_app(config=config)
+        client = app.test_client()
+        assert client.get("/observability/limits", headers=bearer(app)).status_code == 200
+        proxy.cut()
+        database.cut()
+        answer = client.get("/observability/limits", headers=bearer(app))
+        assert answer.status_code == 503 and answer.json["error"]["code"] == "limit_store_unavailable"
+        assert "ledger" in answer.json["error"]["message"]
+    finally:
+        database.close()
+
+
+def wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False

@@ -155,6 +155,32 @@ class Journal:
                 log.info("ledger: replayed the journal %s", os.path.basename(path))
         return True
 
+    def spend(self, user: str, since: float) -> float:
+        """Return the cost of ``user``'s rows waiting in every process's files that started at
+        or after ``since`` (epoch seconds), skipping what this process replayed already: spend a
+        limit counter rebuilt now must count although the database has not got it yet."""
+        needle = '"actor_id":' + json.dumps(user) + ","
+        with self._lock:
+            if self._handle is not None:
+                self._handle.flush()
+        total = 0.0
+        for path in self._files():
+            try:
+                with open(path, "r", encoding="utf-8") as handle:
+                    handle.seek(self._offsets.get(path, 0))
+                    for line in handle:
+                        if needle not in line:
+                            continue
+                        try:
+                            row = json.loads(line)
+                        except ValueError:
+                            continue  # a torn last line
+                        if row.get("actor_id") == user and float(row.get("started_at") or 0) >= since:
+                            total += float(row.get("cost") or 0.0)
+            except OSError:
+                continue  # replayed and deleted meanwhile: the database has it
+        return total
+
     @property
     def rows(self) -> int:
         """Return the records waiting on disk in every process's files (see :meth:`estimated_rows`)."""

@@ -91,11 +91,18 @@ class Ledger:
         return aggregate(self.facts(query), query)
 
     def spend(self, user: str, since: datetime) -> float:
-        """Return what ``user``'s calls since ``since`` cost, in USD (stored rows only)."""
+        """Return what ``user``'s calls since ``since`` cost, in USD: the stored rows, plus the
+        rows still in this worker's memory queue and in every worker's journal (a database that
+        was away has not got them yet). Raises when the database cannot answer."""
         stmt = sa.select(sa.func.coalesce(sa.func.sum(calls.c.cost), 0.0)) \
             .where(calls.c.actor_id == user, calls.c.started_at >= since)
         with self.engine.connect() as conn:
-            return float(conn.execute(stmt).scalar() or 0.0)
+            stored = float(conn.execute(stmt).scalar() or 0.0)
+        start = since.timestamp()
+        queued = sum(float(row.get("cost") or 0.0) for _at, row in list(self.writer.queue)
+                     if row.get("actor_id") == user and float(row.get("started_at") or 0) >= start)
+        journal = self.writer.journal
+        return stored + queued + (journal.spend(user, start) if journal is not None else 0.0)
 
     def recent(self, limit: int = 50) -> list[dict]:
         """Return the newest stored calls, newest first."""

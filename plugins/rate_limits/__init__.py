@@ -12,7 +12,7 @@ from datetime import datetime
 
 from flask import g, request
 
-from agent_portal import Actor, PortalError, Route, hookimpl
+from agent_portal import Actor, HealthCheck, PortalError, Route, hookimpl
 from agent_portal.config import strict_object
 from agent_portal.schemas import STRING, array, obj
 
@@ -66,6 +66,13 @@ def portal_chat_admission(portal, actor, model, target, estimate):
     holds = portal.extensions[NAME].admit(actor, target.names if target else (model,), estimate)
     if estimate is not None:
         estimate.holds.extend(holds)
+
+
+@hookimpl
+def portal_health_checks(portal):
+    """The limit store: up, or degraded since when and why, with what its mode lets through."""
+    limiter = portal.extensions[NAME]
+    return [HealthCheck("limits", lambda portal: limiter.health(), timeout=3.0)]
 
 
 @hookimpl

@@ -12,7 +12,9 @@ the limit) past it is refused up front, so from estimates no counter ends past
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -21,6 +23,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from agent_portal import PortalError
+from agent_portal.outages import Outage
 
 from .counters import AT_LIMIT, PAST_CEILING, RESERVED, counters_for
 
@@ -33,7 +36,7 @@ class LimitExceeded(PortalError):
     type = "rate_limit_exceeded"
 
 
-@dataclass
+@dataclass(eq=False)  # each hold is itself (kept in sets, weakly)
 class Hold:
     """What one admission reserved on one counter; settled once from the call's record."""
 
@@ -81,6 +84,12 @@ class Limiter:
         self.fail_open = settings["on_storage_error"] == "open"
         self.overshoot = settings["overshoot"]
         self.storage_errors = 0
+        self.outage = Outage(log, "rate limit store")
+        self._lock = threading.Lock()
+        # counter key -> this worker's holds on it not yet settled (weakly: an upload's holds are
+        # settled by the job worker they were handed to, and go when the request is over)
+        self.live: dict[str, weakref.WeakSet] = {}
+        self.blind: set[str] = set()  # counter keys a call was admitted on while the store was away
 
     # --- which limits apply --------------------------------------------------------------
     def limits_for(self, actor, names: tuple = ()) -> list[tuple[str, tuple, dict]]:
@@ -101,18 +110,22 @@ class Limiter:
         """Return ``method(*args)`` on the limit store, or ``default`` (fail-open) or a 503
         (fail-closed) when the store cannot answer."""
         try:
-            return method(*args, **kwargs)
+            result = method(*args, **kwargs)
         except PortalError:
             raise
         except Exception as exc:
             self.storage_errors += 1
             self.portal.hook.portal_metric(portal=self.portal, name="upstream_errors", value=1,
                                            labels={"kind": "limit_storage"})
-            log.warning("rate limit storage %s failed: %s", self.storage_url.split("@")[-1], exc)
+            self.outage.failed(exc)
             if self.fail_open:
                 return default
             raise PortalError("The rate limit store cannot be reached; calls are refused until it returns.",
                               status=503, code="limit_store_unavailable") from exc
+        if self.outage.since is not None:
+            self.outage.answered()
+            self.blind.clear()
+        return result
 
     # --- admission ---------------------------------------------------------------------------
     def admit(self, actor, names: tuple, estimate) -> list[Hold]:
@@ -142,7 +155,7 @@ class Limiter:
                 continue
             key = "tokens:" + ":".join(ids) + f":{minute}"
             limit = lim["tokens_per_minute"]
-            reserved = self._reserve(key, tokens, limit, 120, lambda: 0.0)
+            reserved = self._reserve(key, tokens, limit, 120, lambda key=key: self._live_amount(key))
             if reserved is None:
                 continue  # admitted without the store: nothing was reserved, nothing to settle
             status, generation = reserved
@@ -155,7 +168,7 @@ class Limiter:
                                     f"max_tokens), which would take the {scope} limit tokens_per_minute ({limit} "
                                     f"per minute) more than {self.overshoot:.0%} past; ask for fewer tokens.",
                                     code="tokens_per_minute", headers=wait)
-            holds.append(Hold("tokens", key, tokens, generation, limit * (1 + self.overshoot)))
+            holds.append(self._held(Hold("tokens", key, tokens, generation, limit * (1 + self.overshoot))))
 
     def _reserve_budgets(self, actor, scopes, estimate, holds) -> None:
         cost = estimate.cost if estimate else 0.0
@@ -171,7 +184,8 @@ class Limiter:
                     if key not in wanted or lim[budget] < wanted[key][0]:
                         wanted[key] = (lim[budget], scope, budget, start, reset)
         for key, (limit, scope, budget, start, reset) in wanted.items():
-            reserved = self._reserve(key, cost, limit, reset + 3600, lambda start=start: self.spend_of(actor.id, start))
+            reserved = self._reserve(key, cost, limit, reset + 3600,
+                                     lambda key=key, start=start: self.spend_of(actor.id, start) + self._live_amount(key))
             if reserved is None:
                 continue  # admitted without the store: nothing was reserved, nothing to settle
             status, generation = reserved
@@ -184,14 +198,44 @@ class Limiter:
                 raise LimitExceeded(f"This call may cost ${cost:.6f} (its prompt and its completion ceiling), "
                                     f"which would take the {name} more than {self.overshoot:.0%} past.",
                                     code=budget, headers={"Retry-After": str(reset)})
-            holds.append(Hold("spend", key, cost, generation, limit * (1 + self.overshoot)))
+            holds.append(self._held(Hold("spend", key, cost, generation, limit * (1 + self.overshoot))))
 
     def _reserve(self, key, amount, limit, ttl, seed) -> tuple[int, str] | None:
         """Return (status, the counter's generation) of reserving ``amount``, or None when the
-        store could not answer and ``on_storage_error`` is ``open`` (a 503 when ``closed``)."""
+        store (or the ledger a new counter starts from) could not answer and
+        ``on_storage_error`` is ``open`` (a 503 when ``closed``). While it cannot, this worker
+        admits one call per counter (a user's budget, tokens a minute), no more: a 503 after."""
         ceiling = limit * (1 + self.overshoot)
         reserved = self._guarded(None, self.counters.reserve, key, amount, limit, ttl, seed, ceiling)
-        return None if reserved is None else (reserved[0], reserved[2])
+        if reserved is None:
+            with self._lock:
+                if key in self.blind:
+                    raise PortalError("The rate limit store cannot be reached; while it is away one call per "
+                                      "limit is let through.", status=503, code="limit_store_unavailable",
+                                      headers={"Retry-After": "5"})
+                self.blind.add(key)
+            return None
+        self._adopt(key, reserved[2])
+        return reserved[0], reserved[2]
+
+    def _held(self, hold: Hold) -> Hold:
+        with self._lock:
+            self.live.setdefault(hold.key, weakref.WeakSet()).add(hold)
+        return hold
+
+    def _live_amount(self, key: str) -> float:
+        """Return what this worker's calls under way hold on ``key``: a counter rebuilt now
+        (Redis restarted empty) starts from the ledger plus these."""
+        with self._lock:
+            return sum(h.amount for h in list(self.live.get(key, ())) if not h.settled)
+
+    def _adopt(self, key: str, generation: str) -> None:
+        """Make this worker's holds on ``key`` settle against ``generation``: a counter rebuilt
+        from the ledger plus them (:meth:`_live_amount`)."""
+        with self._lock:
+            for hold in list(self.live.get(key, ())):
+                if hold.generation != generation:
+                    hold.generation = generation
 
     def _refuse_requests(self, scope, item, ids):
         stats = self._guarded(None, self.window.get_window_stats, item, *ids)
@@ -232,19 +276,51 @@ class Limiter:
         if hold.settled:
             return
         hold.settled = True
+        with self._lock:
+            holds = self.live.get(hold.key)
+            if holds is not None:
+                holds.discard(hold)
+                if not holds:
+                    del self.live[hold.key]
         try:
             self.counters.adjust(hold.key, used - hold.amount, hold.generation)
-        except Exception as exc:  # off the request path: log, never raise
+        except Exception as exc:  # off the request path: counted and told once per interval, never raised
             self.storage_errors += 1
-            log.warning("could not settle a %s reservation: %s", hold.counter, exc)
+            self.outage.failed(exc)
 
     # --- what is left -----------------------------------------------------------------------
     def spend(self, user: str, budget: str) -> float:
         """Return ``user``'s spend this UTC day or month: the shared counter (calls under way
-        included) when it exists, else the ledger's figure."""
+        included) when it exists, else the ledger's figure. 503 when neither can answer."""
         label, start, _reset = period(budget, datetime.now(timezone.utc))
         value = self._guarded(None, self.counters.get, f"spend:{budget}:{user}:{label}")
-        return value if value is not None else self.spend_of(user, start)
+        if value is not None:
+            return value
+        try:
+            return self.spend_of(user, start)
+        except Exception as exc:
+            away = self.outage.state()
+            store = f"the limit store ({away['reason']})" if away else "the limit store"
+            raise PortalError(f"Neither {store} nor the ledger can say what was spent ({type(exc).__name__}); "
+                              "try again shortly.", status=503, code="limit_store_unavailable",
+                              headers={"Retry-After": "5"}) from None
+
+    def health(self) -> dict:
+        """Return the limits' health: the store answering (a ping when nothing asked it
+        lately), or degraded since when, why, and what the mode lets through meanwhile."""
+        kind = "redis" if self.storage_url.startswith(("redis", "rediss")) else "memory"
+        if kind == "memory":
+            return {"status": "up", "mode": self.settings["on_storage_error"], "detail": "in this process"}
+        self._guarded(None, self.counters.get, "health:ping")
+        away = self.outage.state()
+        mode = self.settings["on_storage_error"]
+        if away is None:
+            return {"status": "up", "mode": mode, "detail": f"redis answering; {mode} if it goes away"}
+        lets = ("one call per user and limit per worker is let through, requests a minute are not counted"
+                if mode == "open" else "calls with limits are refused (503)")
+        since = time.strftime("%H:%M:%S", time.gmtime(away["since"]))
+        return {"status": "degraded", "mode": mode, "since": away["since"], "reason": away["reason"],
+                "detail": f"the limit store is unavailable since {since} UTC ({away['reason']}); {mode} mode: {lets}"}
 
     def status(self, actor) -> list[dict]:
         """Return each limit that applies to ``actor`` with what is left and when it resets."""
