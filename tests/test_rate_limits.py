@@ -222,6 +222,13 @@ def test_redis_unreachable_fail_open_admits_and_counts(make_app, fake_upstream):
     assert 'portal_upstream_errors_total{kind="limit_storage"}' in metrics
 
 
+def test_closed_mode_health_says_degraded_with_its_mode_never_fails_the_check(make_app, fake_upstream):
+    app = limited_app(make_app, fake_upstream, storage="redis://127.0.0.1:1", on_storage_error="closed")
+    health = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin")).json
+    limits = health["components"]["limits"]
+    assert (limits["status"], limits["mode"]) == ("degraded", "closed") and "refused (503)" in limits["detail"]
+
+
 def test_redis_unreachable_fail_closed_refuses_with_503(make_app, fake_upstream):
     app = limited_app(make_app, fake_upstream, storage="redis://127.0.0.1:1", on_storage_error="closed")
     before = len(fake_upstream.requests)

@@ -311,7 +311,14 @@ class Limiter:
         kind = "redis" if self.storage_url.startswith(("redis", "rediss")) else "memory"
         if kind == "memory":
             return {"status": "up", "mode": self.settings["on_storage_error"], "detail": "in this process"}
-        self._guarded(None, self.counters.get, "health:ping")
+        try:  # a ping, counted like any call's failure (never a 503 here, whatever the mode)
+            self.counters.get("health:ping")
+        except Exception as exc:
+            self.outage.failed(exc)
+        else:
+            if self.outage.since is not None:
+                self.outage.answered()
+                self.blind.clear()
         away = self.outage.state()
         mode = self.settings["on_storage_error"]
         if away is None:
