@@ -29,15 +29,25 @@ def _allowed(portal, assistant_id: str) -> str:
     return quoted
 
 
-def _visible(portal, body: dict) -> list:
-    state = portal.extensions[NAME]
-    answer = state.client.call("POST", "/assistants/search", body, request_id=g.request_id)
+def _search(portal, body: dict) -> list:
+    """Return the server's answer to an assistants search (a list), or raise its refusal."""
+    answer = portal.extensions[NAME].client.call("POST", "/assistants/search", body, request_id=g.request_id)
     if answer.status != 200 or not isinstance(answer.json, list):
         passthrough(answer)
         raise PortalError(f"The agent server answered HTTP {answer.status} to a search.", status=502,
                           code="upstream_error", type="upstream_error")
-    return [a for a in answer.json if isinstance(a, dict) and isinstance(a.get("graph_id"), str)
-            and state.settings.may_run(g.actor, a["graph_id"])]
+    return answer.json
+
+
+def _runnable(portal, assistants: list) -> list:
+    """Return the assistants of graphs the caller's role may run."""
+    settings = portal.extensions[NAME].settings
+    return [a for a in assistants if isinstance(a, dict) and isinstance(a.get("graph_id"), str)
+            and settings.may_run(g.actor, a["graph_id"])]
+
+
+def _visible(portal, body: dict) -> list:
+    return _runnable(portal, _search(portal, body))
 
 
 def search(portal):
@@ -54,16 +64,9 @@ def count(portal):
     body = {k: v for k, v in json_body().items() if k not in ("limit", "offset")}
     seen = 0
     for page in range(MAX_PAGES):
-        state = portal.extensions[NAME]
-        answer = state.client.call("POST", "/assistants/search", {**body, "limit": PAGE, "offset": page * PAGE},
-                                   request_id=g.request_id)
-        if answer.status != 200 or not isinstance(answer.json, list):
-            passthrough(answer)
-            raise PortalError(f"The agent server answered HTTP {answer.status} to a search.", status=502,
-                              code="upstream_error", type="upstream_error")
-        seen += sum(1 for a in answer.json if isinstance(a, dict) and isinstance(a.get("graph_id"), str)
-                    and state.settings.may_run(g.actor, a["graph_id"]))
-        if len(answer.json) < PAGE:
+        found = _search(portal, {**body, "limit": PAGE, "offset": page * PAGE})
+        seen += len(_runnable(portal, found))
+        if len(found) < PAGE:
             break
     return Response(json.dumps(seen), status=200, mimetype="application/json")
 
