@@ -62,6 +62,9 @@ def _filter_event(event: bytes, state: StreamState) -> bytes | None:
     if "error" in chunk and chunk["error"]:
         state.error = chunk["error"]
         state.outcome = "upstream_error"
+        if state.chunks:  # mid-answer (LiteLLM's, vLLM's, OpenRouter's shape of a broken stream):
+            state.broken = True  # a failure like a cut, for the relay to continue elsewhere
+            return None
         return event
     state.chunks += 1
     if state.call_id is None:

@@ -57,7 +57,7 @@ class StreamState:
     arguments, kept to count tokens when no usage comes), how it ended."""
 
     __slots__ = ("usage", "cost", "call_id", "done", "chunks", "error", "outcome", "text", "strip_usage",
-                 "finished", "skipped")
+                 "finished", "skipped", "broken")
 
     def __init__(self, strip_usage: bool):
         self.usage = None
@@ -71,12 +71,13 @@ class StreamState:
         self.strip_usage = strip_usage
         self.finished = False  # a choice's finish_reason came: the answer is whole
         self.skipped = 0  # malformed events left out
+        self.broken = False  # the upstream reported an error mid-answer (an in-band error event)
 
     def restart(self) -> None:
         """Forget how the last upstream ended, for the next one that continues the answer
         (the text relayed so far stays)."""
         self.usage = self.cost = self.error = None
-        self.done = self.finished = False
+        self.done = self.finished = self.broken = False
         self.outcome = "ok"
 
 
@@ -93,7 +94,8 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
     a finish reason without ``[DONE]`` is whole, and the client gets its ``[DONE]``).
 
     Sends heartbeats while the upstream is silent. When the upstream resets, stalls past
-    ``stall_seconds``, turns malformed or ends early, ``resume(state)`` (when given) may return
+    ``stall_seconds``, turns malformed, reports an error mid-answer (``state.broken``) or ends
+    early, ``resume(state)`` (when given) may return
     ``(response, first_block)`` of another upstream that continues the answer, relayed on the
     same client stream; or a message saying why none can; otherwise, and when the portal shuts
     down (``end_streams`` puts ``SHUTDOWN`` on every queue registered in ``live``), the stream
@@ -129,6 +131,11 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                                    "upstream_malformed", "upstream_error")
                     if forward:
                         yield forward
+                if failure is None and state.broken:
+                    said = state.error.get("message") if isinstance(state.error, dict) else state.error
+                    failure = ("upstream_error", state.error,
+                               f"The upstream failed mid-answer ({said}); the answer is incomplete.",
+                               "upstream_error", "upstream_error")
                 if failure is None:
                     if state.done or state.error:
                         return

@@ -14,6 +14,8 @@ all use it):
     reset-mid        streams 2 chunks, then resets the connection
     stall-mid        streams 2 chunks, then goes silent for 30 s
     malformed-mid    streams 2 chunks, then a chunk that is not JSON
+    error-mid        streams 2 chunks, then an in-band ``data: {"error": ...}`` event and ends (LiteLLM's
+                     shape of a stream that broke upstream)
     no-done          streams every chunk and usage, then ends without ``[DONE]``
     long             100 chunks 50 ms apart; counts callers who leave early in ``disconnects``
     premium, pricey  like echo (targets of aliases with roles and prices in the tests)
@@ -48,7 +50,7 @@ MODELS = ["echo", "echo-ll", "echo-crlf", "slow-20", "slow-200", "reset-before",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
           "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey", "embed-16",
           "ctx-exceeded", "content-filter", "status-429-bare", "status-429-long", "slow-first-1500",
-          "garbage-mid", "no-prefill"]
+          "garbage-mid", "no-prefill", "error-mid"]
 
 
 def hashed_vector(text: str, size: int = 16) -> list[float]:
@@ -241,6 +243,13 @@ class FakeUpstream:
                 if i == 2 and model == "stall-mid":
                     time.sleep(30)
                     return self._reset(h)
+                if i == 2 and model == "error-mid":
+                    error = {"error": {"message": "litellm.APIConnectionError: upstream stream broke",
+                                       "type": None, "param": None, "code": "500"}}
+                    send(b"data: " + json.dumps(error).encode() + b"\n\n")
+                    h.wfile.write(b"0\r\n\r\n")
+                    h.wfile.flush()
+                    return
                 if i == 2 and model == "malformed-mid":
                     send(b"data: {this is not json\n\n")
                     continue

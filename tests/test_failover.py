@@ -77,7 +77,8 @@ def test_the_callers_own_bad_request_and_a_content_filter_are_never_retried(make
 
 
 @pytest.mark.parametrize("primary, first_part", [("reset-mid", "upstream_reset"), ("stall-mid", "upstream_stalled"),
-                                                 ("garbage-mid", "upstream_malformed")])
+                                                 ("garbage-mid", "upstream_malformed"),
+                                                 ("error-mid", "upstream_error")])
 def test_a_stream_cut_mid_answer_is_finished_by_the_fallback_exactly_once(make_app, fake_upstream, primary,
                                                                         first_part):
     app = failover_app(make_app, fake_upstream, [primary])
@@ -112,10 +113,15 @@ def test_a_fallback_that_refuses_to_continue_ends_with_an_error_event_never_a_cl
     assert row["completion_tokens"] == counter.count_text("reset-mid", "tok0 tok1 ")
 
 
-def test_without_a_fallback_a_cut_stream_still_ends_with_an_error_event(make_app, fake_upstream):
+@pytest.mark.parametrize("model", ["reset-mid", "error-mid"])
+def test_without_a_fallback_a_cut_stream_still_ends_with_an_error_event(make_app, fake_upstream, model):
     app = make_app(**chat_plugins(fake_upstream))
-    response, body, _ = ask(app, "reset-mid")
-    assert "[DONE]" not in streamed_text(body)[1] and "error" in streamed_text(body)[1][-1]
+    response, body, _ = ask(app, model)
+    text, events = streamed_text(body)
+    assert text == "tok0 tok1 " and "[DONE]" not in events and "error" in events[-1]
+    if model == "error-mid":  # the upstream's own words reach the caller, in one error event
+        assert "upstream stream broke" in json.loads(events[-1])["error"]["message"]
+        assert sum("error" in json.loads(e) for e in events) == 1
 
 
 def test_continuation_can_be_switched_off_per_model(make_app, fake_upstream):

@@ -128,6 +128,24 @@ def test_upstream_reset_behind_litellm_never_looks_complete(app):
     assert wait_records(app, 1)[0]["outcome"] != "ok"
 
 
+@pytest.mark.parametrize("primary", ["fake-reset-mid", "fake-error-mid"])
+def test_a_stream_broken_behind_litellm_is_finished_by_the_fallback(make_app, litellm, primary):
+    app = make_app(chat={"retries": 0, "between_chunks_timeout_seconds": 5, "models": {
+                       "resilient": {"backend": "litellm", "model": primary, "fallbacks": ["steady"]},
+                       "steady": {"backend": "litellm", "model": "fake-echo"}}},
+                   litellm={"url": litellm["url"], "api_key": litellm["key"]},
+                   ledger={"flush_seconds": 0.05}, observability={"health_cache_seconds": 0})
+    response = app.test_client().post("/v1/chat/completions", headers=bearer(app),
+                                      json={"model": "resilient", "messages": HELLO, "stream": True})
+    events = [e[6:] for e in response.data.decode().split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]" and not any('"error"' in e for e in events), events[-3:]
+    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in map(json.loads, events[:-1])
+                   if c.get("choices"))
+    assert text == "tok0 tok1 tok2 tok3 tok4 "  # LiteLLM's in-band error continued, nothing lost or twice
+    row = wait_records(app, 1)[0]
+    assert row["outcome"] == "ok" and [p["model"] for p in json.loads(row["served_by"])] == [primary, "fake-echo"]
+
+
 def test_wrong_litellm_key_never_passes_and_keeps_the_openai_error_shape(make_app, litellm):
     # Without its database LiteLLM answers 400 "No connected db." to any key but the master key
     # (CONTRACTS.md); a real 401/403 from an upstream becomes the portal's 502 (see test_chat).
