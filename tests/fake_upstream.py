@@ -14,6 +14,7 @@ all use it):
     reset-mid        streams 2 chunks, then resets the connection
     stall-mid        streams 2 chunks, then goes silent for 30 s
     malformed-mid    streams 2 chunks, then a chunk that is not JSON
+    role-stall       sends the role chunk (no content) at once, then nothing for 30 s
     error-mid        streams 2 chunks, then an in-band ``data: {"error": ...}`` event and ends (LiteLLM's
                      shape of a stream that broke upstream)
     no-done          streams every chunk and usage, then ends without ``[DONE]``
@@ -50,7 +51,7 @@ MODELS = ["echo", "echo-ll", "echo-crlf", "slow-20", "slow-200", "reset-before",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
           "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey", "embed-16",
           "ctx-exceeded", "content-filter", "status-429-bare", "status-429-long", "slow-first-1500",
-          "garbage-mid", "no-prefill", "error-mid"]
+          "garbage-mid", "no-prefill", "error-mid", "role-stall"]
 
 
 def hashed_vector(text: str, size: int = 16) -> list[float]:
@@ -227,6 +228,12 @@ class FakeUpstream:
             h.wfile.flush()
 
         try:
+            if model == "role-stall":
+                role = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+                send(b": keep-alive\n\n" + b"data: " + json.dumps(role).encode() + b"\n\n")
+                time.sleep(30)
+                return self._reset(h)
             for i in range(start, chunks):
                 if delay:
                     time.sleep(delay)

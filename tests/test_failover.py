@@ -67,6 +67,19 @@ def test_a_failure_before_the_first_byte_goes_to_the_fallback_which_answers(make
     assert (row["outcome"], row["backend"], row["upstream_model"]) == ("ok", "fake", "echo")
 
 
+def test_a_role_chunk_followed_by_silence_trips_the_first_token_limit(make_app, fake_upstream):
+    app = failover_app(make_app, fake_upstream, ["role-stall"], first_token_timeout_seconds=1.0,
+                       between_chunks_timeout_seconds=30)
+    before = len(fake_upstream.requests)
+    response, body, took = ask(app, "m-role-stall")
+    text, events = streamed_text(body)
+    assert text == FULL and events[-1] == "[DONE]"
+    assert sent_models(fake_upstream, before) == ["role-stall", "echo"]
+    assert took < 4.0  # the first-token limit (1 s), not the stall limit (30 s)
+    row = settled_rows(app)[0]
+    assert (row["outcome"], row["upstream_model"]) == ("ok", "echo")
+
+
 def test_the_callers_own_bad_request_and_a_content_filter_are_never_retried(make_app, fake_upstream):
     app = failover_app(make_app, fake_upstream, ["content-filter", "status-400"])
     for primary in ("content-filter", "status-400"):

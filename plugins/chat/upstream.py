@@ -92,6 +92,7 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
                                       f"{settings.call_budget:g}s.", "call_budget_exceeded")
             timeout = urllib3.Timeout(connect=min(settings.connect, remaining),
                                       read=min(settings.first_byte, remaining))
+            first_token_by = time.monotonic() + min(settings.first_byte, remaining)
             response = None
             try:
                 response = target.backend.send_chat(body, headers, timeout, stream)
@@ -143,6 +144,7 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
                     last = UpstreamFailure(502, "The upstream closed the stream before any data.", "upstream_empty")
                     _failed(breaker, target)
                     continue
+                first = read_to_first_content(response, first, first_token_by)
                 set_read_timeout(response, settings.stream_read_timeout)
                 _succeeded(breaker, target)
                 return response, target, first, time.monotonic()
@@ -168,6 +170,52 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
                 if attempt < settings.retries:
                     time.sleep(min(_backoff(attempt, settings.retry_max_wait), max(0.0, deadline - time.monotonic())))
     raise last
+
+
+FIRST_BLOCK_LIMIT = 1024 * 1024
+
+
+def read_to_first_content(response, first: bytes, deadline: float) -> bytes:
+    """Return a stream's first bytes up to its first token: a chunk with content, reasoning or
+    a tool call, or its end (a finish reason, usage, ``[DONE]``, an error event, the body closing).
+    A role-only chunk and SSE comments are not a first token. Raises ``socket.timeout`` when
+    none came by ``deadline`` (``first_token_timeout_seconds``)."""
+    block = first
+    while not _has_first_token(block) and len(block) < FIRST_BLOCK_LIMIT:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("no content before the first-token limit")
+        set_read_timeout(response, remaining)
+        more = response.read1(65536)
+        if not more:
+            return block  # the body ended: the relay says how
+        block += more
+    return block
+
+
+def _has_first_token(block: bytes) -> bool:
+    events = block.replace(b"\r\n", b"\n").split(b"\n\n")[:-1]  # complete events only
+    for event in events:
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return True
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                return True  # malformed: the relay's to judge
+            if not isinstance(chunk, dict) or chunk.get("error") or chunk.get("usage"):
+                return True
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if not isinstance(choice, dict) or choice.get("finish_reason") or not isinstance(delta, dict):
+                    return True
+                if any(delta.get(key) for key in ("content", "tool_calls", "function_call", "reasoning_content",
+                                                  "reasoning")):  # a reasoning model's thinking is output too
+                    return True
+    return False
 
 
 def _close(response) -> None:
