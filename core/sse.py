@@ -81,6 +81,16 @@ class StreamState:
         self.outcome = "ok"
 
 
+class NoContinuation(str):
+    """Why no other upstream continues an answer (a ``resume`` answer), with the error code the
+    client's error event carries (``continuation_refused``, ``continuation_unavailable``)."""
+
+    def __new__(cls, message: str, code: str):
+        reason = super().__new__(cls, message)
+        reason.code = code
+        return reason
+
+
 def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: float,
           stall_seconds: float, on_end, live: set | None = None, events=OpenAIEvents, resume=None):
     """Yield the client's SSE bytes from ``response``, then call ``on_end(state)`` exactly once.
@@ -97,7 +107,8 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
     ``stall_seconds``, turns malformed, reports an error mid-answer (``state.broken``) or ends
     early, ``resume(state)`` (when given) may return
     ``(response, first_block)`` of another upstream that continues the answer, relayed on the
-    same client stream; or a message saying why none can; otherwise, and when the portal shuts
+    same client stream; or a message saying why none can (a :class:`NoContinuation` also
+    gives the error event's code); otherwise, and when the portal shuts
     down (``end_streams`` puts ``SHUTDOWN`` on every queue registered in ``live``), the stream
     ends with an error event, never a clean end. If the client leaves, the upstream connection
     is closed at once.
@@ -203,6 +214,7 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
             if isinstance(continuation, str):
                 state.error = f"{error}; {continuation}"
                 message = f"{message} {continuation}"
+                code = getattr(continuation, "code", code)
             yield events.error(message, code, type_)
             return
     except GeneratorExit:

@@ -27,6 +27,7 @@ all use it):
     slow-first-<ms>  like echo, ``<ms>`` milliseconds before the first chunk only
     garbage-mid      streams 2 chunks, then 5 that are not JSON, then ends without finishing
     no-prefill       like echo, but refuses (400 prefill_not_supported) to continue an assistant message
+    odd-prefill      like echo, but refuses a prefill with 422 and words of its own (no known code)
 
 Every answering model continues an answer it is given as a last assistant message (a prefill):
 it counts the ``tokN`` already there and carries on from the next one.
@@ -51,7 +52,7 @@ MODELS = ["echo", "echo-ll", "echo-crlf", "slow-20", "slow-200", "reset-before",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
           "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey", "embed-16",
           "ctx-exceeded", "content-filter", "status-429-bare", "status-429-long", "slow-first-1500",
-          "garbage-mid", "no-prefill", "error-mid", "role-stall"]
+          "garbage-mid", "no-prefill", "error-mid", "role-stall", "odd-prefill"]
 
 
 def hashed_vector(text: str, size: int = 16) -> list[float]:
@@ -174,6 +175,9 @@ class FakeUpstream:
         if model == "no-prefill" and prefill is not None:
             return h._json(400, {"error": {"message": "This model cannot continue an assistant message.",
                                            "type": "invalid_request_error", "code": "prefill_not_supported"}})
+        if model == "odd-prefill" and prefill is not None:
+            return h._json(422, {"detail": [{"loc": ["body", "messages", -1], "type": "value_error",
+                                             "msg": "final message must have role user"}]})
         if model.startswith("status-"):
             return self._status(h, int(model.split("-")[1]))
         if model.startswith("flaky-"):

@@ -126,6 +126,45 @@ def test_a_fallback_that_refuses_to_continue_ends_with_an_error_event_never_a_cl
     assert row["completion_tokens"] == counter.count_text("reset-mid", "tok0 tok1 ")
 
 
+def test_a_fallback_refusing_the_prefill_in_its_own_words_passes_the_answer_to_the_next(make_app, fake_upstream):
+    app = make_app(**chat_plugins(fake_upstream, between_chunks_timeout_seconds=1.0, models={
+        "m": {"backend": "fake", "model": "reset-mid", "fallbacks": ["odd", "fine"]},
+        "odd": {"backend": "fake", "model": "odd-prefill"}, "fine": {"backend": "fake", "model": "echo"}}))
+    before = len(fake_upstream.requests)
+    response, body, _ = ask(app, "m")
+    text, events = streamed_text(body)
+    assert text == FULL and events[-1] == "[DONE]"
+    assert sent_models(fake_upstream, before) == ["reset-mid", "odd-prefill", "echo"]
+    catalog = {m["model"]: m for m in app.test_client().get("/admin/models",
+                                                            headers=bearer(app, "root", "admin")).json["data"]}
+    assert catalog["odd"]["supports_prefill"] is False and catalog["fine"]["supports_prefill"] is None
+    before = len(fake_upstream.requests)
+    ask(app, "m")  # learned: the next continuation skips the model that refused
+    assert sent_models(fake_upstream, before) == ["reset-mid", "echo"]
+
+
+def test_when_every_fallback_refuses_the_prefill_the_stream_ends_continuation_refused(make_app, fake_upstream):
+    app = make_app(**chat_plugins(fake_upstream, models={
+        "m": {"backend": "fake", "model": "reset-mid", "fallbacks": ["odd", "plain-no"]},
+        "odd": {"backend": "fake", "model": "odd-prefill"}, "plain-no": {"backend": "fake", "model": "no-prefill"}}))
+    response, body, _ = ask(app, "m")
+    text, events = streamed_text(body)
+    assert text == "tok0 tok1 " and "[DONE]" not in events
+    assert json.loads(events[-1])["error"]["code"] == "continuation_refused"
+
+
+def test_a_model_marked_without_prefill_never_receives_a_continuation(make_app, fake_upstream):
+    app = make_app(**chat_plugins(fake_upstream, models={
+        "m": {"backend": "fake", "model": "reset-mid", "fallbacks": ["fb"]},
+        "fb": {"backend": "fake", "model": "echo", "supports_prefill": False}}))
+    before = len(fake_upstream.requests)
+    response, body, took = ask(app, "m")
+    text, events = streamed_text(body)
+    assert text == "tok0 tok1 " and json.loads(events[-1])["error"]["code"] == "continuation_unavailable"
+    assert sent_models(fake_upstream, before) == ["reset-mid"] and took < 2.0
+    assert ask(app, "fb")[0].status_code == 200  # it still answers calls of its own
+
+
 @pytest.mark.parametrize("model", ["reset-mid", "error-mid"])
 def test_without_a_fallback_a_cut_stream_still_ends_with_an_error_event(make_app, fake_upstream, model):
     app = make_app(**chat_plugins(fake_upstream))

@@ -119,7 +119,7 @@ PRICE = {"type": ["number", "null"]}
 MODEL_CATALOG = obj("data", data=array(obj(
     "model", "backend", "upstream_model", "roles", "fallbacks", model=STRING, backend=STRING, upstream_model=STRING,
     roles=array(STRING), input_cost_per_token=PRICE, output_cost_per_token=PRICE, fallbacks=array(STRING),
-    alias={"type": "boolean"})))
+    alias={"type": "boolean"}, supports_prefill={"type": ["boolean", "null"]})))
 MODEL_LIST = obj("object", "data", object={"const": "list"},
                  data=array(obj("id", "object", id=STRING, object=STRING, owned_by=STRING)))
 
@@ -137,7 +137,8 @@ def portal_register_routes(portal):
 
     def catalog():
         """Every model with its backend, roles, prices and fallbacks"""
-        return {"data": model_catalog(portal, portal.extensions[NAME].rules)}
+        state = portal.extensions[NAME]
+        return {"data": model_catalog(portal, state.rules, state.prefills)}
 
     def ws_chat(ws):
         websocket_chat(portal, ws)

@@ -11,7 +11,7 @@ import json
 import time
 
 from agent_portal import ChatEstimate, ChatRecord, PortalError
-from agent_portal.sse import StreamState, relay
+from agent_portal.sse import NoContinuation, StreamState, relay
 
 from .body import MAX_COMPLETION_TOKENS, message_text
 from agent_portal.counting import estimate_tokens
@@ -19,7 +19,7 @@ from agent_portal.metering import stream_status
 from .breaker import Breaker
 from .models import ModelRules, resolve
 from .settings import NAME, ChatSettings
-from .upstream import UpstreamFailure, error_code, open_upstream
+from .upstream import UpstreamFailure, open_upstream
 
 
 class PriceBook:
@@ -38,6 +38,27 @@ class PriceBook:
         return self.rates.get(key)
 
 
+class PrefillBook:
+    """Which models take a prefill (an answer to continue): ``supports_prefill`` of an alias in
+    ``chat.models`` when set, else learned: a model that refused one (400, 422) is skipped for
+    continuations until the portal restarts."""
+
+    def __init__(self, aliases: dict):
+        self.aliases = aliases
+        self.refusals: set[tuple] = set()
+
+    def takes(self, target) -> bool:
+        configured = self.aliases.get(target.model, {}).get("supports_prefill")
+        return configured if configured is not None else _key(target) not in self.refusals
+
+    def refused(self, target) -> None:
+        self.refusals.add(_key(target))
+
+    def learned(self, key: tuple) -> bool | None:
+        """Return False when ``key`` (backend, upstream model) refused a prefill, else None."""
+        return False if key in self.refusals else None
+
+
 class ChatState:
     """What the chat plugin keeps per app."""
 
@@ -47,6 +68,7 @@ class ChatState:
         self.capture = settings.capture or wants_payloads
         self.rules = ModelRules(settings.models, settings.expose_upstream_models)
         self.prices = PriceBook()
+        self.prefills = PrefillBook(settings.models)
 
 
 def _key(target) -> tuple:
@@ -209,18 +231,31 @@ class ChatCall:
         if not remaining:
             return None
         self.state.breaker.failure(self.target)
+        prefills = self.state.prefills
+        able = [t for t in remaining if prefills.takes(t)]
+        if not able:
+            return NoContinuation("No fallback can continue the answer: none takes a prefill ("
+                                  + ", ".join(t.model for t in remaining) + ").", "continuation_unavailable")
         text = "".join(stream_state.text)
         self.served.append({**self.part_usage(None, text[self.part_start:], None,
                                               text[:self.part_start]), "outcome": stream_state.outcome})
+        refusals = []
+
+        def refused(target):
+            refusals.append(target.model)
+            prefills.refused(target)
+
         try:
             response, target, first, _ = open_upstream(
-                self.settings, remaining, lambda t: self.build_payload(t, prefill=text), True, self.request_id,
-                self.actor, self.record.session_id, self.state.breaker, max(self.deadline, time.monotonic() + 5))
+                self.settings, able, lambda t: self.build_payload(t, prefill=text), True, self.request_id,
+                self.actor, self.record.session_id, self.state.breaker, max(self.deadline, time.monotonic() + 5),
+                refused=refused)
         except UpstreamFailure as failure:
             self.served.pop()  # the answer stays this target's alone: counted once, at the end
-            refused = failure.body is not None and error_code(failure.body)[0] == "prefill_not_supported"
-            reason = f"it refused to continue an answer (prefill): {failure.message}" if refused else failure.message
-            return f"No fallback could continue the answer: {reason}"
+            if refusals:
+                return NoContinuation(f"No fallback could continue the answer: {', '.join(refusals)} refused to "
+                                      f"continue an answer (prefill): {failure.message}", "continuation_refused")
+            return f"No fallback could continue the answer: {failure.message}"
         self.target, self.part_start = target, len(text)
         self.record.backend, self.record.upstream_model = target.backend.name, target.upstream_model
         return response, first

@@ -98,10 +98,11 @@ def visible_models(portal, rules: ModelRules, actor) -> list[dict]:
     return data
 
 
-def model_catalog(portal, rules: ModelRules) -> list[dict]:
+def model_catalog(portal, rules: ModelRules, prefills=None) -> list[dict]:
     """Return every model name the portal serves (aliases, upstream names, the portal's own such
     as ``agent:``), each with its backend, upstream model, the roles that may call it, its
-    per-token prices and its fallbacks: the admin's view of who may use what."""
+    per-token prices, its fallbacks and whether it takes a prefill (``supports_prefill``: as
+    configured, false once it refused one, else null: not known yet): the admin's view."""
     admin = Actor(id="model-catalog", role="admin", via="catalog")
     names = set(rules.aliases)
     for answer in portal.hook.portal_models(portal=portal, actor=admin):
@@ -120,5 +121,7 @@ def model_catalog(portal, rules: ModelRules) -> list[dict]:
             "input_cost_per_token": target.input_cost_per_token,
             "output_cost_per_token": target.output_cost_per_token,
             "fallbacks": list(target.fallbacks), "alias": alias is not None,
+            "supports_prefill": rules.aliases.get(name, {}).get("supports_prefill",
+                                                              prefills.learned(key) if prefills else None),
         })
     return catalog

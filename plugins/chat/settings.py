@@ -18,6 +18,8 @@ def config_schema() -> dict:
             "output_cost_per_token": {"type": "number", "minimum": 0},
             "roles": {"type": "array", "items": {"enum": ["user", "admin"]}},
             "continue_on_failure": {"type": "boolean"},
+            # whether the model takes a prefill (an answer to continue); unset: tried, and learned
+            "supports_prefill": {"type": "boolean"},
         },
     }
     return {

@@ -69,12 +69,16 @@ def error_code(payload: bytes) -> tuple[str | None, str]:
 
 
 def open_upstream(settings, targets: list, build_payload, stream: bool, request_id: str, actor,
-                  session_id: str | None = None, breaker=None, deadline: float | None = None):
+                  session_id: str | None = None, breaker=None, deadline: float | None = None,
+                  refused=None):
     """Send the call to the first target that answers, following the table above.
 
     Returns ``(response, target, first_block, ttft_mark)``; ``first_block`` is the first bytes
     of a stream (b"" when not streaming). Raises :class:`UpstreamFailure` when every target
-    failed, when the caller's own request was refused, or when the time budget ran out.
+    failed, when the caller's own request was refused, or when the time budget ran out. With
+    ``refused`` (a continuation: the request carries a prefill), a 400 or 422 is the target
+    refusing the prefill, whatever its code or words: ``refused(target)`` is told and the next
+    target asked.
     """
     last = UpstreamFailure(502, "No upstream could be reached.", "upstream_unreachable")
     deadline = deadline or time.monotonic() + settings.call_budget
@@ -131,6 +135,11 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
                     code, message = error_code(payload)
                     failure = UpstreamFailure(status, message or _upstream_message(payload, status),
                                               "upstream_client_error", body=payload)
+                    too_long = code == "context_length_exceeded" or "context length" in message.lower()
+                    if refused is not None and status in (400, 422) and not too_long:
+                        refused(target)
+                        last = failure
+                        break
                     if status == 404 or code in NEXT_TARGET_CODES or "context length" in message.lower():
                         last = failure
                         break
