@@ -23,7 +23,8 @@ all use it):
     embed-16         POST /embeddings: a 16-number vector per input, made from the text's hash
     ctx-exceeded     400 context_length_exceeded (a fallback with a larger window may answer)
     content-filter   400 content_filter (never retried)
-    status-429-bare  429 without Retry-After; status-429-long asks to wait 30 s
+    status-429-bare  429 without Retry-After; status-429-long asks to wait 30 s; status-429-ms asks to
+                     wait 0 ms in ``retry-after-ms`` only (OpenAI's header)
     slow-first-<ms>  like echo, ``<ms>`` milliseconds before the first chunk only
     garbage-mid      streams 2 chunks, then 5 that are not JSON, then ends without finishing
     no-prefill       like echo, but refuses (400 prefill_not_supported) to continue an assistant message
@@ -52,7 +53,7 @@ MODELS = ["echo", "echo-ll", "echo-crlf", "slow-20", "slow-200", "reset-before",
           "status-401", "status-429", "status-500", "status-503", "flaky-503", "flaky-429", "reset-mid",
           "stall-mid", "malformed-mid", "no-done", "long", "premium", "pricey", "embed-16",
           "ctx-exceeded", "content-filter", "status-429-bare", "status-429-long", "slow-first-1500",
-          "garbage-mid", "no-prefill", "error-mid", "role-stall", "odd-prefill"]
+          "garbage-mid", "no-prefill", "error-mid", "role-stall", "odd-prefill", "status-429-ms"]
 
 
 def hashed_vector(text: str, size: int = 16) -> list[float]:
@@ -167,6 +168,9 @@ class FakeUpstream:
                                            "type": "invalid_request_error", "code": "content_filter"}})
         if model == "status-429-bare":
             return h._json(429, {"error": {"message": "slow down", "type": "rate_limit", "code": "429"}})
+        if model == "status-429-ms":
+            return h._json(429, {"error": {"message": "slow down", "type": "rate_limit", "code": "429"}},
+                           {"retry-after-ms": "0"})
         if model == "status-429-long":
             return h._json(429, {"error": {"message": "slow down", "type": "rate_limit", "code": "429"}},
                            {"Retry-After": "30"})

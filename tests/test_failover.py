@@ -46,6 +46,7 @@ def sent_models(fake, since: int) -> list[str]:
     ("status-503", 2),        # 5xx: the same target again, then the next
     ("reset-before", 2),      # a reset before any byte: the same again, then the next
     ("status-429", 2),        # 429 with Retry-After: 0 (within the wait budget): the same again
+    ("status-429-ms", 2),     # 429 with OpenAI's retry-after-ms: 0: the same again
     ("status-429-bare", 1),   # 429 without Retry-After: the next at once
     ("status-429-long", 1),   # asking to wait 30 s: the next at once
     ("hang-before", 1),       # no answer: a timeout is not a reason to ask again

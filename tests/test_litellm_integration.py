@@ -146,6 +146,20 @@ def test_a_stream_broken_behind_litellm_is_finished_by_the_fallback(make_app, li
     assert row["outcome"] == "ok" and [p["model"] for p in json.loads(row["served_by"])] == [primary, "fake-echo"]
 
 
+def test_a_429_behind_litellm_is_waited_for_as_its_retry_after_says(make_app, litellm, fake_upstream):
+    app = make_app(chat={"retries": 1, "retry_max_wait_seconds": 1, "models": {
+                       "limited": {"backend": "litellm", "model": "fake-status-429", "fallbacks": ["steady"]},
+                       "steady": {"backend": "litellm", "model": "fake-echo"}}},
+                   litellm={"url": litellm["url"], "api_key": litellm["key"]},
+                   ledger={"flush_seconds": 0.05}, observability={"health_cache_seconds": 0})
+    before = len(fake_upstream.requests)
+    response = app.test_client().post("/v1/chat/completions", headers=bearer(app),
+                                      json={"model": "limited", "messages": HELLO})
+    assert response.status_code == 200
+    asked = [r.get("model") for r in fake_upstream.requests[before:]]
+    assert asked.count("status-429") >= 2 and asked[-1] == "echo", asked  # waited, asked again, then the next
+
+
 def test_wrong_litellm_key_never_passes_and_keeps_the_openai_error_shape(make_app, litellm):
     # Without its database LiteLLM answers 400 "No connected db." to any key but the master key
     # (CONTRACTS.md); a real 401/403 from an upstream becomes the portal's 502 (see test_chat).

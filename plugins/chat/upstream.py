@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from email.utils import parsedate_to_datetime
 
 import urllib3
 from flask import Response
@@ -31,12 +32,29 @@ RETRY_SAME = {500, 502, 503, 504}
 NEXT_TARGET_CODES = {"context_length_exceeded", "model_not_found", "prefill_not_supported"}
 
 
+RETRY_AFTER_HEADERS = (("retry-after-ms", 0.001), ("retry-after", 1.0),  # OpenAI's, then HTTP's
+                       # LiteLLM's proxy passes the provider's own headers on with this prefix
+                       ("llm_provider-retry-after-ms", 0.001), ("llm_provider-retry-after", 1.0))
+
+
 def _retry_after(response) -> float | None:
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    """Return the seconds a 429 asks to wait: ``retry-after-ms``, ``Retry-After`` (seconds or an
+    HTTP date), or the same passed on by LiteLLM (``llm_provider-``); None when none says."""
+    if response is None:
         return None
+    for name, unit in RETRY_AFTER_HEADERS:
+        value = response.headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * unit)
+        except ValueError:
+            pass
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, IndexError):
+            continue
+    return None
 
 
 def _backoff(attempt: int, cap: float) -> float:
@@ -105,8 +123,8 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
                     payload, wait = response.data, _retry_after(response)
                     close_upstream(response)
                     last = UpstreamFailure(429, _upstream_message(payload, status), "upstream_rate_limited",
-                                           headers={"Retry-After": response.headers["Retry-After"]}
-                                           if "Retry-After" in response.headers else None)
+                                           headers={"Retry-After": str(int(wait + 0.999))}
+                                           if wait is not None else None)
                     if wait is not None and wait <= settings.retry_max_wait and attempt < settings.retries \
                             and time.monotonic() + wait < deadline:
                         time.sleep(wait)
