@@ -104,7 +104,7 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
     a finish reason without ``[DONE]`` is whole, and the client gets its ``[DONE]``).
 
     Sends heartbeats while the upstream is silent. When the upstream resets, stalls past
-    ``stall_seconds``, turns malformed, reports an error mid-answer (``state.broken``) or ends
+    ``stall_seconds`` (a number, or a function asked at each silence), turns malformed, reports an error mid-answer (``state.broken``) or ends
     early, ``resume(state)`` (when given) may return
     ``(response, first_block)`` of another upstream that continues the answer, relayed on the
     same client stream; or a message saying why none can (a :class:`NoContinuation` also
@@ -160,11 +160,12 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                 try:
                     kind, payload = blocks.get(timeout=heartbeat_seconds)
                 except queue.Empty:
-                    if time.monotonic() - last_data <= stall_seconds:
+                    limit = stall_seconds() if callable(stall_seconds) else stall_seconds
+                    if time.monotonic() - last_data <= limit:
                         yield HEARTBEAT
                         continue
                     kind, payload = None, None
-                    failure = ("upstream_stalled", f"no data from upstream for {stall_seconds:g}s",
+                    failure = ("upstream_stalled", f"no data from upstream for {limit:g}s",
                                "The upstream stopped sending; the answer is incomplete.", "upstream_timeout",
                                "upstream_timeout")
                 if kind == DATA:

@@ -113,6 +113,16 @@ def test_a_stream_cut_mid_answer_is_finished_by_the_fallback_exactly_once(make_a
     assert row["prompt_tokens"] == sum(p["prompt_tokens"] for p in served)
 
 
+def test_a_stall_that_keeps_the_socket_open_is_cut_in_time_for_the_fallback_to_finish_in_the_budget(
+        make_app, fake_upstream):
+    app = failover_app(make_app, fake_upstream, ["stall-mid"], between_chunks_timeout_seconds=60,
+                       call_budget_seconds=6)
+    response, body, took = ask(app, "m-stall-mid")
+    text, events = streamed_text(body)
+    assert text == FULL and events[-1] == "[DONE]"
+    assert took < 6.0  # the stall was cut at half of what the budget left, not after 60 s (nor 30)
+
+
 def test_a_fallback_that_refuses_to_continue_ends_with_an_error_event_never_a_clean_end(make_app, fake_upstream):
     app = failover_app(make_app, fake_upstream, ["reset-mid"], fallback="no-prefill")
     response, body, _ = ask(app, "m-reset-mid")

@@ -294,7 +294,17 @@ class ChatCall:
             self.finish()
 
         return relay(self.response, self.first_block, state, self.settings.heartbeat,
-                     self.settings.between_chunks, on_end, self.portal.live_streams, resume=self.resume)
+                     self.stall_limit, on_end, self.portal.live_streams, resume=self.resume)
+
+    def stall_limit(self) -> float:
+        """Return how long the stream may be silent now: ``between_chunks_timeout_seconds``, or
+        less while the call budget runs and a fallback could continue, half of what the budget
+        leaves (the other half is the fallback's to finish in)."""
+        between = self.settings.between_chunks
+        left = self.deadline - time.monotonic()
+        if left <= 0 or self.targets[-1:] == [self.target]:
+            return between
+        return max(1.0, min(between, left / 2))
 
     def plain_answer(self) -> tuple[bytes, dict]:
         """Read a non-streamed answer; returns its bytes and the headers to pass on."""
