@@ -172,7 +172,7 @@ def start_portal(port, upstream_port, workdir, variant="shipped", workers=1, gun
         env.update({"PORTAL_SECRET_KEY": secrets.token_urlsafe(32),
                     "PORTAL_DATABASE_URL": f"sqlite:///{workdir}/shipped-{port}.db",
                     "PORTAL_LEDGER_JOURNAL_DIR": f"{workdir}/journal-{port}",
-                    "LITELLM_URL": f"http://127.0.0.1:{upstream_port}", "LITELLM_MASTER_KEY": "sk-bench"})
+                    "LITELLM_URL": f"http://127.0.0.1:{upstream_port}", "LITELLM_MASTER_KEY": "sk-" + secrets.token_hex(16)})
     else:
         path = Path(workdir) / f"{variant}.yaml"
         path.write_text(yaml.safe_dump(slim_config(upstream_port, workdir)))
