@@ -37,6 +37,12 @@ def parse_events(block: bytes) -> list[tuple[bytes, str, object]]:
     return parsed
 
 
+def _data_of(raw: bytes) -> bytes:
+    """Return the data of one relayed event as it was sent (LangGraph sends one data line)."""
+    cut = raw.find(b"data:")
+    return raw[cut + 5:].lstrip(b" ") if cut >= 0 else b""
+
+
 def message_text(message: dict) -> str:
     """Return the text of one serialized LangChain message (string or content blocks)."""
     content = message.get("content")
@@ -89,14 +95,15 @@ class RunMeter:
         self.relayed_chars = 0
         self.error = None
 
-    def observe(self, name: str, data) -> str:
-        """Take one event; returns the answer text it adds (a token of a streamed message)."""
+    def observe(self, name: str, data, sent: bytes | None = None) -> str:
+        """Take one event (``sent``: its data as it came, when the caller has it, so nothing is
+        encoded again); returns the answer text it adds (a token of a streamed message)."""
         mode = name.split("|", 1)[0]  # subgraphs' events are named "<mode>|<namespace>"
         if mode == "metadata":
             if isinstance(data, dict):
                 self.run_id = self.run_id or data.get("run_id")
             return ""
-        self._keep_relayed(data)
+        self._keep_relayed(data, sent)
         if mode == "error":
             self.error = data if isinstance(data, dict) else {"error": "error", "message": str(data)}
         elif mode == "messages" and isinstance(data, list) and data and _is_ai(data[0]):
@@ -130,12 +137,20 @@ class RunMeter:
             self._keep_final(payload["output"])
         return ""
 
-    def _keep_relayed(self, data) -> None:
-        if self.relayed_chars >= RELAYED_CHARS or data is None:
-            self.relayed_chars += 0 if data is None else len(str(data))
+    def _keep_relayed(self, data, sent: bytes | None) -> None:
+        """Keep what the event relayed, for the last-resort count: its text up to
+        ``RELAYED_CHARS``, its length past that (the relay's bytes: nothing encoded per event)."""
+        if data is None:
             return
-        text = data if isinstance(data, str) else json.dumps(data)
-        self.relayed.append(text)
+        if self.relayed_chars >= RELAYED_CHARS and sent is not None:
+            self.relayed_chars += len(sent)
+            return
+        if sent is not None:
+            text = sent.decode("utf-8", "replace")
+        else:
+            text = data if isinstance(data, str) else json.dumps(data)
+        if self.relayed_chars < RELAYED_CHARS:
+            self.relayed.append(text)
         self.relayed_chars += len(text)
 
     def _chunk(self, chunk: dict) -> str:
@@ -230,7 +245,7 @@ class LangGraphEvents:
         if state.first_at is None:
             state.first_at = time.monotonic()
         for raw, name, data in parse_events(block):
-            text = state.meter.observe(name, data)
+            text = state.meter.observe(name, data, _data_of(raw))
             if text:
                 state.text.append(text)
             if name == "error":

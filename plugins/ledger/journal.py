@@ -16,6 +16,8 @@ import os
 import threading
 import time
 
+from agent_portal.offload import off_loop
+
 log = logging.getLogger("agent_portal.ledger")
 SUFFIX = ".jsonl"
 
@@ -159,27 +161,11 @@ class Journal:
         """Return the cost of ``user``'s rows waiting in every process's files that started at
         or after ``since`` (epoch seconds), skipping what this process replayed already: spend a
         limit counter rebuilt now must count although the database has not got it yet."""
-        needle = '"actor_id":' + json.dumps(user) + ","
         with self._lock:
             if self._handle is not None:
                 self._handle.flush()
-        total = 0.0
-        for path in self._files():
-            try:
-                with open(path, "r", encoding="utf-8") as handle:
-                    handle.seek(self._offsets.get(path, 0))
-                    for line in handle:
-                        if needle not in line:
-                            continue
-                        try:
-                            row = json.loads(line)
-                        except ValueError:
-                            continue  # a torn last line
-                        if row.get("actor_id") == user and float(row.get("started_at") or 0) >= since:
-                            total += float(row.get("cost") or 0.0)
-            except OSError:
-                continue  # replayed and deleted meanwhile: the database has it
-        return total
+        # a long outage's files: read in a real thread, never on the serving loop (and no lock there)
+        return off_loop(_spend_in_files, self._files(), dict(self._offsets), user, since)
 
     @property
     def rows(self) -> int:
@@ -236,3 +222,26 @@ def _first_line_length(paths: list) -> int:
         except OSError:
             continue
     return 0
+
+
+def _spend_in_files(paths: list, offsets: dict, user: str, since: float) -> float:
+    """Return the cost of ``user``'s rows since ``since`` in ``paths``, each read from its
+    ``offsets`` entry (what this process replayed already is skipped)."""
+    needle = '"actor_id":' + json.dumps(user) + ","
+    total = 0.0
+    for path in paths:
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                handle.seek(offsets.get(path, 0))
+                for line in handle:
+                    if needle not in line:
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue  # a torn last line
+                    if row.get("actor_id") == user and float(row.get("started_at") or 0) >= since:
+                        total += float(row.get("cost") or 0.0)
+        except OSError:
+            continue  # replayed and deleted meanwhile: the database has it
+    return total
