@@ -240,17 +240,12 @@ def secret_errors(config: Any, origins: dict | None = None, where: str = "") -> 
 
 def network_errors(config: dict) -> list[str]:
     """Return one message per ``portal.trusted_proxies`` entry that is not an address or network."""
-    import ipaddress
+    from .outbound import is_network
 
     portal = config.get("portal") if isinstance(config.get("portal"), dict) else {}
     entries = portal.get("trusted_proxies") if isinstance(portal.get("trusted_proxies"), list) else []
-    errors = []
-    for entry in entries:
-        try:
-            ipaddress.ip_network(str(entry), strict=False)
-        except ValueError:
-            errors.append(f"portal.trusted_proxies: {entry!r} is not an address or a network (10.0.0.0/8)")
-    return errors
+    return [f"portal.trusted_proxies: {entry!r} is not an address or a network (10.0.0.0/8)"
+            for entry in entries if not is_network(str(entry))]
 
 
 def raise_if_errors(errors: Iterable[str]) -> None:

@@ -74,14 +74,15 @@ class MeteredCall:
         extra = prompt_tokens - (reservation.prompt_tokens if reservation is not None else 0)
         if reservation is None or extra <= 0:
             return
+        cost = self.cost(extra, 0)
         try:
             self.portal.hook.portal_chat_readmission(portal=self.portal, estimate=reservation,
-                                                     prompt_tokens=extra, cost=self.cost(extra, 0))
+                                                     prompt_tokens=extra, cost=cost)
         except PortalError as refusal:
             self.end("refused", refusal.status, refusal.message)
             raise
         reservation.prompt_tokens += extra
-        reservation.cost += self.cost(extra, 0)
+        reservation.cost += cost
 
     def handover(self) -> dict:
         """Return what another process needs to end this admitted call (:meth:`taken_over`):

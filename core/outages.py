@@ -46,6 +46,12 @@ class Outage:
             self.since, self._unreported, self._warned_at = None, 0, 0.0
         self.log.warning("%s back after %.0f s (%d more call(s) met the outage)", self.what, lasted, count)
 
+    def describe(self) -> str:
+        """Return "since HH:MM:SS UTC (reason)" of the current outage, for health ("" when none)."""
+        if self.since is None:
+            return ""
+        return f"since {time.strftime('%H:%M:%S', time.gmtime(self.since))} UTC ({self.reason})"
+
     def state(self) -> dict | None:
         """Return ``{"since", "reason", "failures"}`` while the store is away, else None."""
         if self.since is None:

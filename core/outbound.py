@@ -21,8 +21,8 @@ class OutboundPolicy:
     """``portal.outbound_allow``: host names and networks (CIDR) an admin lets users point at."""
 
     def __init__(self, allowed: list[str], resolve=socket.getaddrinfo):
-        self.hosts = {entry.lower().rstrip(".") for entry in allowed if not _is_network(entry)}
-        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in allowed if _is_network(entry)]
+        self.hosts = {entry.lower().rstrip(".") for entry in allowed if not is_network(entry)}
+        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in allowed if is_network(entry)]
         self.resolve = resolve
 
     def check(self, url: str, what: str = "url") -> str:
@@ -56,7 +56,8 @@ class OutboundPolicy:
         return url
 
 
-def _is_network(entry: str) -> bool:
+def is_network(entry: str) -> bool:
+    """Return True when ``entry`` is an IP address or network (CIDR)."""
     try:
         ipaddress.ip_network(entry, strict=False)
         return True

@@ -8,8 +8,6 @@ call it), ``upstream`` (retries, fallbacks, failures), ``call`` (one call and it
 """
 from __future__ import annotations
 
-import time
-
 from flask import Response, g, request
 
 from agent_portal import ChatTarget, HealthCheck, ModelInfo, Route, hookimpl
@@ -72,15 +70,10 @@ def portal_health_checks(portal):
         detail = f"open: {', '.join(opened)}" if opened else "every circuit closed"
         away = breaker.outage.state()
         if away is not None:
-            detail = f"shared state unavailable since {_clock(away['since'])} ({away['reason']}); " \
-                     f"this worker's own: {detail}"
+            detail = f"shared state unavailable {breaker.outage.describe()}; this worker's own: {detail}"
         return {"status": "degraded" if opened or away else "up", "detail": detail, "targets": targets}
 
     return [HealthCheck("circuits", circuits, timeout=2.0)]
-
-
-def _clock(timestamp: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(timestamp)) + " UTC"
 
 
 @hookimpl

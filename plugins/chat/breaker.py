@@ -162,7 +162,8 @@ class Breaker:
 
     def success(self, target) -> None:
         key = self.key(target)
-        if self.local.get(key)["failures"] or self.local.get(key)["open_until"]:
+        mine = self.local.get(key)
+        if mine["failures"] or mine["open_until"]:
             self.local.reset(key)
         if self.shared is not None:
             state = self._shared(self.shared.get, key)

@@ -104,8 +104,7 @@ def portal_register_routes(portal):
             if role not in ("user", "admin"):
                 raise PortalError("role must be user or admin.", code="invalid_role")
             actor = Actor(id=wanted, role=role, via="lookup")
-        return {"user": actor.id, "role": actor.role, "storage": "redis" if
-                limiter.storage_url.startswith(("redis", "rediss")) else "memory",
+        return {"user": actor.id, "role": actor.role, "storage": limiter.storage_kind,
                 "limits": limiter.status(actor)}
 
     return [Route("/observability/limits", limits_view, access="user",

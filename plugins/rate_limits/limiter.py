@@ -122,10 +122,18 @@ class Limiter:
                 return default
             raise PortalError("The rate limit store cannot be reached; calls are refused until it returns.",
                               status=503, code="limit_store_unavailable") from exc
+        self._answered()
+        return result
+
+    def _answered(self) -> None:
+        """The store answered: an outage, if there was one, is over (and so are its blind calls)."""
         if self.outage.since is not None:
             self.outage.answered()
             self.blind.clear()
-        return result
+
+    @property
+    def storage_kind(self) -> str:
+        return "redis" if self.storage_url.startswith(("redis://", "rediss://")) else "memory"
 
     # --- admission ---------------------------------------------------------------------------
     def admit(self, actor, names: tuple, estimate) -> list[Hold]:
@@ -234,8 +242,7 @@ class Limiter:
         from the ledger plus them (:meth:`_live_amount`)."""
         with self._lock:
             for hold in list(self.live.get(key, ())):
-                if hold.generation != generation:
-                    hold.generation = generation
+                hold.generation = generation
 
     def _refuse_requests(self, scope, item, ids):
         stats = self._guarded(None, self.window.get_window_stats, item, *ids)
@@ -308,26 +315,22 @@ class Limiter:
     def health(self) -> dict:
         """Return the limits' health: the store answering (a ping when nothing asked it
         lately), or degraded since when, why, and what the mode lets through meanwhile."""
-        kind = "redis" if self.storage_url.startswith(("redis", "rediss")) else "memory"
-        if kind == "memory":
+        if self.storage_kind == "memory":
             return {"status": "up", "mode": self.settings["on_storage_error"], "detail": "in this process"}
         try:  # a ping, counted like any call's failure (never a 503 here, whatever the mode)
             self.counters.get("health:ping")
         except Exception as exc:
             self.outage.failed(exc)
         else:
-            if self.outage.since is not None:
-                self.outage.answered()
-                self.blind.clear()
+            self._answered()
         away = self.outage.state()
         mode = self.settings["on_storage_error"]
         if away is None:
             return {"status": "up", "mode": mode, "detail": f"redis answering; {mode} if it goes away"}
         lets = ("one call per user and limit per worker is let through, requests a minute are not counted"
                 if mode == "open" else "calls with limits are refused (503)")
-        since = time.strftime("%H:%M:%S", time.gmtime(away["since"]))
         return {"status": "degraded", "mode": mode, "since": away["since"], "reason": away["reason"],
-                "detail": f"the limit store is unavailable since {since} UTC ({away['reason']}); {mode} mode: {lets}"}
+                "detail": f"the limit store is unavailable {self.outage.describe()}; {mode} mode: {lets}"}
 
     def status(self, actor) -> list[dict]:
         """Return each limit that applies to ``actor`` with what is left and when it resets."""
