@@ -17,7 +17,8 @@ from .body import MAX_COMPLETION_TOKENS, message_text
 from agent_portal.counting import estimate_tokens
 from agent_portal.metering import stream_status
 from .breaker import Breaker
-from .models import ModelRules, resolve
+from .models import ModelRules, resolve, target_key as _key
+from .prefills import PrefillBook
 from .settings import NAME, ChatSettings
 from .upstream import UpstreamFailure, open_upstream
 
@@ -38,27 +39,6 @@ class PriceBook:
         return self.rates.get(key)
 
 
-class PrefillBook:
-    """Which models take a prefill (an answer to continue): ``supports_prefill`` of an alias in
-    ``chat.models`` when set, else learned: a model that refused one (400, 422) is skipped for
-    continuations until the portal restarts."""
-
-    def __init__(self, aliases: dict):
-        self.aliases = aliases
-        self.refusals: set[tuple] = set()
-
-    def takes(self, target) -> bool:
-        configured = self.aliases.get(target.model, {}).get("supports_prefill")
-        return configured if configured is not None else _key(target) not in self.refusals
-
-    def refused(self, target) -> None:
-        self.refusals.add(_key(target))
-
-    def learned(self, key: tuple) -> bool | None:
-        """Return False when ``key`` (backend, upstream model) refused a prefill, else None."""
-        return False if key in self.refusals else None
-
-
 class ChatState:
     """What the chat plugin keeps per app."""
 
@@ -69,10 +49,6 @@ class ChatState:
         self.rules = ModelRules(settings.models, settings.expose_upstream_models)
         self.prices = PriceBook()
         self.prefills = PrefillBook(settings.models)
-
-
-def _key(target) -> tuple:
-    return (target.backend.name, target.upstream_model)
 
 
 def price(state: ChatState, target, prompt_tokens: int, completion_tokens: int, upstream_cost) -> tuple:

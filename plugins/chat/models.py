@@ -58,6 +58,11 @@ class ModelRules:
                 max((p for p in prices_out if p is not None), default=None))
 
 
+def target_key(target) -> tuple:
+    """Return (backend, upstream model): what a target reaches, whatever name it was called by."""
+    return (target.backend.name, target.upstream_model)
+
+
 def resolve(portal, rules: ModelRules, actor, model: str) -> ChatTarget:
     """Return where ``model`` goes for ``actor``, with its prices and every name of its target.
 
@@ -69,7 +74,7 @@ def resolve(portal, rules: ModelRules, actor, model: str) -> ChatTarget:
     if target is None or (alias is None and not target.portal_name and not rules.expose_upstream_models):
         raise PortalError(f"The model `{model}` does not exist or is not served here.", status=404,
                           code="model_not_found", type="invalid_request_error")
-    key = (target.backend.name, target.upstream_model)
+    key = target_key(target)
     if not rules.may_call(actor, key, alias, target.portal_name):
         raise PortalError(f"You may not use the model `{model}`.", status=403, code="model_forbidden")
     changes = {"names": rules.names_for(key, model)}
@@ -113,7 +118,7 @@ def model_catalog(portal, rules: ModelRules, prefills=None) -> list[dict]:
             target = resolve(portal, rules, admin, name)
         except PortalError:
             continue  # not served (an alias whose backend is gone, or hidden upstream names)
-        key, alias = (target.backend.name, target.upstream_model), name if name in rules.aliases else None
+        key, alias = target_key(target), name if name in rules.aliases else None
         catalog.append({
             "model": name, "backend": target.backend.name, "upstream_model": target.upstream_model,
             "roles": [role for role in ROLES if rules.may_call(Actor(id="-", role=role, via="catalog"), key, alias,
