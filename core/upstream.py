@@ -100,6 +100,11 @@ class OpenAIUpstream:
             self._refreshing = False
         return self._models or []
 
+    def prefill_support(self, model: str) -> bool | None:
+        """Return whether ``model`` takes a prefill (an answer to continue, as a last assistant
+        message), as this backend knows it; None when it does not say."""
+        return None
+
     # --- chat ------------------------------------------------------------------------------------
     def send_chat(self, body: bytes, headers: dict, timeout, stream: bool):
         """Send one chat completion request; returns urllib3's response (unread when ``stream``).

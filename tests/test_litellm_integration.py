@@ -146,6 +146,26 @@ def test_a_stream_broken_behind_litellm_is_finished_by_the_fallback(make_app, li
     assert row["outcome"] == "ok" and [p["model"] for p in json.loads(row["served_by"])] == [primary, "fake-echo"]
 
 
+def test_a_model_litellm_says_takes_no_prefill_is_never_sent_a_continuation(make_app, litellm, fake_upstream):
+    app = make_app(chat={"retries": 0, "between_chunks_timeout_seconds": 5, "models": {
+                       "resilient": {"backend": "litellm", "model": "fake-reset-mid",
+                                     "fallbacks": ["careful", "steady"]},
+                       "careful": {"backend": "litellm", "model": "fake-no-prefill"},
+                       "steady": {"backend": "litellm", "model": "fake-echo"}}},
+                   litellm={"url": litellm["url"], "api_key": litellm["key"]},
+                   ledger={"flush_seconds": 0.05}, observability={"health_cache_seconds": 0})
+    catalog = {m["model"]: m for m in app.test_client().get(
+        "/admin/models", headers=bearer(app, "root", "admin")).json["data"]}
+    assert catalog["careful"]["supports_prefill"] is False  # LiteLLM's model info said so
+    assert catalog["steady"]["supports_prefill"] is None    # nothing known: tried
+    before = len(fake_upstream.requests)
+    response = app.test_client().post("/v1/chat/completions", headers=bearer(app),
+                                      json={"model": "resilient", "messages": HELLO, "stream": True})
+    events = [e[6:] for e in response.data.decode().split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]", events[-3:]
+    assert [r.get("model") for r in fake_upstream.requests[before:]] == ["reset-mid", "echo"]
+
+
 def test_a_429_behind_litellm_is_waited_for_as_its_retry_after_says(make_app, litellm, fake_upstream):
     app = make_app(chat={"retries": 1, "retry_max_wait_seconds": 1, "models": {
                        "limited": {"backend": "litellm", "model": "fake-status-429", "fallbacks": ["steady"]},

@@ -107,7 +107,8 @@ def model_catalog(portal, rules: ModelRules, prefills=None) -> list[dict]:
     """Return every model name the portal serves (aliases, upstream names, the portal's own such
     as ``agent:``), each with its backend, upstream model, the roles that may call it, its
     per-token prices, its fallbacks and whether it takes a prefill (``supports_prefill``: as
-    configured, false once it refused one, else null: not known yet): the admin's view."""
+    configured, as its backend says, false once it refused one, else null: not known yet): the
+    admin's view."""
     admin = Actor(id="model-catalog", role="admin", via="catalog")
     names = set(rules.aliases)
     for answer in portal.hook.portal_models(portal=portal, actor=admin):
@@ -126,7 +127,6 @@ def model_catalog(portal, rules: ModelRules, prefills=None) -> list[dict]:
             "input_cost_per_token": target.input_cost_per_token,
             "output_cost_per_token": target.output_cost_per_token,
             "fallbacks": list(target.fallbacks), "alias": alias is not None,
-            "supports_prefill": rules.aliases.get(name, {}).get("supports_prefill",
-                                                              prefills.learned(key) if prefills else None),
+            "supports_prefill": prefills.known(target) if prefills else None,
         })
     return catalog

@@ -7,20 +7,26 @@ from .models import target_key
 
 class PrefillBook:
     """Which models take a prefill (an answer to continue): ``supports_prefill`` of an alias in
-    ``chat.models`` when set, else learned: a model that refused one (400, 422) is skipped for
-    continuations until the portal restarts."""
+    ``chat.models`` when set, else what the backend says of the model (LiteLLM's model info), else
+    learned: a model that refused one (400, 422) is skipped for continuations until restart."""
 
     def __init__(self, aliases: dict):
         self.aliases = aliases
         self.refusals: set[tuple] = set()
 
-    def takes(self, target) -> bool:
+    def known(self, target) -> bool | None:
+        """Return whether ``target`` takes a prefill: configured, said by its backend, or learned
+        from a refusal; None when nothing is known yet (it is tried)."""
         configured = self.aliases.get(target.model, {}).get("supports_prefill")
-        return configured if configured is not None else target_key(target) not in self.refusals
+        if configured is not None:
+            return configured
+        if target_key(target) in self.refusals:
+            return False
+        said = getattr(target.backend, "prefill_support", None)  # optional on a plugin's own backend
+        return said(target.upstream_model) if said else None
+
+    def takes(self, target) -> bool:
+        return self.known(target) is not False
 
     def refused(self, target) -> None:
         self.refusals.add(target_key(target))
-
-    def learned(self, key: tuple) -> bool | None:
-        """Return False when ``key`` (backend, upstream model) refused a prefill, else None."""
-        return False if key in self.refusals else None

@@ -1,13 +1,54 @@
 """A LiteLLM proxy as an OpenAI-compatible upstream that also tells LiteLLM who is calling."""
 from __future__ import annotations
 
+import logging
+import time
+
 from agent_portal.upstream import OpenAIUpstream
+
+log = logging.getLogger("agent_portal.litellm")
 
 
 class LiteLLMUpstream(OpenAIUpstream):
-    """A LiteLLM proxy: also fills ``metadata`` so LiteLLM's own callbacks see the caller."""
+    """A LiteLLM proxy: also fills ``metadata`` so LiteLLM's own callbacks see the caller, and
+    reads which models take a prefill from its ``/model/info``."""
 
     kind = "litellm"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_info_url = self.base_url.removesuffix("/v1") + "/model/info"
+        self._prefill: dict[str, bool] | None = None
+        self._info_loaded_at = 0.0
+
+    def refresh(self) -> list[str]:
+        ids = super().refresh()
+        self.load_model_info()
+        return ids
+
+    def load_model_info(self) -> None:
+        """Read ``supports_assistant_prefill`` of every model LiteLLM serves (its cost map's or the
+        ``model_info`` of its config); keeps what it knew when LiteLLM does not answer."""
+        self._info_loaded_at = time.monotonic()
+        try:
+            response = self.portal.http.get(self.model_info_url, headers=self.headers, timeout=self.timeout_seconds)
+            response.raise_for_status()
+            prefill = {}
+            for entry in response.json().get("data") or []:
+                info = entry.get("model_info") if isinstance(entry, dict) else None
+                takes = info.get("supports_assistant_prefill") if isinstance(info, dict) else None
+                name = entry.get("model_name") if isinstance(entry, dict) else None
+                if isinstance(name, str) and isinstance(takes, bool):
+                    # a model group with several deployments takes a prefill only if all of them do
+                    prefill[name] = prefill.get(name, True) and takes
+            self._prefill = prefill
+        except Exception as exc:  # noqa: BLE001 - an optional source; the model list says if LiteLLM is down
+            log.info("LiteLLM model info unavailable: %s", exc)
+
+    def prefill_support(self, model: str) -> bool | None:
+        if self._prefill is None or time.monotonic() - self._info_loaded_at > self.refresh_seconds:
+            self.load_model_info()  # the first time, or a static model list that never refreshes
+        return (self._prefill or {}).get(model)
 
     def attribute(self, payload, actor, request_id, session_id):
         super().attribute(payload, actor, request_id, session_id)
