@@ -75,6 +75,10 @@ class Portal:
         """Return the core's own ``portal`` section."""
         return self.config["portal"]
 
+    def embeds(self) -> dict:
+        """Return every plugin's embedded admin UI (``portal_embeds``) as ``{name: Embed}``."""
+        return {e.name: e for answer in self.hook.portal_embeds(portal=self) for e in answer or []}
+
     # --- shared database --------------------------------------------------------------------
     def database(self):
         """Return the SQLAlchemy engine for ``portal.database_url`` (created once per app)."""

@@ -130,13 +130,20 @@ class ChatEstimate:
 @dataclass
 class Embed:
     """An admin UI the portal can frame under ``/embed/<name>/``; ``headers`` are the upstream
-    credentials the portal adds (the caller's own are never forwarded)."""
+    credentials the portal adds (the caller's own are never forwarded); ``page`` is where the
+    console opens it, relative to ``/embed/<name>/`` (LiteLLM's UI is at ``ui/``)."""
 
     name: str
     title: str
     url: str
     headers: dict = field(default_factory=dict)
     timeout: float = 30.0
+    page: str = ""
+
+    @property
+    def path(self) -> str:
+        """Where the console opens it: ``/embed/<name>/<page>``."""
+        return f"/embed/{self.name}/{self.page}"
 
 
 @dataclass

@@ -12,7 +12,6 @@ from flask import Response, request
 
 from agent_portal import PortalError, Route, hookimpl
 from agent_portal.errors import AuthError
-from agent_portal.plugins.embeds import all_embeds
 from agent_portal.page_headers import page_headers
 from agent_portal.schemas import BOOLEAN, HTML, STRING, array, media, obj
 
@@ -43,8 +42,8 @@ def portal_register_routes(portal):
         answer = {"signed_in": True, "user": actor.id, "role": actor.role, "via": actor.via}
         if actor.role == "admin":  # what the console may show: the tabs of plugins that are on
             answer["plugins"] = sorted(portal.sources)
-            answer["embeds"] = [{"name": e.name, "title": e.title, "path": f"/embed/{e.name}/"}
-                                for _, e in sorted(all_embeds(portal).items())] if "embeds" in portal.sources else []
+            answer["embeds"] = [{"name": e.name, "title": e.title, "path": e.path}
+                                for _, e in sorted(portal.embeds().items())] if "embeds" in portal.sources else []
         return answer
 
     def asset(filename):

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
+import subprocess
 import sys
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
+import requests
 from werkzeug.serving import make_server
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -18,6 +23,7 @@ from fake_webui import FakeOpenWebUI  # noqa: E402
 from agent_portal import create_app, portal_of  # noqa: E402
 from agent_portal.plugins.portal_tokens import mint_token  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-portal-secret-0123456789abcdef"
 WEBUI_SECRET = "webui-secret-for-tests-0123456789"  # not 44 characters long (see CONTRACTS.md)
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -160,3 +166,49 @@ def redis_url():
     client.flushdb()
     yield REDIS_URL
     client.flushdb()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# the UI's own base path, as deploy/ runs it: LiteLLM serves its UI and its assets under it
+LITELLM_EMBED_PATH = "/embed/litellm"
+
+
+@pytest.fixture(scope="session")
+def litellm(fake_upstream, tmp_path_factory):
+    """A real LiteLLM proxy (tests/litellm.test.yaml), its API at its root and its admin UI under
+    ``LITELLM_EMBED_PATH`` (``SERVER_ROOT_PATH``; the UI's files rewritten in a copy of its own)."""
+    binary = os.environ.get("LITELLM_BIN", str(ROOT / ".cache/litellm-venv/bin/litellm"))
+    if not Path(binary).exists():
+        message = f"LiteLLM is not installed at {binary} (scripts/setup.sh installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    port, key = _free_port(), "sk-" + secrets.token_hex(16)
+    workdir = tmp_path_factory.mktemp("litellm")
+    log = open(workdir / "litellm.log", "wb")
+    env = {**os.environ, "LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "FAKE_UPSTREAM_BASE": fake_upstream.base_url, "SERVER_ROOT_PATH": LITELLM_EMBED_PATH,
+           "LITELLM_UI_PATH": str(workdir / "ui")}
+    process = subprocess.Popen([binary, "--config", str(ROOT / "tests/litellm.test.yaml"), "--host", "127.0.0.1",
+                                "--port", str(port), "--num_workers", "1"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"LiteLLM exited early; see {log.name}"
+        try:
+            if requests.get(url + "/health/readiness", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("LiteLLM was not ready in 150 s")
+    yield {"url": url, "key": key}
+    process.terminate()
+    process.wait(15)

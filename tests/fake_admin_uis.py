@@ -113,3 +113,46 @@ class FakeAdminUI(_Server):
                 self.send(200, {"received": len(data)})
 
         super().__init__(Handler)
+
+
+class FakeNextApp(_Server):
+    """A page shaped like a Next.js admin UI (Langfuse's, Helicone's): a font preloaded, a
+    stylesheet naming the font, a script that loads another chunk at run time, all under
+    ``base_path`` (``NEXT_PUBLIC_BASE_PATH`` at build time; empty for a root-only build). The
+    app answers only under its base path, as Next.js does."""
+
+    def __init__(self, base_path: str = "", page: str = "auth/sign-in"):
+        self.base_path, self.page = base_path, page
+        base = base_path
+        files = {
+            f"{base}/_next/static/media/inter.woff2": (b"wOF2", "font/woff2"),
+            f"{base}/_next/static/css/app.css": (
+                f"@font-face{{font-family:Inter;src:url({base}/_next/static/media/inter.woff2) format('woff2')}}"
+                "body{font-family:Inter}".encode(), "text/css"),
+            f"{base}/_next/static/chunks/main.js": (
+                f"var s=document.createElement('script');s.src='{base}/_next/static/chunks/late.js';"
+                "document.head.appendChild(s);".encode(), "application/javascript"),
+            f"{base}/_next/static/chunks/late.js": (
+                b"document.getElementById('app').textContent='Sign in';", "application/javascript"),
+            f"{base}/{page}": ((
+                '<!DOCTYPE html><html><head><meta charSet="utf-8"/>'
+                f'<link rel="preload" href="{base}/_next/static/media/inter.woff2" as="font" crossorigin=""/>'
+                f'<link rel="stylesheet" href="{base}/_next/static/css/app.css" data-precedence="next"/>'
+                f'<script src="{base}/_next/static/chunks/main.js" async=""></script>'
+                '</head><body><p>unclosed <div id="app"></div></body></html>').encode(), "text/html; charset=utf-8"),
+        }
+        self.seen = []
+        fake = self
+
+        class Handler(_Handler):
+            def do_GET(self):
+                path = urlsplit(self.path).path
+                fake.seen.append(path)
+                if path.rstrip("/") == base:
+                    return self.send(307, b"", "text/plain", [("Location", f"{base}/{fake.page}")])
+                if path in files:
+                    body, kind = files[path]
+                    return self.send(200, body, kind)
+                return self.send(404, b"This page could not be found.", "text/html")
+
+        super().__init__(Handler)

@@ -285,3 +285,47 @@ def test_the_console_without_credentials_asks_to_sign_in_and_opens_no_live_feed(
     assert page.locator("#live-state").inner_text() == "waiting for sign-in"
     assert not any(url.endswith("/favicon.ico") or "/ws/events" in url for url in requests)
     page.close()
+
+
+def test_the_real_litellm_ui_renders_in_its_tab_and_the_portal_fails_none_of_its_requests(
+        browser, make_app, litellm, fake_upstream, live_server, webui):
+    import requests
+
+    from conftest import LITELLM_EMBED_PATH
+
+    app = make_app(**chat_plugins(fake_upstream), dashboard={},
+                   openwebui_session={"url": webui.url, "secret": WEBUI_SECRET},
+                   embeds={"uis": {"litellm": {"url": litellm["url"] + LITELLM_EMBED_PATH, "page": "ui/",
+                                               "title": "LiteLLM"}}})
+    server = live_server(app)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_cookies([{"name": "token", "value": webui.login("root"), "url": server.url}])
+    page = context.new_page()
+    errors, failed, asked = [], [], []
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    # "Failed to load resource" repeats a failed response, judged below with the others
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and not msg.text.startswith("Failed to load resource") else None)
+    page.on("requestfailed", lambda req: None if req.failure == "net::ERR_ABORTED"  # a prefetch left behind
+            else failed.append((req.url, req.failure)))
+    page.on("response", lambda r: asked.append((r.request.method, r.url, r.status)))
+    page.goto(f"{server.url}/dashboard")
+    page.wait_for_selector("#console:not([hidden])")
+    page.click("#tabs a >> text=LiteLLM")
+    assert page.locator("#embed-frame").get_attribute("src") == "/embed/litellm/ui/"
+    frame = page.frame_locator("#embed-frame")
+    # drawn by its scripts at run time: its sign-in form, or its navigation when it takes a session
+    frame.locator("input[type=password], nav >> text=Virtual Keys").first.wait_for(timeout=30_000)
+    page.wait_for_load_state("networkidle")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-embed-litellm.png"))
+    context.close()
+    ui_requests = [(m, u, s) for m, u, s in asked if "/embed/litellm/" in u]
+    assert sum(u.endswith(".js") and s == 200 for _, u, s in ui_requests) >= 10
+    assert sum(u.endswith(".css") and s == 200 for _, u, s in ui_requests) >= 1
+    # a request that failed must fail the same way asked of LiteLLM itself (which serves the
+    # same paths under its root path): none may fail because of the portal
+    direct = litellm["url"]
+    portal_made = [(m, u, s) for m, u, s in asked if s >= 400 and requests.request(
+        m, direct + u[len(server.url):], timeout=10).status_code != s]
+    assert (errors, failed, portal_made) == ([], [], [])

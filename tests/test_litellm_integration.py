@@ -2,62 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import openai
 import pytest
-import requests
 
 from agent_portal import portal_of
 
 from conftest import bearer
 
-ROOT = Path(__file__).resolve().parent.parent
 HELLO = [{"role": "user", "content": "hello"}]
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def litellm(fake_upstream, tmp_path_factory):
-    binary = os.environ.get("LITELLM_BIN", str(ROOT / ".cache/litellm-venv/bin/litellm"))
-    if not Path(binary).exists():
-        message = f"LiteLLM is not installed at {binary} (scripts/setup.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    port, key = _free_port(), "sk-" + secrets.token_hex(16)
-    log = open(tmp_path_factory.mktemp("litellm") / "litellm.log", "wb")
-    env = {**os.environ, "LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "FAKE_UPSTREAM_BASE": fake_upstream.base_url}
-    process = subprocess.Popen([binary, "--config", str(ROOT / "tests/litellm.test.yaml"), "--host", "127.0.0.1",
-                                "--port", str(port), "--num_workers", "1"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"LiteLLM exited early; see {log.name}"
-        try:
-            if requests.get(url + "/health/readiness", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("LiteLLM was not ready in 150 s")
-    yield {"url": url, "key": key}
-    process.terminate()
-    process.wait(15)
 
 
 @pytest.fixture

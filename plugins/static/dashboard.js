@@ -173,7 +173,7 @@ async function loadEmbeds() {
     ? await api("/observability/health", { allow: [503] }) : null;
   const components = (health && health.components) || {};
   for (const embed of offered) {
-    const state = components[embed.name] || components[embed.name.split("-")[0]];
+    const state = components[`embed:${embed.name}`] || components[embed.name] || components[embed.name.split("-")[0]];
     if (state && state.status === "down") continue;
     embeds[embed.name] = embed;
     const link = document.createElement("a");
