@@ -96,6 +96,24 @@ def test_helicone_is_the_portal_s_gateway_usage_source_and_an_embedded_ui():
     assert all(volume.split(":")[0] in COMPOSE["volumes"] for volume in SERVICES["helicone"]["volumes"])
 
 
+def test_every_embedded_ui_is_served_under_its_own_embed_path_by_its_service():
+    env = portal_environment()
+    embeds = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())["plugins"]["embeds"]["uis"]
+    # LiteLLM: SERVER_ROOT_PATH, and the embed's url reaching the UI there
+    root_path = SERVICES["litellm"]["environment"]["SERVER_ROOT_PATH"]
+    assert root_path == "/embed/litellm" and embeds["litellm"]["url"] == "${LITELLM_URL}" + root_path
+    assert embeds["litellm"]["page"] == "ui/"
+    # Langfuse: built from its source at a pinned release with the base path inlined
+    web = SERVICES["langfuse-web"]
+    base_path = web["build"]["args"]["NEXT_PUBLIC_BASE_PATH"]
+    assert base_path == "/embed/langfuse" == urlsplit(env["LANGFUSE_URL"]).path
+    assert web["build"]["context"] == "https://github.com/langfuse/langfuse.git#${LANGFUSE_VERSION}"
+    assert web["build"]["dockerfile"] == "web/Dockerfile" and "${LANGFUSE_VERSION}" in web["image"]
+    assert web["environment"]["NEXTAUTH_URL"] == "${PORTAL_PUBLIC_URL}" + base_path + "/api/auth"
+    assert embeds["langfuse"]["url"] == "${LANGFUSE_URL}"
+    assert SERVICES["langfuse-worker"]["image"].endswith(":${LANGFUSE_WORKER_VERSION}")
+
+
 def test_every_variable_compose_uses_is_in_env_example():
     used = set(re.findall(r"\$\{(\w+)\}", (ROOT / "docker-compose.yml").read_text()))
     assert used <= set(env_example()), used - set(env_example())
