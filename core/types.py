@@ -131,7 +131,9 @@ class ChatEstimate:
 class Embed:
     """An admin UI the portal can frame under ``/embed/<name>/``; ``headers`` are the upstream
     credentials the portal adds (the caller's own are never forwarded); ``page`` is where the
-    console opens it, relative to ``/embed/<name>/`` (LiteLLM's UI is at ``ui/``)."""
+    console opens it, relative to ``/embed/<name>/`` (LiteLLM's UI is at ``ui/``).
+    ``public_url``, for a UI that only works at a site's root: the host of its own where browsers
+    reach it (routed by Kong, say); the console frames it there, not through the portal."""
 
     name: str
     title: str
@@ -139,10 +141,13 @@ class Embed:
     headers: dict = field(default_factory=dict)
     timeout: float = 30.0
     page: str = ""
+    public_url: str | None = None
 
     @property
     def path(self) -> str:
-        """Where the console opens it: ``/embed/<name>/<page>``."""
+        """Where the console opens it: ``/embed/<name>/<page>``, or ``<public_url>/<page>``."""
+        if self.public_url:
+            return f"{self.public_url.rstrip('/')}/{self.page}"
         return f"/embed/{self.name}/{self.page}"
 
 

@@ -7,11 +7,13 @@ or a token the admin pastes, which stays in the tab's ``sessionStorage``.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Response, request
 
 from agent_portal import PortalError, Route, hookimpl
 from agent_portal.errors import AuthError
+
 from agent_portal.page_headers import page_headers
 from agent_portal.schemas import BOOLEAN, HTML, STRING, array, media, obj
 
@@ -21,14 +23,18 @@ FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 SECURITY_HEADERS = page_headers()
 
 
-def _static(name: str, mimetype: str) -> Response:
-    return Response((STATIC / name).read_bytes(), mimetype=mimetype, headers=SECURITY_HEADERS)
+def _static(name: str, mimetype: str, headers=SECURITY_HEADERS) -> Response:
+    return Response((STATIC / name).read_bytes(), mimetype=mimetype, headers=headers)
 
 
 @hookimpl
 def portal_register_routes(portal):
+    # the page may frame the admin UIs that live on hosts of their own, and no other site
+    page_security = page_headers(frame_origins=[
+        "{0.scheme}://{0.netloc}".format(urlsplit(e.public_url)) for e in portal.embeds().values() if e.public_url])
+
     def page():
-        return _static("dashboard.html", "text/html")
+        return _static("dashboard.html", "text/html", page_security)
 
     def session():
         """Who the console's caller is, signed in or not (always 200, so the page's first look

@@ -27,6 +27,9 @@ def portal_config_schema():
                          "headers": {"type": "object", "additionalProperties": {"type": "string"}},
                          # where the console opens the UI, under /embed/<name>/ (LiteLLM: ui/)
                          "page": {"type": "string", "pattern": "^(?!/)[A-Za-z0-9._~/-]*$"},
+                         # a UI that only works at a site's root: the host of its own where
+                         # browsers reach it; the console frames it there (README)
+                         "public_url": {"type": "string", "pattern": "^https?://[^/?#]+/?$"},
                          "timeout_seconds": {"type": "number", "exclusiveMinimum": 0}}}
     return {NAME: strict_object({
         "uis": {"type": "object", "propertyNames": {"pattern": "^[a-z0-9][a-z0-9-]{0,40}$"},
@@ -38,7 +41,7 @@ def portal_config_schema():
 @hookimpl
 def portal_embeds(portal):
     return [Embed(name, spec.get("title", name), spec["url"], dict(spec.get("headers") or {}),
-                  spec.get("timeout_seconds", 30.0), spec.get("page", ""))
+                  spec.get("timeout_seconds", 30.0), spec.get("page", ""), spec.get("public_url"))
             for name, spec in portal.plugin_config(NAME)["uis"].items()]
 
 
@@ -52,7 +55,7 @@ def portal_register_routes(portal):
 
     def embed(name, subpath=""):
         ui = portal.embeds().get(name)
-        if ui is None:
+        if ui is None or ui.public_url:  # one on a host of its own is never proxied
             raise PortalError(f"No embedded UI is named {name!r}.", status=404, code="unknown_embed")
         return proxy(portal, ui.url, f"/embed/{name}", ui.headers, ui.timeout, settings["frame_ancestors"])
 
@@ -74,9 +77,9 @@ _BROWSER_ORIGIN = "http://portal.invalid"
 
 def framed_page_health(portal, ui: Embed) -> dict:
     """Return the health of one embedded UI: ``down`` when its page does not answer, ``degraded``
-    when the page names scripts, stylesheets or fonts that a browser framing it at
-    ``/embed/<name>/`` would ask of the portal's root (a UI served at its own root) or of the
-    service's own address, else ``up``."""
+    when the page names scripts, stylesheets or fonts that a browser framing it where the console
+    does (``/embed/<name>/``, or its ``public_url``) would ask of the portal's root (a UI served
+    at its own root) or of the service's own address, else ``up``."""
     base = ui.url.rstrip("/")
     response = portal.http.get(f"{base}/{ui.page}", headers=ui.headers, timeout=3.0, stream=True)
     try:
@@ -90,22 +93,25 @@ def framed_page_health(portal, ui: Embed) -> dict:
     final = urlsplit(response.url)
     base_path = urlsplit(base).path
     seen_at = final.path[len(base_path):] if final.path.startswith(base_path) else final.path
-    prefix = f"/embed/{ui.name}"
-    assets = page_assets(html, f"{_BROWSER_ORIGIN}{prefix}/{seen_at.lstrip('/')}")
+    framed_at = urlsplit(ui.public_url or f"{_BROWSER_ORIGIN}/embed/{ui.name}")
+    origin, prefix = f"{framed_at.scheme}://{framed_at.netloc}", framed_at.path.rstrip("/")
+    assets = page_assets(html, f"{origin}{prefix}/{seen_at.lstrip('/')}")
     upstream_origin = f"{final.scheme}://{final.netloc}"
-    lost = outside_prefix(assets, _BROWSER_ORIGIN, prefix) + [
-        a for a in assets if a.startswith(upstream_origin + "/")]
+    lost = outside_prefix(assets, origin, prefix) + [
+        a for a in assets if upstream_origin != origin and a.startswith(upstream_origin + "/")]
     if lost:
         return {"status": "degraded", "assets": len(assets), "outside": len(lost), "detail": (
             f"the page loads {len(lost)} of its {len(assets)} scripts, stylesheets and fonts from outside "
             f"{prefix}/ (such as {lost[0]}), so it renders empty in the console: serve the UI under "
-            f"{prefix} with its own base-path setting (README, Embedded admin UIs)")}
-    if assets:  # the first one, fetched as the proxy would: a page can name paths its server lacks
-        path = urlsplit(assets[0]).path[len(prefix):]
+            f"{prefix} with its own base-path setting, or on a host of its own (public_url; README, "
+            f"Embedded admin UIs)")}
+    own = [a for a in assets if a.startswith(origin + "/")]
+    if own:  # the first one, fetched as the proxy would: a page can name paths its server lacks
+        path = urlsplit(own[0]).path[len(prefix):]
         probe = portal.http.get(base + path, headers=ui.headers, timeout=3.0, stream=True)
         probe.close()
         if probe.status_code >= 400:
             return {"status": "degraded", "assets": len(assets), "detail": (
-                f"its page names {prefix}{path}, which answers HTTP {probe.status_code} through the portal: "
-                f"the embed's url must be where the UI serves its base path ({base} now)")}
+                f"its page names {prefix}{path}, which answers HTTP {probe.status_code} from {base}: "
+                f"the embed's url must be where the UI serves its base path")}
     return {"status": "up", "assets": len(assets), "detail": f"its page and {len(assets)} assets under {prefix}/"}

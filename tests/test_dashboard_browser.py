@@ -329,3 +329,33 @@ def test_the_real_litellm_ui_renders_in_its_tab_and_the_portal_fails_none_of_its
     portal_made = [(m, u, s) for m, u, s in asked if s >= 400 and requests.request(
         m, direct + u[len(server.url):], timeout=10).status_code != s]
     assert (errors, failed, portal_made) == ([], [], [])
+
+
+def test_a_root_only_ui_on_a_host_of_its_own_renders_in_its_tab(browser, make_app, fake_upstream, live_server,
+                                                                webui):
+    from fake_admin_uis import FakeNextApp
+
+    helicone = FakeNextApp(base_path="")  # its scripts at its root: a host of its own (Kong routes one)
+    try:
+        app = make_app(**chat_plugins(fake_upstream), dashboard={},
+                       openwebui_session={"url": webui.url, "secret": WEBUI_SECRET},
+                       embeds={"uis": {"helicone": {"url": helicone.url, "public_url": helicone.url,
+                                                    "title": "Helicone"}}})
+        server = live_server(app)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_cookies([{"name": "token", "value": webui.login("root"), "url": server.url}])
+        page = context.new_page()
+        problems = []
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+        page.goto(f"{server.url}/dashboard")
+        page.wait_for_selector("#console:not([hidden])")
+        page.click("#tabs a >> text=Helicone")
+        assert page.locator("#embed-frame").get_attribute("src") == helicone.url + "/"
+        # drawn by a chunk its first script loads at run time
+        page.frame_locator("#embed-frame").locator("#app >> text=Sign in").wait_for()
+        context.close()
+        assert problems == []
+        assert "/_next/static/chunks/late.js" in helicone.seen
+    finally:
+        helicone.stop()

@@ -112,6 +112,17 @@ def test_every_embedded_ui_is_served_under_its_own_embed_path_by_its_service():
     assert web["environment"]["NEXTAUTH_URL"] == "${PORTAL_PUBLIC_URL}" + base_path + "/api/auth"
     assert embeds["langfuse"]["url"] == "${LANGFUSE_URL}"
     assert SERVICES["langfuse-worker"]["image"].endswith(":${LANGFUSE_WORKER_VERSION}")
+    # Helicone: no base-path setting, so a host of its own that Kong routes to its web app
+    assert embeds["helicone"]["public_url"] == "${HELICONE_PUBLIC_URL}"
+    helicone = SERVICES["helicone"]["environment"]
+    assert helicone["SITE_URL"] == helicone["NEXT_PUBLIC_APP_URL"] == "${HELICONE_PUBLIC_URL}"
+    routes = kong_routes()
+    for route, variable, port in (("helicone-web-host", "HELICONE_PUBLIC_URL", 3000),
+                                  ("helicone-api-host", "HELICONE_PUBLIC_API_URL", 8585)):
+        service = next(s for s in KONG["services"] if routes[route] in s["routes"])
+        target = urlsplit(service["url"])
+        assert (target.hostname, target.port) == ("helicone", port)
+        assert routes[route]["hosts"] == [urlsplit(env_example()[variable]).hostname]
 
 
 def test_every_variable_compose_uses_is_in_env_example():

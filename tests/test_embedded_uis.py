@@ -126,3 +126,20 @@ def test_page_assets_reads_tag_soup_base_href_and_skips_inline_and_data_urls():
     assert stylesheet_assets("a{src:url('../m/f.woff2')} b{background:url(data:x)} c{x:url( /i.png )}",
                              "http://localhost/embed/x/css/a.css") == [
         "http://localhost/embed/x/m/f.woff2", "http://localhost/i.png"]
+
+
+def test_a_root_only_ui_on_a_host_of_its_own_is_framed_there_and_never_proxied(make_app):
+    helicone = FakeNextApp(base_path="")
+    try:
+        # its public_url is where browsers reach it (Kong routes a host to it); here the same server
+        app = make_app(embeds={"uis": {"helicone": {"url": helicone.url, "public_url": helicone.url}}},
+                       observability={"health_cache_seconds": 0}, dashboard={})
+        client = app.test_client()
+        assert client.get("/embeds", headers=admin(app)).json["data"][0]["path"] == helicone.url + "/"
+        assert client.get("/embed/helicone/", headers=admin(app)).status_code == 404  # not through the portal
+        state = embed_health(app, "helicone")
+        assert state["status"] == "up" and state["assets"] == 3, state
+        policy = client.get("/dashboard").headers["Content-Security-Policy"]
+        assert f"frame-src 'self' {helicone.url};" in policy  # the console may frame it, and nothing else
+    finally:
+        helicone.stop()
