@@ -30,7 +30,6 @@ from .tokens import install_jwt
 log = logging.getLogger("agent_portal.app")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_BEARER_PREFIX = "bearer "
 
 
 class Portal:

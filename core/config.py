@@ -98,6 +98,26 @@ def config_path(path: str | None) -> str | None:
     return path or os.environ.get(ENV_VAR) or None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names one key twice (YAML's spec forbids it;
+    PyYAML would keep the later one, so a section added above an old one would silently lose)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base loader reports it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice: on line {first} and on line "
+                    f"{key_node.start_mark.line + 1} (the later one would win silently)", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_config_file(path: str | None) -> dict:
     """Return the parsed YAML of ``path`` (or ``$AGENT_PORTAL_CONFIG``), env filled; {} if none."""
     path = path or os.environ.get(ENV_VAR)
@@ -105,7 +125,7 @@ def load_config_file(path: str | None) -> dict:
         return {}
     try:
         with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle)
+            raw = yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError as exc:
         raise StartupError(f"config file {path!r} not found") from exc
     except yaml.YAMLError as exc:

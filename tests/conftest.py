@@ -26,8 +26,33 @@ from agent_portal.plugins.portal_tokens import mint_token  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-portal-secret-0123456789abcdef"
 WEBUI_SECRET = "webui-secret-for-tests-0123456789"  # not 44 characters long (see CONTRACTS.md)
-PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Each test run has a PostgreSQL database and a Redis database of its own, so two runs on one
+# machine (a local one beside CI's) never drop each other's tables or flush each other's keys:
+# the database is created from the admin URL's server on first use and dropped when the run ends;
+# the Redis database is one of 1-15, claimed in database 0 for as long as the run lasts.
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/agent_portal_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+REDIS_SERVER = os.environ.get("TEST_REDIS_SERVER", "redis://127.0.0.1:6379")
+REDIS_CLAIM = f"agent-portal-tests:run:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _claim_redis_database() -> int:
+    """Return a Redis database number (1-15) no other test run holds, claimed until the run ends
+    (or, if it dies, for three hours); 15 when Redis is not there (the tests needing it fail)."""
+    try:
+        import redis
+
+        admin = redis.Redis.from_url(REDIS_SERVER + "/0", socket_connect_timeout=1)
+        for number in range(1, 16):
+            if admin.set(f"agent-portal-tests:claimed-db:{number}", REDIS_CLAIM, nx=True, ex=3 * 3600):
+                return number
+    except Exception:  # noqa: BLE001 - Redis down: redis_url reports it where it is needed
+        return 15
+    raise RuntimeError("every Redis database 1-15 is claimed by another test run")
+
+
+REDIS_DB = _claim_redis_database()
+REDIS_URL = os.environ.get("TEST_REDIS_URL", f"{REDIS_SERVER}/{REDIS_DB}")
 
 
 def service_up(host: str, port: int) -> bool:
@@ -145,12 +170,46 @@ def live_server():
         server.stop()
 
 
-@pytest.fixture
-def pg_url():
+def _psycopg(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://")
+
+
+@pytest.fixture(scope="session")
+def own_pg_database():
+    """This run's PostgreSQL database: created on first use, dropped when the run ends."""
     need_service("PostgreSQL", "127.0.0.1", 5432)
     import sqlalchemy as sa
 
-    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    name = PG_URL.rsplit("/", 1)[1]
+    admin = sa.create_engine(_psycopg(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield PG_URL
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_redis_database():
+    yield
+    try:
+        import redis
+
+        admin = redis.Redis.from_url(REDIS_SERVER + "/0", socket_connect_timeout=1)
+        key = f"agent-portal-tests:claimed-db:{REDIS_DB}"
+        if admin.get(key) == REDIS_CLAIM.encode():
+            redis.Redis.from_url(REDIS_URL).flushdb()  # this run's keys go with it
+            admin.delete(key)
+    except Exception:  # noqa: BLE001 - Redis gone: the claim expires on its own
+        pass
+
+
+@pytest.fixture
+def pg_url(own_pg_database):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_psycopg(PG_URL))
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS portal_chat_calls, portal_api_keys"))
     engine.dispose()

@@ -177,3 +177,22 @@ def test_every_config_mistake_is_reported_in_one_go(capsys, tmp_path):
                     "plugins:\n  chat:\n    retries: many\n")
     code, _, err = run(capsys, "check-config", "--config", str(path))
     assert code == 1 and "bogus_setting" in err and "retries" in err
+
+
+def test_a_config_with_a_key_twice_is_refused_naming_both_lines(capsys, tmp_path):
+    # a section added above the example's own: YAML keeps the later one, the plugin silently off
+    path = tmp_path / "twice.yaml"
+    path.write_text("portal:\n  secret_key: cli-secret-7d1e9b40c5a3f8e2a6b1c9d4\nplugins:\n"
+                    "  perplexica:\n    url: http://127.0.0.1:3000\n  chat: {}\n  perplexica: {enabled: false}\n")
+    code, _, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 1 and "'perplexica' appears twice: on line 4 and on line 7" in err
+
+
+def test_the_consoles_sign_in_hint_is_a_command_that_works(capsys, config_file):
+    import re
+
+    page = (ROOT / "plugins/static/dashboard.html").read_text()
+    hint = re.search(r"<code>agent-portal (token[^<]*)</code>", page).group(1)
+    argv = hint.replace("&lt;", "<").replace("&gt;", ">").replace("<you>", "zoe").split()
+    code, out, err = run(capsys, *argv, "--config", config_file)
+    assert code == 0 and out.strip().count(".") == 2, err  # a JWT

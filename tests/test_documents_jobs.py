@@ -12,7 +12,7 @@ import yaml
 
 from agent_portal import create_app, portal_of
 
-from conftest import bearer, chat_plugins, need_service
+from conftest import bearer, chat_plugins
 from documents_files import page_bomb_pdf
 from documents_worker import start_worker, stop_worker, stored_chunks, wait_for_files, worker_sections
 from test_documents_liveness import start_job_worker
@@ -105,13 +105,8 @@ def test_ctrl_c_mid_ingestion_stops_in_time_and_the_job_resumes_at_the_next_star
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
-def test_two_workers_on_one_shared_queue_ingest_twenty_files_each_once(kind, tmp_path, fake_upstream):
-    if kind == "redis":
-        need_service("Redis", "127.0.0.1", 6379)
-        url = "redis://127.0.0.1:6379/14"
-    else:
-        need_service("PostgreSQL", "127.0.0.1", 5432)
-        url = "postgresql://postgres@127.0.0.1:5432/test"
+def test_two_workers_on_one_shared_queue_ingest_twenty_files_each_once(kind, tmp_path, fake_upstream, request):
+    url = request.getfixturevalue("redis_url" if kind == "redis" else "pg_url")  # this run's own
     queue = {"kind": kind, "url": url, "name": f"test-{uuid.uuid4().hex[:12]}"}
     path = write_config(tmp_path, fake_upstream, queue=queue)
     app = create_app(str(path))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from agent_portal import ChatRecord, portal_of
 from agent_portal.database import create_engine_for
-from agent_portal.plugins.ledger import to_row
+from agent_portal.plugins.ledger.schema import to_row
 from agent_portal.usage import UsageQuery
 
 from conftest import PG_URL, base_config, need_service
@@ -111,7 +111,7 @@ def test_schema_migration_adds_a_missing_column(tmp_path):
         conn.execute(sa.text("CREATE TABLE portal_chat_calls (id INTEGER PRIMARY KEY, request_id VARCHAR(128) UNIQUE,"
                              " started_at TIMESTAMP, actor_id VARCHAR(200), actor_role VARCHAR(16),"
                              " model VARCHAR(200), outcome VARCHAR(40))"))
-    from agent_portal.plugins.ledger import migrate
+    from agent_portal.plugins.ledger.schema import migrate
 
     migrate(engine)
     columns = {c["name"] for c in sa.inspect(engine).get_columns("portal_chat_calls")}
@@ -122,7 +122,7 @@ def test_workers_starting_together_create_the_tables_once_without_failing(db_url
     """gunicorn starts every worker at once, and each creates the tables it needs: on a fresh
     PostgreSQL two CREATE TABLEs raced and one worker failed to boot (the soak test saw it)."""
     from agent_portal.plugins.api_keys.store import KeyStore
-    from agent_portal.plugins.ledger import migrate
+    from agent_portal.plugins.ledger.schema import migrate
 
     for attempt in range(5):
         engines = [create_engine_for(db_url) for _ in range(6)]
@@ -310,7 +310,7 @@ def test_a_journal_left_by_a_stopped_portal_is_replayed_at_the_next_start(make_a
 def test_a_journal_replayed_twice_counts_each_call_once(tmp_path):
     import shutil
 
-    from agent_portal.plugins.ledger import migrate
+    from agent_portal.plugins.ledger.schema import migrate
     from agent_portal.plugins.ledger.journal import Journal
     from agent_portal.plugins.ledger.writer import LedgerWriter
 

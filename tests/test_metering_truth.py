@@ -70,7 +70,7 @@ def test_each_chat_on_one_websocket_leaves_its_own_record(app, live_server):
 
 def test_a_record_written_twice_after_an_unknown_commit_is_stored_once(app):
     from agent_portal import ChatRecord
-    from agent_portal.plugins.ledger import to_row
+    from agent_portal.plugins.ledger.schema import to_row
 
     writer = portal_of(app).extensions["ledger"].writer
     row = to_row(ChatRecord(request_id="r", actor_id="alice", actor_role="user", model="echo"))
@@ -93,7 +93,7 @@ def test_a_ledger_unique_by_request_id_is_migrated_without_losing_rows(request, 
         conn.execute(sa.text("INSERT INTO portal_chat_calls (request_id, started_at, actor_id, actor_role,"
                              " model, outcome) VALUES ('old-1', '2026-11-01 10:00:00', 'alice', 'user',"
                              " 'echo', 'ok')"))
-    from agent_portal.plugins.ledger import migrate
+    from agent_portal.plugins.ledger.schema import migrate
     from agent_portal.plugins.ledger.schema import calls, insert_statement
 
     migrate(engine)

@@ -184,7 +184,7 @@ def test_daily_budget_starts_from_what_the_ledger_holds(make_app, fake_upstream)
 
 
 def _row(cost):
-    from agent_portal.plugins.ledger import to_row
+    from agent_portal.plugins.ledger.schema import to_row
 
     return to_row(ChatRecord(request_id=f"seed-{time.monotonic_ns()}", actor_id="alice", actor_role="user",
                              model="echo", cost=cost))
@@ -392,7 +392,7 @@ def test_after_redis_restarts_empty_the_counter_is_within_one_call_of_the_ledger
 
 
 def test_a_rebuilt_counter_counts_spend_still_waiting_in_the_ledgers_journal(make_app, fake_upstream, tmp_path):
-    from agent_portal.plugins.ledger import to_row
+    from agent_portal.plugins.ledger.schema import to_row
 
     app = make_app(**chat_plugins(fake_upstream, models=PRICED),
                    rate_limits={"roles": {"user": {"daily_budget_usd": 1.0}}})

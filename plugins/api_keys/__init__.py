@@ -16,7 +16,7 @@ from agent_portal.schemas import BOOLEAN, NULLABLE_STRING, STRING, array, obj
 from agent_portal.tokens import bearer_token
 from agent_portal.types import ROLES
 
-from .store import PREFIX, KeyStore, digest  # noqa: F401 - digest is part of the plugin's API
+from .store import PREFIX, KeyStore
 
 NAME = "api_keys"
 

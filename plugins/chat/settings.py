@@ -1,6 +1,8 @@
 """The chat plugin's config section: its schema and the settings read from it once at startup."""
 from __future__ import annotations
 
+from agent_portal.types import ROLES
+
 NAME = "chat"
 
 
@@ -16,7 +18,7 @@ def config_schema() -> dict:
             "fallbacks": {"type": "array", "items": {"type": "string"}},
             "input_cost_per_token": {"type": "number", "minimum": 0},
             "output_cost_per_token": {"type": "number", "minimum": 0},
-            "roles": {"type": "array", "items": {"enum": ["user", "admin"]}},
+            "roles": {"type": "array", "items": {"enum": list(ROLES)}},
             "continue_on_failure": {"type": "boolean"},
             # whether the model takes a prefill (an answer to continue); unset: tried, and learned
             "supports_prefill": {"type": "boolean"},

@@ -9,7 +9,7 @@ from agent_portal import ChatTarget, HealthCheck, ModelInfo, UsageProvider, hook
 from agent_portal.config import strict_object
 from agent_portal.observe import http_check
 
-from .gateway import HeliconeGateway, helicone_request_id  # noqa: F401 - helicone_request_id: public
+from .gateway import HeliconeGateway
 from .usage import usage_from_helicone
 
 NAME = "helicone"

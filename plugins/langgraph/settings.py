@@ -4,9 +4,10 @@ from __future__ import annotations
 import urllib3
 
 from agent_portal.config import strict_object
+from agent_portal.types import ROLES
 
 NAME = "langgraph"
-ROLE_LIST = {"type": "array", "items": {"enum": ["user", "admin"]}, "uniqueItems": True}
+ROLE_LIST = {"type": "array", "items": {"enum": list(ROLES)}, "uniqueItems": True}
 
 
 def config_schema() -> dict:
@@ -25,7 +26,7 @@ def config_schema() -> dict:
         "between_events_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 300},
         "heartbeat_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 15},
         "expose_as_models": {"type": "boolean", "default": True},
-        "default_roles": {**ROLE_LIST, "default": ["user", "admin"]},
+        "default_roles": {**ROLE_LIST, "default": list(ROLES)},
         "graphs": {"type": "object", "additionalProperties": graph, "default": {}},
         "reserve_completion_tokens": {"type": "integer", "minimum": 1, "default": 1024},
         "refresh_seconds": {"type": "number", "minimum": 1, "default": 30},

@@ -14,7 +14,7 @@ from agent_portal import HealthCheck, UsageProvider, hookimpl
 from agent_portal.config import strict_object
 
 from .open_calls import OpenCall
-from .schema import calls, migrate, to_row  # noqa: F401 - the ledger's public pieces
+from .schema import to_row
 from .store import Ledger
 
 log = logging.getLogger("agent_portal.ledger")

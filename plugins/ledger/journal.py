@@ -36,7 +36,6 @@ class Journal:
         self._row_bytes = _first_line_length(self._files()) or 450.0  # for estimating rows from sizes
         self._appended_rows = 0
         self._appended_bytes = 0
-        self.write_errors = 0
         self.last_error: str | None = None
         self._offsets: dict[str, int] = {}  # where a replay cut short by its budget resumes
 
@@ -53,7 +52,6 @@ class Journal:
                 if self._unsynced >= self.sync_every:
                     self._sync_locked()
             except OSError as exc:
-                self.write_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 return False
             self._appended_rows += len(rows)
@@ -73,7 +71,6 @@ class Journal:
             try:
                 self._sync_locked()
             except OSError as exc:
-                self.write_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
 
     def _sync_locked(self) -> None:

@@ -53,7 +53,6 @@ class OpenCalls:
         self._open: dict[str, bytes] = {}  # call id -> its line, for compaction
         self._size = 0
         self._live = 0  # bytes of the lines of the calls still open
-        self.write_errors = 0
 
     def opened(self, record, target, prompt_tokens: int) -> OpenCall | None:
         """Write down an admitted call (its ``record``, the ``target`` it was admitted for);
@@ -91,7 +90,6 @@ class OpenCalls:
                     self._compact()
                 return True
             except OSError as exc:
-                self.write_errors += 1
                 log.warning("ledger: could not journal an open call: %s", exc)
                 return False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import urllib3
 
 from agent_portal.config import strict_object
+from agent_portal.types import ROLES
 
 NAME = "perplexica"
 SOURCES = ("web", "academic", "discussions")
@@ -44,7 +45,7 @@ class SearchSettings:
         self.embedding_model = {"providerId": section["embedding_model"]["provider_id"],
                                 "key": section["embedding_model"]["key"]}
         allowed = section.get("sources") or {}
-        self.sources = {role: tuple(allowed.get(role, SOURCES)) for role in ("user", "admin")}
+        self.sources = {role: tuple(allowed.get(role, SOURCES)) for role in ROLES}
         self.mode = section["optimization_mode"]
         connect = section["connect_timeout_seconds"]
         self.timeout = urllib3.Timeout(connect=connect, read=section["timeout_seconds"])

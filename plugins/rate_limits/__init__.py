@@ -15,11 +15,11 @@ from flask import g, request
 from agent_portal import Actor, HealthCheck, PortalError, Route, hookimpl
 from agent_portal.config import strict_object
 from agent_portal.schemas import STRING, array, obj
+from agent_portal.types import ROLES
 
 from .limiter import Hold, Limiter
 
 NAME = "rate_limits"
-LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute", "daily_budget_usd", "monthly_budget_usd")
 
 _LIMITS = {
     "type": "object",
@@ -101,7 +101,7 @@ def portal_register_routes(portal):
             if actor.role != "admin":
                 raise PortalError("You may only see your own limits.", status=403, code="forbidden")
             role = request.args.get("role", "user")
-            if role not in ("user", "admin"):
+            if role not in ROLES:
                 raise PortalError("role must be user or admin.", code="invalid_role")
             actor = Actor(id=wanted, role=role, via="lookup")
         return {"user": actor.id, "role": actor.role, "storage": limiter.storage_kind,
@@ -109,7 +109,7 @@ def portal_register_routes(portal):
 
     return [Route("/observability/limits", limits_view, access="user",
                   query={"user": {"type": "string", "description": "another user's limits (admins)"},
-                         "role": {"enum": ["user", "admin"], "description": "that user's role"}},
+                         "role": {"enum": list(ROLES), "description": "that user's role"}},
                   responses={"200": obj(
         "user", "role", "storage", "limits", user=STRING, role=STRING, storage={"enum": ["redis", "memory"]},
         limits=array(obj()))})]
