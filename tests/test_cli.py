@@ -196,3 +196,17 @@ def test_the_consoles_sign_in_hint_is_a_command_that_works(capsys, config_file):
     argv = hint.replace("&lt;", "<").replace("&gt;", ">").replace("<you>", "zoe").split()
     code, out, err = run(capsys, *argv, "--config", config_file)
     assert code == 0 and out.strip().count(".") == 2, err  # a JWT
+
+
+def test_up_with_a_broken_config_lists_every_mistake_and_starts_nothing(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("portal:\n  secret_key: short\nplugins:\n  nonsense: {}\n")
+    litellm_port = _free_port()
+    code, out, err = run(capsys, "up", "--config", str(path), "--port", str(_free_port()),
+                         "--litellm-port", str(litellm_port),
+                         "--litellm-bin", os.environ.get("LITELLM_BIN", str(ROOT / ".cache/litellm-venv/bin/litellm")))
+    assert code == 1 and "Traceback" not in err
+    assert "portal.secret_key" in err and "plugins.nonsense" in err  # every mistake, in one list
+    assert "starting LiteLLM" not in out
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", litellm_port)) != 0  # nothing was started
