@@ -14,6 +14,21 @@ from typing import Any
 
 log = logging.getLogger("agent_portal.hooks")
 
+# the hooks called one implementation at a time somewhere (here, by the core or a built-in): a
+# wrapper on one of them would never run there, so the plugin manager refuses it at startup
+ONE_AT_A_TIME = frozenset({
+    "portal_actor_from_request", "portal_backends", "portal_chat_completed", "portal_commands",
+    "portal_health_checks", "portal_jwt_keys", "portal_models", "portal_register_routes",
+    "portal_shutdown", "portal_startup", "portal_usage_providers"})
+
+
+def wrapper_errors(pm) -> list[str]:
+    """Return one sentence per wrapper registered on a hook in :data:`ONE_AT_A_TIME`."""
+    return [f"plugin {impl.plugin_name!r} wraps {name}, which the core calls one implementation at a "
+            "time: the wrapper would never run (implement the hook itself)"
+            for name in sorted(ONE_AT_A_TIME)
+            for impl in getattr(pm.hook, name).get_hookimpls() if impl.hookwrapper or impl.wrapper]
+
 
 @dataclass
 class Answer:

@@ -12,6 +12,7 @@ import pluggy
 from . import hookspecs
 from .config import schema_errors
 from .errors import StartupError
+from .hooks import wrapper_errors
 
 log = logging.getLogger("agent_portal.plugin_manager")
 
@@ -81,6 +82,9 @@ def build_plugin_manager(config: dict, builtins: dict, third_party: dict,
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise StartupError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
+    refused = wrapper_errors(pm)
+    if refused:
+        raise StartupError("invalid plugins:\n  - " + "\n  - ".join(refused))
     return pm, sources
 
 

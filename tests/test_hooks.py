@@ -425,6 +425,19 @@ def test_a_wrapper_around_a_chat_hook_sees_and_may_change_the_result(make_app, f
     assert fake_upstream.requests[-1]["model"] == "echo-ll"
 
 
+def test_a_wrapper_on_a_hook_called_one_implementation_at_a_time_is_refused_naming_the_plugin(make_app):
+    class Watching:
+        name = "watching"
+
+        @hookimpl(wrapper=True)
+        def portal_health_checks(self, portal):
+            return (yield)
+
+    with pytest.raises(StartupError, match="plugin 'watching' wraps portal_health_checks, which the core calls "
+                                           "one implementation at a time"):
+        make_app(plugins=[Watching()])
+
+
 def test_every_hook_has_a_test():
     hooks = {name for name in dir(hookspecs) if name.startswith("portal_")}
     tested = {name[len("test_hook_"):] for name in globals() if name.startswith("test_hook_")}
