@@ -559,6 +559,17 @@ def test_a_last_event_without_its_blank_line_is_still_relayed_and_the_run_ends_c
     assert ended[0].outcome == "ok" and ended[0].done and body.released
 
 
+def test_a_run_that_streams_two_messages_answers_them_apart():
+    from agent_portal.plugins.langgraph.events import RunMeter
+
+    meter = RunMeter()
+    said = [meter.observe("messages", [{"type": "AIMessageChunk", "id": message, "content": text}, {}])
+            for message, text in (("run-a", "Looking it up."), ("run-a", " Done."), ("run-b", "The answer"),
+                                  ("run-b", " is 42."))]
+    assert said == ["Looking it up.", " Done.", "\n\nThe answer", " is 42."]
+    assert meter.answer_text() == "Looking it up. Done.\n\nThe answer is 42."
+
+
 def test_a_run_that_sends_no_message_is_counted_from_everything_it_relayed():
     from agent_portal.plugins.langgraph.events import RELAYED_CHARS, RunMeter
 

@@ -88,6 +88,7 @@ class RunMeter:
         self.chunk_tokens: dict[str, list[int]] = {}  # message id -> [input, output] of its chunks
         self.streamed_text: list[str] = []
         self.streamed_ids: set = set()
+        self._streaming = None  # the message whose tokens came last
         self.partial_text: dict[str, str] = {}  # messages mode: each message's text so far
         self.first_ids: set | None = None
         self.final_messages: list = []
@@ -163,6 +164,10 @@ class RunMeter:
             tokens[1] += usage[1]
         text = message_text(chunk)
         if text:
+            message = _same_message(chunk.get("id"))
+            if self.streamed_text and message != self._streaming:
+                text = "\n\n" + text  # the run's next message: apart from the one before, as finals are
+            self._streaming = message
             self.streamed_text.append(text)
         return text
 
