@@ -583,3 +583,34 @@ def test_a_run_that_sends_no_message_is_counted_from_everything_it_relayed():
     for _ in range(3):
         big.observe("custom", "x" * RELAYED_CHARS)
     assert len(big.relayed) == 1 and len(big.relayed_text()) == 3 * RELAYED_CHARS  # kept once, counted whole
+
+
+def test_the_local_langgraph_command_refuses_a_taken_port_and_serves_a_free_one():
+    if os.environ.get("CI") != "true" and not (ROOT / ".cache/langgraph-venv/bin/langgraph").exists():
+        pytest.skip("langgraph-cli is not installed (scripts/setup.sh installs it)")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        refused = subprocess.run(["bash", str(ROOT / "scripts/langgraph.sh"), str(taken)], capture_output=True,
+                                 text=True, timeout=30)
+    assert refused.returncode == 1 and f"127.0.0.1:{taken} is taken" in refused.stderr
+    port = _free_port()
+    process = subprocess.Popen(["bash", str(ROOT / "scripts/langgraph.sh"), str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "scripts/langgraph.sh exited early"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ok", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        else:
+            pytest.fail("scripts/langgraph.sh served nothing in 90 s")
+        graphs = requests.post(f"http://127.0.0.1:{port}/assistants/search", json={}, timeout=5).json()
+        assert {"echo", "chatty"} <= {g["graph_id"] for g in graphs}
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(15)
