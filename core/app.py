@@ -146,7 +146,7 @@ def checked_config(config: dict | str | None = None, environ=None, plugins: list
     errors += unknown_plugin_errors(filled, builtins, third_party, plugins)
     try:  # the plugins' sections are checked too, so that every mistake is reported in one go
         merged = cfg.merge_defaults(filled)
-        pm, sources = build_plugin_manager(merged, builtins, third_party, plugins)
+        pm, sources = build_plugin_manager(merged, builtins, third_party, plugins, refuse_unknown=False)
         errors += validate_plugin_sections(pm, merged)
     except (StartupError, TypeError, ValueError, AttributeError, KeyError):
         if not errors:

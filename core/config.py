@@ -182,6 +182,27 @@ def merge_defaults(config: dict) -> dict:
     return merged
 
 
+def fill_defaults(instance: Any, schema: dict) -> Any:
+    """Return ``instance`` with every ``default`` its schema gives filled in where the setting is
+    missing, at every depth: an object's properties, the values of ``additionalProperties`` and
+    the items of an array. Values of the wrong type are left as they are (their error is the
+    schema check's to report)."""
+    kind = schema.get("type")
+    if isinstance(instance, dict) and (kind in (None, "object") or isinstance(kind, list) and "object" in kind):
+        properties = schema.get("properties") or {}
+        for key, spec in properties.items():
+            if key not in instance and isinstance(spec, dict) and "default" in spec:
+                instance[key] = copy.deepcopy(spec["default"])
+        extra = schema.get("additionalProperties")
+        for key, value in instance.items():
+            spec = properties.get(key, extra)
+            if isinstance(spec, dict):
+                instance[key] = fill_defaults(value, spec)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [fill_defaults(item, schema["items"]) for item in instance]
+    return instance
+
+
 def schema_errors(instance: Any, schema: dict, prefix: str) -> list[str]:
     """Return one readable message per place ``instance`` breaks ``schema``."""
     validator = jsonschema.Draft202012Validator(schema)

@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
-from .config import schema_errors
+from .config import fill_defaults, schema_errors
 from .errors import StartupError
 from .hooks import wrapper_errors
 
@@ -42,12 +42,14 @@ def _load(name: str, entry_point):
 
 
 def build_plugin_manager(config: dict, builtins: dict, third_party: dict,
-                         extra: list | None = None) -> tuple[pluggy.PluginManager, dict]:
+                         extra: list | None = None, refuse_unknown: bool = True) -> tuple[pluggy.PluginManager, dict]:
     """Return a fresh plugin manager for one app, and ``{plugin_name: source}``.
 
     Registers the built-in plugins that ``config`` enables, every third-party plugin that
     ``portal.blocked_plugins`` does not block, and the ``extra`` plugin objects (a test's or an
-    embedding program's), each under its ``name`` attribute or its module's name.
+    embedding program's), each under its ``name`` attribute or its module's name. With
+    ``refuse_unknown`` false a section naming no installed plugin is left for the caller to
+    report, with every other mistake of the config.
     """
     pm = pluggy.PluginManager("agent_portal")
     pm.add_hookspecs(hookspecs)
@@ -55,7 +57,7 @@ def build_plugin_manager(config: dict, builtins: dict, third_party: dict,
     blocked = set(config["portal"].get("blocked_plugins") or [])
     sources = {}
 
-    cfg_errors = unknown_plugin_errors(config, builtins, third_party, extra)
+    cfg_errors = unknown_plugin_errors(config, builtins, third_party, extra) if refuse_unknown else []
     if cfg_errors:
         raise StartupError("invalid config:\n  - " + "\n  - ".join(cfg_errors))
 
@@ -138,10 +140,7 @@ def validate_plugin_sections(pm: pluggy.PluginManager, config: dict) -> list[str
             schema = dict(schema)
             schema["properties"] = {"enabled": {"type": "boolean"}, **schema.get("properties", {})}
             errors.extend(schema_errors(section, schema, f"plugins.{name}"))
-            for key, spec in schema["properties"].items():
-                if "default" in spec and key not in section:
-                    section[key] = spec["default"]
-            sections[name] = section
+            sections[name] = fill_defaults(section, schema)
     return errors
 
 

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import urllib3
 from flask import Response, request
-from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from .errors import PortalError
 
@@ -115,6 +115,23 @@ def frame_policy(csp: str | None, ancestors: str) -> str:
     return "; ".join(kept + [f"frame-ancestors {ancestors}"])
 
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _send(portal, url, body, headers, timeout):
+    """Send the request; a GET, HEAD or OPTIONS whose pooled connection the service had closed
+    meanwhile (a keep-alive it timed out) is sent once more, on a new one."""
+    for attempt in (1, 2):
+        try:
+            return portal.pool.urlopen(request.method, url, body=body, headers=headers,
+                                       timeout=urllib3.Timeout(connect=5, read=timeout),
+                                       preload_content=False, decode_content=False, redirect=False,
+                                       retries=False)
+        except ProtocolError:
+            if attempt == 2 or request.method not in _IDEMPOTENT:
+                raise
+
+
 def proxy(portal, base_url: str, prefix: str, extra_headers: dict | None = None,
           timeout: float = 30.0, frame_ancestors: str | None = None, body_filter=None) -> Response:
     """Forward the current request to ``base_url`` + the path after ``prefix``; stream the answer.
@@ -131,10 +148,7 @@ def proxy(portal, base_url: str, prefix: str, extra_headers: dict | None = None,
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         body = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH (413 beyond)
     try:
-        upstream = portal.pool.urlopen(request.method, url, body=body, headers=headers,
-                                       timeout=urllib3.Timeout(connect=5, read=timeout),
-                                       preload_content=False, decode_content=False, redirect=False,
-                                       retries=False)
+        upstream = _send(portal, url, body, headers, timeout)
     except NewConnectionError as exc:
         raise PortalError("The proxied service refused the connection.", status=502,
                           code="upstream_unreachable") from exc

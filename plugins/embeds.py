@@ -26,11 +26,11 @@ def portal_config_schema():
           "properties": {"url": {"type": "string", "pattern": "^https?://"}, "title": {"type": "string"},
                          "headers": {"type": "object", "additionalProperties": {"type": "string"}},
                          # where the console opens the UI, under /embed/<name>/ (LiteLLM: ui/)
-                         "page": {"type": "string", "pattern": "^(?!/)[A-Za-z0-9._~/-]*$"},
+                         "page": {"type": "string", "pattern": "^(?!/)[A-Za-z0-9._~/-]*$", "default": ""},
                          # a UI that only works at a site's root: the host of its own where
                          # browsers reach it; the console frames it there (README)
                          "public_url": {"type": "string", "pattern": "^https?://[^/?#]+/?$"},
-                         "timeout_seconds": {"type": "number", "exclusiveMinimum": 0}}}
+                         "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 30.0}}}
     return {NAME: strict_object({
         "uis": {"type": "object", "propertyNames": {"pattern": "^[a-z0-9][a-z0-9-]{0,40}$"},
                 "additionalProperties": ui, "default": {}},
@@ -41,7 +41,7 @@ def portal_config_schema():
 @hookimpl
 def portal_embeds(portal):
     return [Embed(name, spec.get("title", name), spec["url"], dict(spec.get("headers") or {}),
-                  spec.get("timeout_seconds", 30.0), spec.get("page", ""), spec.get("public_url"))
+                  spec["timeout_seconds"], spec["page"], spec.get("public_url"))
             for name, spec in portal.plugin_config(NAME)["uis"].items()]
 
 

@@ -31,7 +31,7 @@ def portal_startup(portal):
     portal.extensions[NAME] = {
         name: OpenAIUpstream(portal, name, spec["base_url"], api_key=spec.get("api_key"),
                              headers=spec.get("headers"), models=spec.get("models"),
-                             refresh_seconds=spec.get("refresh_seconds", 30))
+                             refresh_seconds=spec["refresh_seconds"])
         for name, spec in portal.plugin_config(NAME)["upstreams"].items()
     }
 

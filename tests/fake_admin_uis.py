@@ -83,6 +83,7 @@ class FakeKongAdmin(_Server):
 class FakeAdminUI(_Server):
     def __init__(self):
         self.seen = []
+        self.dropped = set()  # /drop-once/<n>: the first request of each is dropped unanswered
         fake = self
 
         class Handler(_Handler):
@@ -105,11 +106,25 @@ class FakeAdminUI(_Server):
                     return self.send(200, {"path": self.path, "headers": dict(self.headers)})
                 if path == "/big":
                     return self.send(200, b"x" * 300_000, "application/octet-stream")
+                if path.startswith("/drop-once/"):
+                    return self.drop_once(path) or self.send(200, b"second time", "text/plain")
                 return self.send(404, b"not here", "text/plain")
+
+            def drop_once(self, path):
+                """Close the connection without answering, the first time (a keep-alive the
+                server timed out just as the request was sent); True when it did."""
+                if path in fake.dropped:
+                    return False
+                fake.dropped.add(path)
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return True
 
             def do_POST(self):
                 data = self.body()
                 fake.seen.append((self.path, dict(self.headers)))
+                if urlsplit(self.path).path.startswith("/drop-once/") and self.drop_once(urlsplit(self.path).path):
+                    return
                 self.send(200, {"received": len(data)})
 
         super().__init__(Handler)

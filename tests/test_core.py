@@ -31,17 +31,26 @@ def test_ready_answers_once_startup_completed(make_app):
 
 
 def test_config_reports_every_error_at_once(tmp_path):
-    config = base_config(tmp_path, chat={"retries": "many", "heartbeat_seconds": -1})
+    # a core mistake, two of a plugin's, a section no plugin owns and a wrong nested setting:
+    # all from one load, none hiding another
+    config = base_config(tmp_path, chat={"retries": "many", "heartbeat_seconds": -1,
+                                         "circuit_breaker": {"failures": 0}}, no_such_thing={})
     config["portal"]["max_body_bytes"] = "big"
     with pytest.raises(StartupError) as caught:
         create_app(config)
-    message = str(caught.value)
-    assert "portal.max_body_bytes" in message
-    with pytest.raises(StartupError) as caught:
-        config["portal"]["max_body_bytes"] = 4096
-        create_app(config)
-    assert "plugins.chat.retries" in str(caught.value)
-    assert "plugins.chat.heartbeat_seconds" in str(caught.value)
+    listed = [line.strip()[2:].split(":")[0] for line in str(caught.value).splitlines()[1:]]
+    assert sorted(listed) == ["plugins.chat.circuit_breaker.failures", "plugins.chat.heartbeat_seconds",
+                              "plugins.chat.retries", "plugins.no_such_thing", "portal.max_body_bytes"]
+
+
+def test_nested_settings_get_their_schema_defaults(tmp_path):
+    from agent_portal.app import checked_config
+
+    config = base_config(tmp_path, chat={"circuit_breaker": {"failures": 3}, "models": {
+        "m": {"backend": "fake"}}}, embeds={"uis": {"x": {"url": "http://127.0.0.1:9"}}})
+    merged = checked_config(config)[0]
+    assert merged["plugins"]["chat"]["circuit_breaker"] == {"failures": 3, "cooloff_seconds": 30}
+    assert merged["plugins"]["chat"]["retries"] == 2
 
 
 def test_unknown_plugin_stops_startup_naming_it(tmp_path):

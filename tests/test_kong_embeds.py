@@ -166,6 +166,15 @@ def test_embed_streams_large_bodies_both_ways(app):
     assert posted.json == {"received": 200_000}
 
 
+def test_embed_asks_once_more_when_the_service_drops_a_read_but_never_resends_a_write(app, ui):
+    client = app.test_client()
+    read = client.get("/embed/langfuse/drop-once/page", headers=admin(app))
+    assert read.status_code == 200 and read.data == b"second time"
+    write = client.post("/embed/langfuse/drop-once/form", headers=admin(app), data=b"x=1")
+    assert write.status_code == 502 and write.json["error"]["code"] == "upstream_unreachable"
+    assert [p for p, _ in ui.seen].count("/drop-once/form") == 1
+
+
 def test_embed_refuses_anonymous_users_and_unknown_names(app):
     client = app.test_client()
     assert client.get("/embed/langfuse/").status_code == 401

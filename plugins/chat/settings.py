@@ -58,8 +58,8 @@ class ChatSettings:
         self.first_byte = section.get("first_token_timeout_seconds") or section["first_byte_timeout_seconds"]
         self.call_budget = section["call_budget_seconds"]
         self.continue_on_failure = section["continue_on_failure"]
-        self.breaker_failures = section["circuit_breaker"].get("failures", 5)
-        self.breaker_cooloff = section["circuit_breaker"].get("cooloff_seconds", 30)
+        self.breaker_failures = section["circuit_breaker"]["failures"]
+        self.breaker_cooloff = section["circuit_breaker"]["cooloff_seconds"]
         self.between_chunks = section["between_chunks_timeout_seconds"]
         self.heartbeat = min(section["heartbeat_seconds"], self.between_chunks)
         self.retries = section["retries"]
