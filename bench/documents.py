@@ -170,7 +170,7 @@ def served(pages: int, idle_seconds: float) -> None:
 
     from procs import free_port, pss_kb, start_upstream, stop, wait_http
 
-    from agent_portal.cli import gunicorn_argv
+    from agent_portal.launch import gunicorn_argv
 
     workdir = Path(tempfile.mkdtemp(prefix="docs-served-"))
     upstream_port, port, embed_port = free_port(), free_port(), free_port()

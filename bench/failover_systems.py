@@ -82,7 +82,7 @@ def start_portal(name, workdir, scale, backend, upstream, processes):
     path = Path(workdir) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(portal_config(workdir, name, scale, backend, upstream)))
     port = free_port()
-    from agent_portal.cli import gunicorn_argv
+    from agent_portal.launch import gunicorn_argv
 
     env = {**os.environ, "AGENT_PORTAL_CONFIG": str(path), "PORTAL_WORKERS": "1", "PORTAL_GRACEFUL_SECONDS": "2"}
     log = open(Path(workdir) / f"{name}.log", "wb")

@@ -177,7 +177,7 @@ def start_portal(port, upstream_port, workdir, variant="shipped", workers=1, gun
         path = Path(workdir) / f"{variant}.yaml"
         path.write_text(yaml.safe_dump(slim_config(upstream_port, workdir)))
     started = time.monotonic()
-    from agent_portal.cli import gunicorn_argv
+    from agent_portal.launch import gunicorn_argv
 
     argv = gunicorn_argv(str(path), "127.0.0.1", port, workers)
     if gunicorn_conf:

@@ -1,6 +1,9 @@
 """Agent Portal: one door to a self-hosted AI stack.
 
-Plugin authors need only ``hookimpl`` and the value types exported here.
+A plugin needs ``hookimpl`` and the value types exported here for every hook (docs/plugin_hooks.md
+lists the hooks). The helpers the built-in plugins also use (config schemas, the SSE relay, the
+reverse proxy, token checks, metering) are the package's modules, each one job, named in
+docs/architecture.md; a plugin may use them too.
 """
 import pluggy
 
@@ -10,6 +13,7 @@ from .errors import AuthError, PortalError, StartupError  # noqa: E402
 from .types import (  # noqa: E402
     Actor, ChatEstimate, ChatRecord, ChatTarget, Command, Embed, HealthCheck, ModelInfo, Route, UsageProvider,
 )
+from .usage import UsageQuery  # noqa: E402
 from .app import Portal, create_app, portal_of  # noqa: E402
 
 __version__ = "0.1.0"
@@ -17,5 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "hookimpl", "create_app", "portal_of", "Portal", "Actor", "ChatEstimate", "ChatRecord", "ChatTarget",
     "Command", "Embed", "HealthCheck", "ModelInfo", "Route", "UsageProvider", "AuthError", "PortalError",
-    "StartupError",
+    "StartupError", "UsageQuery",
 ]

@@ -9,6 +9,7 @@ import sys
 
 from . import config as cfg
 from .errors import StartupError
+from .launch import gunicorn_argv
 
 
 def _build(args, plugins: list | None = None):
@@ -78,17 +79,6 @@ def cmd_serve(args) -> int:
     os.execvpe(argv[0], argv, {**os.environ, cfg.ENV_VAR: os.path.abspath(args.config)}
                if args.config else dict(os.environ))
     return 0  # not reached
-
-
-def gunicorn_argv(config, host, port, workers) -> list[str]:
-    """Return the command line that serves the portal under gunicorn."""
-    # By file path: importing the package in gunicorn's master would load ssl before gevent patches it.
-    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gunicorn_conf.py")
-    argv = [sys.executable, "-m", "gunicorn", "-c", conf,
-            "--bind", f"{host}:{port}"]
-    if workers:
-        argv += ["--workers", str(workers)]
-    return argv + ["agent_portal.wsgi:app"]
 
 
 def plugin_commands(plugins: list | None = None) -> list:

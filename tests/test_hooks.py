@@ -438,6 +438,18 @@ def test_a_wrapper_on_a_hook_called_one_implementation_at_a_time_is_refused_nami
         make_app(plugins=[Watching()])
 
 
+def test_every_hook_is_documented_with_its_signature():
+    import inspect
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs/plugin_hooks.md").read_text()
+    documented = dict(re.findall(r"^## (portal_\w+)(\(.*\))$", page, flags=re.M))
+    hooks = {name: str(inspect.signature(getattr(hookspecs, name)))
+             for name in dir(hookspecs) if name.startswith("portal_")}
+    assert documented == hooks
+
+
 def test_every_hook_has_a_test():
     hooks = {name for name in dir(hookspecs) if name.startswith("portal_")}
     tested = {name[len("test_hook_"):] for name in globals() if name.startswith("test_hook_")}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent_portal import config as cfg
 from agent_portal.app import checked_config
-from agent_portal.cli import gunicorn_argv
+from agent_portal.launch import gunicorn_argv
 from agent_portal.readiness import wait_until_ready
 
 
