@@ -42,6 +42,14 @@ class ProtocolBackend:
         """Return the id the server files this call under (None: the stream tells, or nothing)."""
         return None
 
+    def passed_headers(self, response) -> dict:
+        """Return the headers of the server's answer the caller gets too (none)."""
+        return {}
+
+    def reported_cost(self, response) -> float | None:
+        """Return the cost the server's answer headers report (None: they say none)."""
+        return None
+
 
 class OpenAIStreamAdapter:
     """``read1`` returns OpenAI SSE bytes made from the wrapped ``response``'s events; the rest

@@ -211,9 +211,9 @@ def portal_recent_calls(portal, limit):
 def portal_metric(portal, name, value, labels):
     """Record one measurement: set the gauge or add ``value`` to the counter ``name``.
 
-    ``labels`` is a dict (may be empty). Returns nothing; must not raise. Names in use:
-    ``ledger_queue_depth``, ``ledger_dropped_records``, ``ledger_journal_records``,
-    ``ledger_oldest_unwritten_seconds`` (gauges) and ``upstream_errors`` (counter, label ``kind``).
+    ``labels`` is a dict (may be empty). Returns nothing; must not raise. The names are the
+    emitting plugin's own; the metrics plugin exports those it knows as ``portal_<name>`` (the
+    ledger's backlog gauges, README "What the ledger promises").
     """
 
 

@@ -129,5 +129,14 @@ class OpenAIUpstream:
         return headers
 
     def upstream_call_id(self, request_id: str, response) -> str | None:
-        """Return the id the upstream files this call under (LiteLLM's ``x-litellm-call-id``)."""
-        return response.headers.get("x-litellm-call-id")
+        """Return the id the upstream files this call under (None: a plain OpenAI-compatible
+        server names none; a backend that knows its upstream's header overrides this)."""
+        return None
+
+    def passed_headers(self, response) -> dict:
+        """Return the headers of the upstream's answer the caller gets too (none here)."""
+        return {}
+
+    def reported_cost(self, response) -> float | None:
+        """Return the cost the upstream's answer headers report (None: they say none)."""
+        return None

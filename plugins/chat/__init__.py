@@ -95,9 +95,7 @@ def chat_call(portal, force_stream: bool | None = None):
     if not stream:
         payload, headers = call.plain_answer()
         return Response(payload, status=200, mimetype="application/json", headers=headers)
-    headers = dict(CHAT_STREAM_HEADERS)
-    if call.response.headers.get("x-litellm-call-id"):
-        headers["x-litellm-call-id"] = call.response.headers["x-litellm-call-id"]
+    headers = {**CHAT_STREAM_HEADERS, **call.target.backend.passed_headers(call.response)}
     return Response(call.relay(), status=200, mimetype="text/event-stream", headers=headers,
                     direct_passthrough=True)
 

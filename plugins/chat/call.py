@@ -160,7 +160,7 @@ class ChatCall:
         self.record.backend = self.target.backend.name
         self.record.upstream_model = self.target.upstream_model
         self.record.upstream_call_id = self.target.backend.upstream_call_id(self.request_id, self.response)
-        self.header_cost = self.response.headers.get("x-litellm-response-cost")
+        self.header_cost = self.target.backend.reported_cost(self.response)
         self.record.ttft = self.first_at - self.started
 
     def part_usage(self, usage: dict | None, output_text: str, upstream_cost, prefill: str = "") -> dict:
@@ -302,7 +302,4 @@ class ChatCall:
             raise PortalError("The upstream answered with something other than JSON.", status=502,
                               code="upstream_malformed", type="upstream_error")
         self.finish()
-        headers = {}
-        if response.headers.get("x-litellm-call-id"):
-            headers["x-litellm-call-id"] = response.headers["x-litellm-call-id"]
-        return payload, headers
+        return payload, self.target.backend.passed_headers(response)

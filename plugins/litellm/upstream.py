@@ -45,6 +45,20 @@ class LiteLLMUpstream(OpenAIUpstream):
         except Exception as exc:  # noqa: BLE001 - an optional source; the model list says if LiteLLM is down
             log.info("LiteLLM model info unavailable: %s", exc)
 
+    def upstream_call_id(self, request_id: str, response) -> str | None:
+        return response.headers.get("x-litellm-call-id")
+
+    def passed_headers(self, response) -> dict:
+        """LiteLLM's call id, so a caller can find the call in LiteLLM's own logs."""
+        call_id = response.headers.get("x-litellm-call-id")
+        return {"x-litellm-call-id": call_id} if call_id else {}
+
+    def reported_cost(self, response) -> float | None:
+        try:
+            return float(response.headers["x-litellm-response-cost"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
     def prefill_support(self, model: str) -> bool | None:
         if self._prefill is None or time.monotonic() - self._info_loaded_at > self.refresh_seconds:
             self.load_model_info()  # the first time, or a static model list that never refreshes
