@@ -11,6 +11,34 @@ import json
 import time
 
 from .sse import close_upstream
+from .types import ModelInfo
+
+
+class PrefixedModels:
+    """The models a plugin serves under a prefix of its own (``agent:<graph>``, ``docs:<name>``,
+    ``search:<source>``), offered only while its ``expose_as_models`` is on."""
+
+    def __init__(self, prefix: str, plugin: str, exposed: bool):
+        self.prefix, self.plugin, self.exposed = prefix, plugin, exposed
+
+    def name_in(self, model: str) -> str | None:
+        """Return what follows the prefix in ``model`` (a graph, a collection, a source), or None
+        when ``model`` is not one of these models or they are not offered."""
+        if not self.exposed or not model.startswith(self.prefix):
+            return None
+        return model[len(self.prefix):]
+
+    def backends(self, backend) -> list:
+        """Return ``[backend]`` while the models are offered (``portal_backends``), else []."""
+        return [backend] if self.exposed else []
+
+    def listed(self, names) -> list:
+        """Return the :class:`ModelInfo` of each of ``names`` (what follows the prefix), once each,
+        for ``portal_models``; [] while the models are not offered."""
+        if not self.exposed:
+            return []
+        return [ModelInfo(id=self.prefix + name, backend=self.plugin, owned_by=self.plugin, portal_name=True)
+                for name in dict.fromkeys(names)]
 
 
 class ProtocolBackend:

@@ -13,7 +13,8 @@ import threading
 
 import urllib3
 
-from agent_portal import ChatTarget, Command, HealthCheck, ModelInfo, PortalError, Route, hookimpl
+from agent_portal import ChatTarget, Command, HealthCheck, PortalError, Route, hookimpl
+from agent_portal.adapter import PrefixedModels
 from agent_portal.routing import bound_view
 from agent_portal.schemas import array, obj
 
@@ -37,6 +38,7 @@ class DocumentState:
         self.queue = IngestQueue(settings.queue)
         self.worker = WorkerClient(portal, settings.embedder["service_url"])
         self.backend = DocsBackend(portal)
+        self.models = PrefixedModels(PREFIX, NAME, settings.expose_as_models)
         self.embedder = None  # the job worker's
         self._store = None
         self._lock = threading.Lock()
@@ -80,13 +82,13 @@ def portal_processes(portal):
 @hookimpl
 def portal_backends(portal):
     state = portal.extensions[NAME]
-    return [state.backend] if state.settings.expose_as_models else []
+    return state.models.backends(state.backend)
 
 
 @hookimpl
 def portal_chat_backend(portal, model):
     state = portal.extensions[NAME]
-    if not state.settings.expose_as_models or not model.startswith(PREFIX):
+    if state.models.name_in(model) is None:
         return None
     answering = portal.hook.portal_chat_backend(portal=portal, model=state.settings.answer_model) \
         if state.settings.answer_model else None
@@ -109,10 +111,9 @@ def portal_chat_admission(portal, actor, model, target, estimate):
 @hookimpl
 def portal_models(portal, actor):
     state = portal.extensions[NAME]
-    if not state.settings.expose_as_models:
+    if not state.models.exposed:
         return []
-    names = dict.fromkeys(PREFIX + c["name"] for c in state.catalog.readable(actor))
-    return [ModelInfo(id=name, backend=NAME, owned_by="documents", portal_name=True) for name in names]
+    return state.models.listed(c["name"] for c in state.catalog.readable(actor))
 
 
 @hookimpl

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from flask import g
 
-from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, hookimpl
+from agent_portal import ChatTarget, HealthCheck, PortalError, Route, hookimpl
+from agent_portal.adapter import PrefixedModels
 from agent_portal.routing import bound_view
 
 from . import assistants, threads
@@ -29,6 +30,7 @@ class AgentState:
         self.settings = settings
         self.client = LangGraphClient(portal, settings)
         self.backend = AgentBackend(self.client)
+        self.models = PrefixedModels(PREFIX, NAME, settings.expose_as_models)
         self.thread_owners = ThreadOwners(portal.settings.get("redis_url"))
 
 
@@ -42,21 +44,17 @@ def portal_startup(portal):
     portal.extensions[NAME] = AgentState(portal, AgentSettings(portal.plugin_config(NAME)))
 
 
-def _graph_of_model(model: str) -> str | None:
-    return model[len(PREFIX):] if model.startswith(PREFIX) else None
-
-
 @hookimpl
 def portal_backends(portal):
     state = portal.extensions[NAME]
-    return [state.backend] if state.settings.expose_as_models else []
+    return state.models.backends(state.backend)
 
 
 @hookimpl
 def portal_chat_backend(portal, model):
     state = portal.extensions[NAME]
-    graph = _graph_of_model(model)
-    if not state.settings.expose_as_models or graph is None:
+    graph = state.models.name_in(model)
+    if graph is None:
         return None
     if graph not in state.client.graph_ids(refresh_if_missing=graph):
         return None
@@ -71,7 +69,7 @@ def portal_chat_admission(portal, actor, model, target, estimate):
     state = portal.extensions[NAME]
     if target.backend is not state.backend:
         return
-    graph = _graph_of_model(target.upstream_model)
+    graph = state.models.name_in(target.upstream_model)
     if graph is not None and not state.settings.may_run(actor, graph):
         raise PortalError(f"You may not use the model `{model}`.", status=403, code="model_forbidden")
 
@@ -79,10 +77,9 @@ def portal_chat_admission(portal, actor, model, target, estimate):
 @hookimpl
 def portal_models(portal, actor):
     state = portal.extensions[NAME]
-    if not state.settings.expose_as_models:
+    if not state.models.exposed:
         return []
-    return [ModelInfo(id=PREFIX + graph, backend=NAME, owned_by="langgraph", portal_name=True)
-            for graph in state.client.graph_ids() if state.settings.may_run(actor, graph)]
+    return state.models.listed(graph for graph in state.client.graph_ids() if state.settings.may_run(actor, graph))
 
 
 @hookimpl

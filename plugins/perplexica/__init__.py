@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from agent_portal import ChatTarget, HealthCheck, ModelInfo, PortalError, Route, StartupError, hookimpl
+from agent_portal import ChatTarget, HealthCheck, PortalError, Route, StartupError, hookimpl
+from agent_portal.adapter import PrefixedModels
 
 from .as_model import PREFIX, SearchBackend
 from .client import PerplexicaClient, WrongVersion, missing_models
@@ -24,6 +25,7 @@ class SearchState:
         self.settings = settings
         self.client = PerplexicaClient(portal, settings)
         self.backend = SearchBackend(self.client, settings)
+        self.models = PrefixedModels(PREFIX, NAME, settings.expose_as_models)
 
 
 @hookimpl
@@ -49,14 +51,10 @@ def portal_startup(portal):
         log.warning("perplexica: the server offers no %s yet", ", ".join(missing))
 
 
-def _source(model: str) -> str | None:
-    return model[len(PREFIX):] if model.startswith(PREFIX) else None
-
-
 @hookimpl
 def portal_backends(portal):
     state = portal.extensions[NAME]
-    return [state.backend] if state.settings.expose_as_models else []
+    return state.models.backends(state.backend)
 
 
 @hookimpl
@@ -74,7 +72,7 @@ def portal_chat_admission(portal, actor, model, target, estimate):
     """Searches reached as models follow the same sources per role as ``/search``."""
     state = portal.extensions[NAME]
     if target.backend is state.backend:
-        sources = (_source(target.upstream_model) or "").split("+")
+        sources = (state.models.name_in(target.upstream_model) or "").split("+")
         if not set(sources) <= set(state.settings.allowed_sources(actor)):
             raise PortalError(f"You may not use the model `{model}`.", status=403, code="model_forbidden")
 
@@ -82,10 +80,7 @@ def portal_chat_admission(portal, actor, model, target, estimate):
 @hookimpl
 def portal_models(portal, actor):
     state = portal.extensions[NAME]
-    if not state.settings.expose_as_models:
-        return []
-    return [ModelInfo(id=PREFIX + source, backend=NAME, owned_by="perplexica", portal_name=True)
-            for source in state.settings.allowed_sources(actor)]
+    return state.models.listed(state.settings.allowed_sources(actor))
 
 
 @hookimpl
