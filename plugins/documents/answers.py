@@ -23,15 +23,12 @@ from agent_portal.upstream import UpstreamFailure
 
 from .collections import readable_collection
 from .embedding import metered_embedding
-from .settings import NAME
+from .settings import state_of
 
 INSTRUCTIONS = ("Answer the question using only the numbered sources below. Cite the sources you use "
                 "as [1], [2] right after the sentence that uses them. If the sources do not hold the "
                 "answer, say so.\n\n")
 
-
-def _state(portal):
-    return portal.extensions[NAME]
 
 
 def hit_view(hit, number: int | None = None) -> dict:
@@ -77,7 +74,7 @@ def search_collections(portal, query: str, collection_ids: list[str], k: int):
     """Return the ``k`` best chunks for ``query`` among ``collection_ids`` (none of a file
     deleted since: its chunks go by a job). The host's job worker embeds and searches; the
     caller meters the query's embedding."""
-    state = _state(portal)
+    state = state_of(portal)
     hits = state.worker.search(query, k, collection_ids)
     present = state.catalog.present_files({hit.file_id for hit in hits})
     return [hit for hit in hits if hit.file_id in present]
@@ -101,7 +98,7 @@ def ask_estimate(settings, question: str, k: int) -> int:
 def _scope(portal, actor, body: dict) -> tuple[list[str], dict]:
     """Return the ids of the collections a request covers (all the caller may read by default)
     and their names by id; 404 for any it names that the caller may not read."""
-    readable = _state(portal).catalog.readable(actor)
+    readable = state_of(portal).catalog.readable(actor)
     names = {c["id"]: c["name"] for c in readable}
     asked = body.get("collections")
     if asked is None:
@@ -112,7 +109,7 @@ def _scope(portal, actor, body: dict) -> tuple[list[str], dict]:
 
 
 def search_view(portal):
-    state, actor, body = _state(portal), g.actor, g.json_body  # checked against schemas.search_body
+    state, actor, body = state_of(portal), g.actor, g.json_body  # checked against schemas.search_body
     query, k = body["query"], body.get("k", state.settings.top_k)
     ids, _names = _scope(portal, actor, body)
     started = time.monotonic()
@@ -126,7 +123,7 @@ def search_view(portal):
 def answer_target(portal, actor, model: str | None):
     """Return the chat target that answers ``actor`` (the configured ``answer_model`` unless an
     admin names one). The chat plugin's roles hold: 403 when the caller may not use it."""
-    state = _state(portal)
+    state = state_of(portal)
     model = model or state.settings.answer_model
     if not model:
         raise PortalError("No answer model is set (plugins.documents.answer_model).", status=503,
@@ -186,7 +183,7 @@ class CitingStream(OpenAIStreamAdapter):
 
 
 def ask_view(portal):
-    state, actor, body = _state(portal), g.actor, g.json_body  # checked against schemas.ask_body
+    state, actor, body = state_of(portal), g.actor, g.json_body  # checked against schemas.ask_body
     question = body["question"]
     if body.get("model") is not None and actor.role != "admin":
         raise PortalError("Only admins choose the answer model; others get plugins.documents.answer_model.",

@@ -10,13 +10,10 @@ from agent_portal.adapter import OpenAIAnswer, ProtocolBackend
 from agent_portal.upstream import UpstreamFailure
 
 from .answers import CitingStream, answer_target, citations, grounded_messages, search_collections
-from .settings import NAME
+from .settings import NAME, state_of
 
 PREFIX = "docs:"
 
-
-def _state(portal):
-    return portal.extensions[NAME]
 
 
 class DocsBackend(ProtocolBackend):
@@ -28,7 +25,7 @@ class DocsBackend(ProtocolBackend):
         self.portal = portal
 
     def model_ids(self) -> list[str]:
-        return sorted({PREFIX + c["name"] for c in _state(self.portal).catalog.readable(
+        return sorted({PREFIX + c["name"] for c in state_of(self.portal).catalog.readable(
             Actor(id="", role="admin", via="documents"))})
 
     def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:
@@ -39,7 +36,7 @@ class DocsBackend(ProtocolBackend):
         """Return the collection ``docs:<name>`` means for ``actor``: their own of that name,
         else the oldest one shared with them."""
         name = model[len(PREFIX):]
-        return next((c for c in _state(self.portal).catalog.readable(actor) if c["name"] == name), None)
+        return next((c for c in state_of(self.portal).catalog.readable(actor) if c["name"] == name), None)
 
     def send_chat(self, body: bytes, headers: dict, timeout, stream: bool):
         """Answer the last user message from the collection, with citations."""
@@ -52,11 +49,11 @@ class DocsBackend(ProtocolBackend):
         question = next((m.get("content") for m in reversed(chat["messages"]) if m.get("role") == "user"), None)
         if not isinstance(question, str) or not question.strip():
             raise UpstreamFailure(400, "A question needs a last user message with text.", "invalid_request")
-        query = question[:_state(portal).settings.max_query_chars]
+        query = question[:state_of(portal).settings.max_query_chars]
         try:
             target = answer_target(portal, actor, None)
             # the chat call's admission covers the query's embedding: it is billed in the answer's prompt
-            hits = search_collections(portal, query, [collection["id"]], _state(portal).settings.top_k)
+            hits = search_collections(portal, query, [collection["id"]], state_of(portal).settings.top_k)
         except PortalError as failure:
             raise UpstreamFailure(failure.status, failure.message, failure.code or "upstream_error") from None
         query_tokens = portal.token_counter.count_text(chat["model"], query) + 3

@@ -7,21 +7,18 @@ from flask import Response, g, request
 
 from agent_portal import PortalError
 
-from .settings import NAME
+from .settings import state_of
 
 
 def _json(data, status=200) -> Response:
     return Response(json.dumps(data), status=status, mimetype="application/json")
 
 
-def _state(portal):
-    return portal.extensions[NAME]
-
 
 def readable_collection(portal, actor, collection_id: str) -> dict:
     """Return the collection when ``actor`` may read it; 404 otherwise (as if it did not exist)."""
-    collection = _state(portal).catalog.collection(collection_id) if isinstance(collection_id, str) else None
-    if collection is None or collection["id"] not in {c["id"] for c in _state(portal).catalog.readable(actor)}:
+    collection = state_of(portal).catalog.collection(collection_id) if isinstance(collection_id, str) else None
+    if collection is None or collection["id"] not in {c["id"] for c in state_of(portal).catalog.readable(actor)}:
         raise PortalError(f"No such collection: {collection_id}.", status=404, code="collection_not_found")
     return collection
 
@@ -37,7 +34,7 @@ def owned_collection(portal, actor, collection_id: str) -> dict:
 
 
 def collections_view(portal):
-    state, actor = _state(portal), g.actor
+    state, actor = state_of(portal), g.actor
     if request.method == "GET":
         return _json({"collections": state.catalog.readable(actor)})
     body = g.json_body  # checked against schemas.NEW_COLLECTION by the core
@@ -50,7 +47,7 @@ def collections_view(portal):
 
 
 def collection_view(portal, collection_id):
-    state, actor = _state(portal), g.actor
+    state, actor = state_of(portal), g.actor
     if request.method == "GET":
         collection = readable_collection(portal, actor, collection_id)
         return _json({**collection, "files": state.catalog.files_of(collection_id)})
@@ -63,7 +60,7 @@ def collection_view(portal, collection_id):
 
 def share_view(portal, collection_id):
     """``PUT /documents/collections/{id}/sharing`` ``{roles: [...], users: [...]}`` (replaces)."""
-    state, actor = _state(portal), g.actor
+    state, actor = state_of(portal), g.actor
     owned_collection(portal, actor, collection_id)
     body = g.json_body  # checked against schemas.SHARING by the core
     roles, users = body.get("roles", []), body.get("users", [])

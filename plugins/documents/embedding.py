@@ -11,18 +11,15 @@ from flask import Response, g
 from agent_portal import PortalError
 from agent_portal.metering import MeteredCall
 
-from .settings import NAME
+from .settings import state_of
 
-
-def _state(portal):
-    return portal.extensions[NAME]
 
 
 def embedding_call(portal, actor, text: str, request_id: str,
                    estimated_prompt_tokens: int | None = None) -> MeteredCall:
     """Return the metered call of embedding ``text`` (or, for an upload not yet parsed, text of
     about ``estimated_prompt_tokens``) with the configured embedder."""
-    state = _state(portal)
+    state = state_of(portal)
     model = state.settings.embedder["model"]
     return MeteredCall(portal, actor, model=model, backend=state.backend, upstream_model=model, stream=False,
                        request_id=request_id, prompt_text=text, prices=(state.settings.embedding_price, None),
@@ -45,7 +42,7 @@ def metered_embedding(portal, actor, text: str, request_id: str, work) -> tuple:
 
 def embed_metered(portal, actor, texts: list[str], request_id: str) -> tuple[list, MeteredCall]:
     """Return the unit vectors of ``texts`` and their call, admitted first and recorded after."""
-    return metered_embedding(portal, actor, "\n".join(texts), request_id, lambda: _state(portal).worker.embed(texts))
+    return metered_embedding(portal, actor, "\n".join(texts), request_id, lambda: state_of(portal).worker.embed(texts))
 
 
 def _base64(vector: list[float]) -> str:
@@ -55,7 +52,7 @@ def _base64(vector: list[float]) -> str:
 
 def embeddings_view(portal):
     """OpenAI's ``POST /v1/embeddings`` with the portal's embedder, metered."""
-    state, actor, body = _state(portal), g.actor, g.json_body  # checked against schemas.EMBEDDINGS
+    state, actor, body = state_of(portal), g.actor, g.json_body  # checked against schemas.EMBEDDINGS
     served = state.settings.embedder["model"]
     model = body.get("model", served)
     if model != served:

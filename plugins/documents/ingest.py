@@ -21,13 +21,10 @@ from .checks import check_file
 from .collections import owned_collection, readable_collection
 from .embedding import embedding_call
 from .parsing import BadDocument, Caps, TooLarge, UnsupportedType
-from .settings import NAME
+from .settings import state_of
 
 log = logging.getLogger("agent_portal.documents")
 
-
-def _state(portal):
-    return portal.extensions[NAME]
 
 
 def clean_name(name: str) -> str:
@@ -62,7 +59,7 @@ def _checked(settings, upload) -> dict:
 
 
 def upload_view(portal, collection_id):
-    state, actor = _state(portal), g.actor
+    state, actor = state_of(portal), g.actor
     owned_collection(portal, actor, collection_id)
     try:
         uploads = request.files.getlist("file")
@@ -102,7 +99,7 @@ def upload_view(portal, collection_id):
 
 def retry_view(portal, file_id):
     """Queue a failed file again (its owner, or an admin)."""
-    state = _state(portal)
+    state = state_of(portal)
     record = _file_for(portal, file_id, owned_collection)
     if record["status"] != "failed" or not state.catalog.retry(file_id):
         raise PortalError(f"{record['name']} is {record['status']}; only a failed file is retried.", status=409,
@@ -112,7 +109,7 @@ def retry_view(portal, file_id):
 
 
 def _file_for(portal, file_id: str, check) -> dict:
-    record = _state(portal).catalog.file(file_id) if len(file_id) <= 64 else None
+    record = state_of(portal).catalog.file(file_id) if len(file_id) <= 64 else None
     if record is None:
         raise PortalError(f"No such file: {file_id}.", status=404, code="file_not_found")
     try:
@@ -125,7 +122,7 @@ def _file_for(portal, file_id: str, check) -> dict:
 
 
 def file_view(portal, file_id):
-    state = _state(portal)
+    state = state_of(portal)
     record = _file_for(portal, file_id, readable_collection if request.method == "GET" else owned_collection)
     if request.method == "GET":
         return Response(json.dumps(record), status=200, mimetype="application/json")

@@ -4,6 +4,13 @@ from __future__ import annotations
 from agent_portal.config import strict_object
 
 NAME = "documents"
+
+
+def state_of(portal):
+    """Return this plugin's state in ``portal`` (its ``DocumentState``, made at startup)."""
+    return portal.extensions[NAME]
+
+
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8796"
 
 
