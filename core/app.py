@@ -13,6 +13,7 @@ from flask import Flask, g, request
 from flask_sock import Sock
 
 from . import config as cfg
+from . import config_file
 from .cors import TrustedProxies, cross_site_refusal, install_cors
 from .outbound import OutboundPolicy
 from .counting import TokenCounter
@@ -129,13 +130,13 @@ def checked_config(config: dict | str | None = None, environ=None, plugins: list
     """Return ``(config, plugin manager, plugin sources)``: the config read, filled from the
     environment and checked (core and every plugin's section, secrets) without starting
     anything, so nothing is written. Raises :class:`StartupError` listing every mistake."""
-    raw = config if isinstance(config, dict) else cfg.load_config_file(config)
-    source = None if isinstance(config, dict) else cfg.config_path(config)
+    raw = config if isinstance(config, dict) else config_file.load_config_file(config)
+    source = None if isinstance(config, dict) else config_file.config_path(config)
     missing: list[str] = []
     origins: dict = {}
-    filled = cfg.fill_environment(raw, environ, missing=missing, origins=origins)
+    filled = config_file.fill_environment(raw, environ, missing=missing, origins=origins)
     if source and isinstance(filled.get("portal"), dict) and isinstance(filled["portal"].get("database_url"), str):
-        filled["portal"]["database_url"] = cfg.anchor_sqlite(filled["portal"]["database_url"],
+        filled["portal"]["database_url"] = config_file.anchor_sqlite(filled["portal"]["database_url"],
                                                              os.path.dirname(os.path.abspath(source)))
     errors = list(missing)
     errors += cfg.schema_errors(filled, cfg.CORE_SCHEMA, "")

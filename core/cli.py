@@ -8,6 +8,7 @@ import os
 import sys
 
 from . import config as cfg
+from . import config_file
 from .errors import StartupError
 from .launch import gunicorn_argv
 
@@ -76,7 +77,7 @@ def cmd_routes(args) -> int:
 def cmd_serve(args) -> int:
     """Run the portal under gunicorn with the gevent worker (replaces this process)."""
     argv = gunicorn_argv(args.config, args.host, args.port, args.workers)
-    os.execvpe(argv[0], argv, {**os.environ, cfg.ENV_VAR: os.path.abspath(args.config)}
+    os.execvpe(argv[0], argv, {**os.environ, config_file.ENV_VAR: os.path.abspath(args.config)}
                if args.config else dict(os.environ))
     return 0  # not reached
 
@@ -103,8 +104,8 @@ def build_parser(plugins: list | None = None, with_plugin_commands: bool = True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p):
-        p.add_argument("--config", default=os.environ.get(cfg.ENV_VAR),
-                       help=f"YAML config file (default ${cfg.ENV_VAR})")
+        p.add_argument("--config", default=os.environ.get(config_file.ENV_VAR),
+                       help=f"YAML config file (default ${config_file.ENV_VAR})")
         return p
 
     serve = with_config(sub.add_parser("serve", help="serve the portal (gunicorn, gevent worker)"))
@@ -142,7 +143,7 @@ def main(argv=None, plugins: list | None = None) -> int:
     args = build_parser(plugins, with_plugin_commands=not core_only).parse_args(argv)
     if getattr(args, "config", "") is None and args.func is not cmd_plugins:
         # without a config the portal would start empty and every plugin's command look disabled
-        print(f"agent-portal: no config: pass --config FILE or set {cfg.ENV_VAR} (the run command's banner "
+        print(f"agent-portal: no config: pass --config FILE or set {config_file.ENV_VAR} (the run command's banner "
               "shows both, and where it keeps PORTAL_SECRET_KEY)", file=sys.stderr)
         return 2
     try:

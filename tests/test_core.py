@@ -9,7 +9,8 @@ import time
 import pytest
 
 from agent_portal import HealthCheck, Route, StartupError, create_app, hookimpl, portal_of
-from agent_portal.config import fill_environment, masked
+from agent_portal.config import masked
+from agent_portal.config_file import fill_environment
 from agent_portal.isolation import run_isolated
 from agent_portal.observe import run_health
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from agent_portal import config as cfg
+from agent_portal import config_file
 from agent_portal.plugin_manager import build_plugin_manager, discover_builtins, validate_plugin_sections
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +181,7 @@ def test_open_webui_and_the_portal_share_their_secrets():
 def test_compose_portal_config_is_valid_with_the_example_environment():
     raw = yaml.safe_load((ROOT / "deploy/portal.compose.yaml").read_text())
     missing: list[str] = []
-    filled = cfg.fill_environment(raw, portal_environment(), missing=missing)
+    filled = config_file.fill_environment(raw, portal_environment(), missing=missing)
     assert missing == []
     assert cfg.schema_errors(filled, cfg.CORE_SCHEMA, "") == []
     merged = cfg.merge_defaults(filled)

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent_portal import config as cfg
+from agent_portal import config_file
 from agent_portal.app import checked_config
 from agent_portal.launch import gunicorn_argv
 from agent_portal.readiness import wait_until_ready
@@ -53,7 +53,7 @@ def up(args) -> int:
                                                  lambda: "sk-" + secrets.token_hex(16)))
     env["LITELLM_URL"] = f"http://127.0.0.1:{args.litellm_port}"
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    env[cfg.ENV_VAR] = config_path
+    env[config_file.ENV_VAR] = config_path
     # a broken config is said in one clean list (as check-config says it) before anything starts,
     # not as a worker's traceback after LiteLLM has been started for nothing
     checked_config(config_path, env)
