@@ -82,7 +82,7 @@ def test_a_call_whose_own_estimate_would_run_far_past_a_limit_is_refused_up_fron
 
 def test_overshoot_is_a_setting_and_zero_keeps_every_counter_at_its_limit(make_app, fake_upstream):
     from agent_portal import Actor, ChatEstimate
-    from agent_portal.plugins.rate_limits.limiter import LimitExceeded
+    from agent_portal.plugins.rate_limits.holds import LimitExceeded
 
     app = limited_app(make_app, fake_upstream, roles={"user": {"tokens_per_minute": 100}}, overshoot=0)
     limiter = portal_of(app).extensions["rate_limits"]
@@ -156,7 +156,7 @@ def test_a_call_under_way_holds_its_token_estimate_until_it_ends(make_app, fake_
     import pytest
 
     from agent_portal import Actor, ChatEstimate
-    from agent_portal.plugins.rate_limits.limiter import LimitExceeded
+    from agent_portal.plugins.rate_limits.holds import LimitExceeded
 
     app = limited_app(make_app, fake_upstream, roles={"user": {"tokens_per_minute": 2000}})
     limiter = portal_of(app).extensions["rate_limits"]

@@ -17,7 +17,8 @@ from agent_portal.config import strict_object
 from agent_portal.schemas import STRING, array, obj
 from agent_portal.types import ROLES
 
-from .limiter import Hold, Limiter
+from .holds import Hold
+from .limiter import Limiter
 
 NAME = "rate_limits"
 

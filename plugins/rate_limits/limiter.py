@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from limits import RateLimitItemPerMinute
@@ -26,49 +25,9 @@ from agent_portal import PortalError
 from agent_portal.outages import Outage
 
 from .counters import AT_LIMIT, PAST_CEILING, RESERVED, counters_for
+from .holds import BUDGETS, Hold, LimitExceeded, period
 
 log = logging.getLogger("agent_portal.rate_limits")
-BUDGETS = ("daily_budget_usd", "monthly_budget_usd")
-
-
-class LimitExceeded(PortalError):
-    status = 429
-    type = "rate_limit_exceeded"
-
-
-@dataclass(eq=False)  # each hold is itself (kept in sets, weakly)
-class Hold:
-    """What one admission reserved on one counter; settled once from the call's record."""
-
-    counter: str  # "tokens" or "spend"
-    key: str
-    amount: float
-    generation: str = ""  # the counter's, when the hold was made: it settles only against that one
-    ceiling: float = 0.0  # how far the counter may go (the limit plus the overshoot)
-    settled: bool = False
-
-
-def _day_start(now: datetime) -> datetime:
-    return datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
-
-
-def _month_start(now: datetime) -> datetime:
-    return datetime(now.year, now.month, 1, tzinfo=timezone.utc)
-
-
-def _next_month_start(now: datetime) -> datetime:
-    return datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=timezone.utc)
-
-
-def period(budget: str, now: datetime) -> tuple[str, datetime, int]:
-    """Return ``(label, start, seconds until the next period)`` of a daily or monthly budget."""
-    if budget == "daily_budget_usd":
-        start = _day_start(now)
-        return start.strftime("%Y-%m-%d"), start, max(1, int(start.timestamp() + 86400 - now.timestamp()))
-    start = _month_start(now)
-    return start.strftime("%Y-%m"), start, max(1, int((_next_month_start(now) - now).total_seconds()))
-
-
 class Limiter:
     """The app's limits: which apply to whom, the shared counters, and the budget figures."""
 
