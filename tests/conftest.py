@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from agent_portal import create_app, portal_of  # noqa: E402
 from agent_portal.plugins.portal_tokens import mint_token  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # the browser tests' screenshots
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SECRET = "test-portal-secret-0123456789abcdef"
 WEBUI_SECRET = "webui-secret-for-tests-0123456789"  # not 44 characters long (see CONTRACTS.md)
 # Each test run has a PostgreSQL database and a Redis database of its own, so two runs on one
@@ -271,3 +274,22 @@ def litellm(fake_upstream, tmp_path_factory):
     yield {"url": url, "key": key}
     process.terminate()
     process.wait(15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by playwright (its own browser download does not work here)."""
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        message = f"chromium is not installed at {CHROMIUM} (scripts/setup.sh --browser installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()

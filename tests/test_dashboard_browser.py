@@ -6,17 +6,13 @@ test, and each tab's screenshot is saved under tests/artifacts/.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import WEBUI_SECRET, bearer, chat_plugins, settled_rows
+from conftest import ARTIFACTS, WEBUI_SECRET, bearer, chat_plugins, settled_rows
 
 pytestmark = pytest.mark.integration
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 WIDTHS = {"laptop": 1280, "phone": 390}
 
 # Everything inside a visible panel must stay inside it: tables scroll as a whole in their
@@ -43,24 +39,6 @@ OVERFLOW = """() => {
   }
   return out;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        message = f"chromium is not installed at {CHROMIUM} (scripts/setup.sh --browser installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from agent_portal.openapi import openapi_path
 
 from conftest import bearer
 from test_auth import every_builtin_plugin
-from test_dashboard_browser import browser  # noqa: F401  (the chromium fixture)
 
 
 @pytest.fixture
@@ -138,7 +137,7 @@ def test_docs_can_be_admin_only_or_off(make_app, tmp_path):
     assert off.test_client().get("/openapi.json").status_code == 404
 
 
-def test_the_docs_page_renders_every_operation_in_chromium(everything, live_server, browser):  # noqa: F811
+def test_the_docs_page_renders_every_operation_in_chromium(everything, live_server, browser):
     server = live_server(everything)
     page = browser.new_page()
     try:

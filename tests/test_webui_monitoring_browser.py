@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import base_config, bearer, chat_plugins, settled_rows
-from test_dashboard_browser import ARTIFACTS, browser  # noqa: F401  (the chromium fixture)
+from conftest import ARTIFACTS
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def portal(make_app, fake_upstream, live_server, harness, tmp_path):
     return app, live_server(app)
 
 
-def open_page(browser, harness, token, portal_url):  # noqa: F811
+def open_page(browser, harness, token, portal_url):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -76,7 +76,7 @@ def open_page(browser, harness, token, portal_url):  # noqa: F811
     return page, errors
 
 
-def test_the_monitoring_page_shows_real_usage_and_health(browser, harness, portal):  # noqa: F811
+def test_the_monitoring_page_shows_real_usage_and_health(browser, harness, portal):
     app, server = portal
     token = bearer(app, "root", "admin")["Authorization"].split()[1]
     page, errors = open_page(browser, harness, token, server.url)
@@ -94,7 +94,7 @@ def test_the_monitoring_page_shows_real_usage_and_health(browser, harness, porta
     assert errors == []
 
 
-def test_the_monitoring_page_says_it_is_loading_while_the_portal_answers(browser, harness, portal):  # noqa: F811
+def test_the_monitoring_page_says_it_is_loading_while_the_portal_answers(browser, harness, portal):
     app, server = portal
     token = bearer(app, "root", "admin")["Authorization"].split()[1]
     page = browser.new_page(viewport={"width": 1100, "height": 600})
@@ -108,7 +108,7 @@ def test_the_monitoring_page_says_it_is_loading_while_the_portal_answers(browser
     page.close()
 
 
-def test_the_monitoring_page_shows_an_error_when_the_portal_is_down(browser, harness, portal):  # noqa: F811
+def test_the_monitoring_page_shows_an_error_when_the_portal_is_down(browser, harness, portal):
     app, _ = portal
     token = bearer(app, "root", "admin")["Authorization"].split()[1]
     with socket.socket() as closed:
