@@ -173,6 +173,21 @@ def test_perplexica_failing_is_a_clear_error_and_never_touches_chat(make_app, pe
     assert unreachable.status_code in (502, 504) and unreachable.json["error"]["code"].startswith("upstream_")
 
 
+def test_search_models_are_left_out_of_the_list_while_perplexica_is_down(app, perplexica):
+    client, alice = app.test_client(), bearer(app, "alice")
+
+    def listed():
+        return {m["id"] for m in client.get("/v1/models", headers=alice).json["data"] if m["id"].startswith("search:")}
+
+    assert listed()
+    perplexica.state["down"] = True  # its API answers 500
+    client.get("/observability/health", headers=bearer(app, "root", "admin"))
+    assert listed() == set()
+    perplexica.state["down"] = False
+    client.get("/observability/health", headers=bearer(app, "root", "admin"))
+    assert listed()
+
+
 def test_a_server_of_another_version_is_refused_at_startup_and_shows_in_health(make_app, perplexica):
     perplexica.state["legacy"] = True
     with pytest.raises(StartupError, match="another shape"):

@@ -77,9 +77,16 @@ def portal_chat_admission(portal, actor, model, target, estimate):
             raise PortalError(f"You may not use the model `{model}`.", status=403, code="model_forbidden")
 
 
+# a server found unusable this recently has its search: models left out of the model list (a
+# client would only get errors); they come back once it answers, or after this long
+DOWN_HIDES_MODELS_SECONDS = 30.0
+
+
 @hookimpl
 def portal_models(portal, actor):
     state = portal.extensions[NAME]
+    if state.client.down_lately(DOWN_HIDES_MODELS_SECONDS):
+        return []
     return state.models.listed(state.settings.allowed_sources(actor))
 
 

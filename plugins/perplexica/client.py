@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from urllib3.exceptions import HTTPError
 
@@ -64,6 +65,15 @@ class PerplexicaClient:
         self.prefix = "" if self.prefix == "/" else self.prefix
         self.reachable: bool | None = None
         self.last_error: str | None = None
+        self.failed_at: float | None = None  # monotonic, the last time it was found unusable
+
+    def failed(self, why: str) -> None:
+        """Note that the server was found unusable now, and why."""
+        self.reachable, self.last_error, self.failed_at = False, why, time.monotonic()
+
+    def down_lately(self, seconds: float) -> bool:
+        """Return True when the server was last found unusable, less than ``seconds`` ago."""
+        return self.reachable is False and self.failed_at is not None and time.monotonic() - self.failed_at < seconds
 
     def providers(self) -> dict:
         """Return ``/api/providers`` parsed; raises PortalError when unreachable, failing or
@@ -74,15 +84,15 @@ class PerplexicaClient:
         except ValueError:
             body = None
         if response.status != 200:
-            self.reachable, self.last_error = False, f"it answered HTTP {response.status}"
+            self.failed(f"it answered HTTP {response.status}")
             raise PortalError(f"Perplexica answered HTTP {response.status}.", status=502, code="upstream_error",
                               type="upstream_error")
         problem = providers_problem(body)
         if problem:
-            self.reachable, self.last_error = False, problem
+            self.failed(problem)
             raise WrongVersion(f"Perplexica is not usable: {problem}.", status=502, code="upstream_wrong_version",
                                type="upstream_error")
-        self.reachable, self.last_error = True, None
+        self.reachable, self.last_error, self.failed_at = True, None, None
         return body
 
     def search_body(self, query: str, sources: list, mode: str, history: list, stream: bool) -> dict:
@@ -100,9 +110,11 @@ class PerplexicaClient:
         if request_id:
             headers["X-Request-ID"] = request_id
         try:
-            return self.pool.urlopen(method, self.prefix + path, body=json.dumps(body).encode() if body else None,
-                                     headers=headers, timeout=timeout, preload_content=not stream,
-                                     retries=False, redirect=False, assert_same_host=False)
+            response = self.pool.urlopen(method, self.prefix + path, body=json.dumps(body).encode() if body else None,
+                                         headers=headers, timeout=timeout, preload_content=not stream,
+                                         retries=False, redirect=False, assert_same_host=False)
+            self.reachable, self.failed_at = True, None  # it answered (what it said is the caller's to judge)
+            return response
         except HTTPError as exc:
-            self.reachable, self.last_error = False, f"{type(exc).__name__}: {exc}"
+            self.failed(f"{type(exc).__name__}: {exc}")
             raise unreachable(exc, "Perplexica") from exc
