@@ -2,7 +2,7 @@
 
 A route's ``responses`` maps a status ("200", "201", ...) to the JSON Schema of that answer's
 body, or to :func:`media` for an answer that is not JSON (a stream, a page, a CSV). /openapi.json
-shows them, and the fuzz run (tests/test_fuzz.py) checks every answer against them.
+shows them, and the fuzz run (tests/core/test_fuzz.py) checks every answer against them.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import re
 import unicodedata
 
 # Every value shipped in .env.example, the README and the config examples, and the defaults
-# other projects' docs made famous. tests/test_secrets.py keeps this list in step with the files.
+# other projects' docs made famous. tests/core/test_secrets.py keeps this list in step with the files.
 KNOWN_PLACEHOLDERS = frozenset({
     "replace-with-a-long-random-secret", "replace-with-a-scrape-token-0000",
     "replace-with-the-shared-webui-secret", "replace-with-a-forward-header-secret",

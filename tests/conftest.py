@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import socket
-import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-import requests
 from werkzeug.serving import make_server
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# LiteLLM, langgraph dev, chromium (started once per run); the documents tests' job worker
+pytest_plugins = ["fixtures_services", "documents_worker"]
 
 from fake_upstream import FakeUpstream  # noqa: E402
 from fake_webui import FakeOpenWebUI  # noqa: E402
@@ -25,7 +23,8 @@ from agent_portal import create_app, portal_of  # noqa: E402
 from agent_portal.plugins.portal_tokens import mint_token  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # the browser tests' screenshots
+TESTS = Path(__file__).resolve().parent  # the fakes, fixtures and example projects beside this file
+ARTIFACTS = TESTS / "artifacts"  # the browser tests' screenshots
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SECRET = "test-portal-secret-0123456789abcdef"
 WEBUI_SECRET = "webui-secret-for-tests-0123456789"  # not 44 characters long (see CONTRACTS.md)
@@ -230,66 +229,8 @@ def redis_url():
     client.flushdb()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a loopback port nothing listens on (for a server a test starts)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# the UI's own base path, as deploy/ runs it: LiteLLM serves its UI and its assets under it
-LITELLM_EMBED_PATH = "/embed/litellm"
-
-
-@pytest.fixture(scope="session")
-def litellm(fake_upstream, tmp_path_factory):
-    """A real LiteLLM proxy (tests/litellm.test.yaml), its API at its root and its admin UI under
-    ``LITELLM_EMBED_PATH`` (``SERVER_ROOT_PATH``; the UI's files rewritten in a copy of its own)."""
-    binary = os.environ.get("LITELLM_BIN", str(ROOT / ".cache/litellm-venv/bin/litellm"))
-    if not Path(binary).exists():
-        message = f"LiteLLM is not installed at {binary} (scripts/setup.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    port, key = _free_port(), "sk-" + secrets.token_hex(16)
-    workdir = tmp_path_factory.mktemp("litellm")
-    log = open(workdir / "litellm.log", "wb")
-    env = {**os.environ, "LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "FAKE_UPSTREAM_BASE": fake_upstream.base_url, "SERVER_ROOT_PATH": LITELLM_EMBED_PATH,
-           "LITELLM_UI_PATH": str(workdir / "ui")}
-    process = subprocess.Popen([binary, "--config", str(ROOT / "tests/litellm.test.yaml"), "--host", "127.0.0.1",
-                                "--port", str(port), "--num_workers", "1"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"LiteLLM exited early; see {log.name}"
-        try:
-            if requests.get(url + "/health/readiness", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("LiteLLM was not ready in 150 s")
-    yield {"url": url, "key": key}
-    process.terminate()
-    process.wait(15)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's chromium driven by playwright (its own browser download does not work here)."""
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        message = f"chromium is not installed at {CHROMIUM} (scripts/setup.sh --browser installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()

@@ -1,20 +1,21 @@
-"""A documents job worker for tests: the real `agent-portal worker` parts (huey's consumer, the
-embedding service, the reaper) run in this process, with a portal of their own built from the
-same config as the app under test, as a worker process builds one."""
+"""The documents tests' worker and helpers: a job worker (the real `agent-portal worker` parts,
+huey's consumer, the embedding service and the reaper, run in this process with a portal of their
+own built from the same config as the app under test, as a worker process builds one), the
+``with_worker`` fixture (conftest loads this module as a pytest plugin), the sections of an app
+with documents, and collections and uploads made through the API."""
 from __future__ import annotations
 
 import copy
-import socket
+import io
 import time
+from types import SimpleNamespace
+
+import pytest
 
 from agent_portal import create_app, portal_of
 from agent_portal.plugins.documents.worker import JobWorker
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from conftest import chat_plugins, free_port
 
 
 def worker_sections(tmp_path, **documents) -> dict:
@@ -64,3 +65,51 @@ def stored_chunks(app, timeout: float = 0.0, expect=None) -> list[tuple[str, int
         if expect is None or expect(found) or time.monotonic() >= deadline:
             return found
         time.sleep(0.1)
+
+
+REPORT_PAGES = [
+    "Quarterly report. This document covers the operations of the northern warehouse.",
+    "Budget section. The annual maintenance budget for the cooling towers is 48,000 euros, "
+    "approved by the facilities board in March.",
+    "Staffing section. The night shift has twelve technicians and two supervisors.",
+]
+POLICY = ["Employees may work remotely on Fridays.", "Travel must be booked through the internal portal."]
+
+
+def document_sections(tmp_path, fake, **documents) -> dict:
+    return {**chat_plugins(fake),
+            "documents": worker_sections(tmp_path, **{"answer_model": "echo", "heartbeat_seconds": 0.3,
+                                                      "chunk_chars": 400, "overlap_chars": 50, **documents})}
+
+
+@pytest.fixture
+def with_worker():
+    """Start a job worker beside an app (stopped after the test)."""
+    workers = []
+
+    def start(app):
+        workers.append(start_worker(app))
+        return app
+
+    yield start
+    for worker in workers:
+        stop_worker(worker)
+
+
+def make_collection(client, headers, name="reports") -> str:
+    created = client.post("/documents/collections", json={"name": name}, headers=headers)
+    assert created.status_code == 201, created.data
+    return created.json["id"]
+
+
+def upload(client, headers, collection, *files, wait=True):
+    """Upload ``files``; with ``wait``, until the worker has made each ready or failed (the
+    answer's files then show their end state)."""
+    answer = client.post(f"/documents/collections/{collection}/files", headers=headers,
+                         content_type="multipart/form-data",
+                         data={"file": [(io.BytesIO(data), name) for name, data in files]})
+    if not (wait and answer.status_code == 202):
+        return answer
+    files = answer.json["files"]
+    ended = wait_for_files(client, headers, [f["id"] for f in files])
+    return SimpleNamespace(status_code=202, json={"files": [{**f, **e} for f, e in zip(files, ended)]})

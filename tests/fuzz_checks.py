@@ -1,4 +1,4 @@
-"""Checks the fuzz run (tests/test_fuzz.py) adds to schemathesis: the portal never answers an
+"""Checks the fuzz run (tests/core/test_fuzz.py) adds to schemathesis: the portal never answers an
 internal error (500), and every JSON error is in the portal's shape (or a proxied service's own
 ``{"detail"}``, passed on as it came)."""
 import schemathesis
