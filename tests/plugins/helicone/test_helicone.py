@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -11,9 +10,7 @@ from agent_portal.plugins.helicone.gateway import helicone_request_id
 
 from conftest import bearer, chat_plugins, settled_rows
 from fake_tracing import FakeHelicone
-
-HELLO = [{"role": "user", "content": "hi"}]
-RANGE = "from=2026-11-01&to=2026-11-05"
+from tracing_calls import RANGE, chat
 
 
 @pytest.fixture
@@ -21,20 +18,6 @@ def helicone():
     fake = FakeHelicone()
     yield fake
     fake.stop()
-
-
-def chat(app, user="alice", model="echo-ll", stream=True, headers=None):
-    response = app.test_client().post("/v1/chat/completions", headers={**bearer(app, user), **(headers or {})},
-                                      json={"model": model, "messages": HELLO, "stream": stream})
-    response.get_data()
-    return response
-
-
-def wait_for(condition, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return condition()
 
 
 # --- Helicone ----------------------------------------------------------------------------------

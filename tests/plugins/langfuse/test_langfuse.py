@@ -10,12 +10,9 @@ from opentelemetry import trace as otel_trace
 
 from agent_portal import portal_of
 
-
 from conftest import bearer, chat_plugins
 from fake_tracing import SEEDED, FakeLangfuse, _observation
-
-HELLO = [{"role": "user", "content": "hi"}]
-RANGE = "from=2026-11-01&to=2026-11-05"
+from tracing_calls import HELLO, RANGE, chat, wait_for
 
 
 @pytest.fixture
@@ -28,20 +25,6 @@ def langfuse():
 def langfuse_section(fake, **extra):
     return {"public_key": "pk-lf-test-7c1f9a2e4b", "secret_key": "sk-lf-test-5d8e0b3a6c", "base_url": fake.url,
             "flush_interval_seconds": 0.1, "timeout_seconds": 2, "shutdown_seconds": 2, **extra}
-
-
-def chat(app, user="alice", model="echo-ll", stream=True, headers=None):
-    response = app.test_client().post("/v1/chat/completions", headers={**bearer(app, user), **(headers or {})},
-                                      json={"model": model, "messages": HELLO, "stream": stream})
-    response.get_data()
-    return response
-
-
-def wait_for(condition, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return condition()
 
 
 # --- Langfuse traces ---------------------------------------------------------------------------
