@@ -141,26 +141,52 @@ def _pptx(data: bytes):
         yield Section("\n".join(texts), page=number, heading=title)
 
 
+_HTML_HEADINGS = ("h1", "h2", "h3", "h4")
+_HTML_BLOCKS = frozenset(_HTML_HEADINGS + ("p", "li", "pre", "dt", "dd", "td", "th"))
+
+
 def _html(data: bytes) -> list[Section]:
-    from bs4 import BeautifulSoup
+    """Each heading starts a section; each block (paragraph, item, cell, pre) is a line of it.
+    Text is given to its nearest block, so tag soup reads as a browser shows it: a heading after
+    an unclosed ``<p>`` still starts its own section (the parser nests it inside the ``<p>``)."""
+    from bs4 import BeautifulSoup, Comment, NavigableString
 
     soup = BeautifulSoup(data, "html.parser")
     for hidden in soup(["script", "style", "noscript", "template"]):
         hidden.decompose()
     root = soup.body or soup
-    sections, heading, lines = [], (soup.title.string.strip() if soup.title and soup.title.string else None), []
-    for element in root.find_all(["h1", "h2", "h3", "h4", "p", "li", "pre", "dt", "dd", "td", "th"]):
-        if element.find_parent(["p", "li", "dd", "td", "th", "pre"]) is not None and element.name != "pre":
-            continue  # its text is in its parent's already
-        text = element.get_text(" ", strip=True)
+    sections, lines = [], []
+    heading = soup.title.string.strip() if soup.title and soup.title.string else None
+    block, words = None, []
+
+    def end_block():
+        nonlocal heading, lines
+        text = " ".join(words)
+        words.clear()
         if not text:
-            continue
-        if element.name in ("h1", "h2", "h3", "h4"):
+            return
+        if block.name in _HTML_HEADINGS:
             if lines:
                 sections.append(Section("\n".join(lines), heading=heading))
             heading, lines = text.rstrip("¶").strip(), []
         else:
             lines.append(text)
+
+    for node in root.descendants:
+        if not isinstance(node, NavigableString) or isinstance(node, Comment):
+            continue
+        owner = next((parent for parent in node.parents if parent.name in _HTML_BLOCKS), None)
+        if owner is None:
+            continue  # text outside any block (navigation, bare divs) is left out
+        if owner is not block:
+            if block is not None:
+                end_block()
+            block = owner
+        word = node.strip()
+        if word:
+            words.append(word)
+    if block is not None:
+        end_block()
     if lines:
         sections.append(Section("\n".join(lines), heading=heading))
     return sections
