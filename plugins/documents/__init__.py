@@ -13,7 +13,7 @@ import threading
 
 import urllib3
 
-from agent_portal import ChatTarget, Command, HealthCheck, PortalError, Route, hookimpl
+from agent_portal import ChatTarget, Command, HealthCheck, ModelInfo, PortalError, Route, hookimpl
 from agent_portal.adapter import PrefixedModels
 from agent_portal.routing import bound_view
 from agent_portal.schemas import array, obj
@@ -110,10 +110,13 @@ def portal_chat_admission(portal, actor, model, target, estimate):
 
 @hookimpl
 def portal_models(portal, actor):
+    """The embedding model behind ``/v1/embeddings`` (OpenAI lists its embedding models too, and a
+    client such as Open WebUI's RAG settings finds its name there), and ``docs:<collection>``."""
     state = portal.extensions[NAME]
+    embedder = ModelInfo(id=state.settings.embedder["model"], backend=NAME, owned_by=NAME, portal_name=True)
     if not state.models.exposed:
-        return []
-    return state.models.listed(c["name"] for c in state.catalog.readable(actor))
+        return [embedder]
+    return [embedder, *state.models.listed(c["name"] for c in state.catalog.readable(actor))]
 
 
 @hookimpl

@@ -50,12 +50,19 @@ def _base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
+def answers_to(served: str, asked) -> bool:
+    """Return True when ``asked`` names the embedding model served here: its own name, or that
+    name under an organisation (``sentence-transformers/all-MiniLM-L6-v2``, as Open WebUI's RAG
+    settings name it by default)."""
+    return isinstance(asked, str) and (asked == served or asked.rsplit("/", 1)[-1] == served)
+
+
 def embeddings_view(portal):
     """OpenAI's ``POST /v1/embeddings`` with the portal's embedder, metered."""
     state, actor, body = state_of(portal), g.actor, g.json_body  # checked against schemas.EMBEDDINGS
     served = state.settings.embedder["model"]
     model = body.get("model", served)
-    if model != served:
+    if not answers_to(served, model):
         raise PortalError(f"The embedding model here is {served}.", status=404,
                           code="model_not_found", type="invalid_request_error")
     texts = body["input"] if isinstance(body["input"], list) else [body["input"]]

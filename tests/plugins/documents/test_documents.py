@@ -191,6 +191,10 @@ def test_v1_embeddings_answers_in_openais_shape_and_is_metered(app, live_server)
     assert row["prompt_tokens"] == result.usage.prompt_tokens
     with pytest.raises(openai.NotFoundError):
         api.embeddings.create(model="text-embedding-3-large", input="x")
+    # listed where clients look for it, and answering to the name Open WebUI's RAG settings use
+    assert "all-MiniLM-L6-v2" in {m.id for m in api.models.list().data}
+    named = api.embeddings.create(model="sentence-transformers/all-MiniLM-L6-v2", input="hello world")
+    assert named.data[0].embedding == result.data[0].embedding
 
 
 def test_file_names_lose_control_and_bidi_characters_and_stay_text_in_cited_answers(app):
