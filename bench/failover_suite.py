@@ -89,7 +89,7 @@ def normal(text: str) -> str:
 
 
 # --- checks ------------------------------------------------------------------------------------
-def judge(c, result, primary, fallback, scale, alive, seq=None, timing=None) -> bool:
+def judge(c, result, primary, fallback, fallback_model, scale, alive, seq=None, timing=None) -> bool:
     """Return whether check ``c`` holds for one scenario's result and the wall's attempt log."""
     kind, value = c["kind"], c["value"]
     if c["scaled"] and value is not None:
@@ -118,7 +118,7 @@ def judge(c, result, primary, fallback, scale, alive, seq=None, timing=None) -> 
     if kind == "fallback_used":
         return bool(fallback)
     if kind == "reported_model_is_fallback":
-        return fallback_name_in(result.get("model") or "", c.get("fallback_model", "fb-ok"))
+        return fallback_name_in(result.get("model") or "", fallback_model)
     if kind == "usage_present":
         return result.get("usage") is not None
     if kind == "no_prefill_masking":
@@ -172,9 +172,8 @@ def run_scenario(system, wall, spec, scale):
     time.sleep(0.2)  # the wall's log settles (a retry the system sent as the caller gave up)
     primary, fallback = wall.log(model), wall.log(fallback_model)
     alive = call(system, "fb-ok", 10)
-    for c in checks:
-        c["fallback_model"] = fallback_model
-    results = [(c, judge(c, result, primary, fallback, scale, alive["outcome"] == "success", seq, timing))
+    results = [(c, judge(c, result, primary, fallback, fallback_model, scale, alive["outcome"] == "success", seq,
+                         timing))
                for c in checks]
     complete = result["outcome"] == "success" and normal(result["content"]) == normal(CANONICAL)
     cell = {"id": sid, "title": title, "ideal": ideal, "result": {k: v for k, v in result.items() if k != "content"},
