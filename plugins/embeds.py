@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from agent_portal import Embed, HealthCheck, PortalError, Route, hookimpl
 from agent_portal.config import strict_object
+from agent_portal.offload import off_loop
 from agent_portal.page_assets import MAX_PAGE_BYTES, outside_prefix, page_assets
 from agent_portal.proxy import proxy
 from agent_portal.schemas import STRING, array, obj
@@ -95,7 +96,8 @@ def framed_page_health(portal, ui: Embed) -> dict:
     seen_at = final.path[len(base_path):] if final.path.startswith(base_path) else final.path
     framed_at = urlsplit(ui.public_url or f"{_BROWSER_ORIGIN}/embed/{ui.name}")
     origin, prefix = f"{framed_at.scheme}://{framed_at.netloc}", framed_at.path.rstrip("/")
-    assets = page_assets(html, f"{origin}{prefix}/{seen_at.lstrip('/')}")
+    # up to MAX_PAGE_BYTES of HTML parsed: in a real thread, never on a serving worker's loop
+    assets = off_loop(page_assets, html, f"{origin}{prefix}/{seen_at.lstrip('/')}")
     upstream_origin = f"{final.scheme}://{final.netloc}"
     lost = outside_prefix(assets, origin, prefix) + [
         a for a in assets if upstream_origin != origin and a.startswith(upstream_origin + "/")]
