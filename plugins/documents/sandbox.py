@@ -41,17 +41,19 @@ def parse_in_child(name: str, data: bytes, caps: Caps, timeout: float, memory_mb
                                  stderr=subprocess.PIPE, close_fds=True, start_new_session=True)
     deadline = time.monotonic() + timeout
     while True:
+        stop = should_stop()  # asked before each wait, so a stop is seen even when the parse is quick
+        if stop or time.monotonic() >= deadline:
+            child.kill()
+            child.communicate()
+            if stop:
+                raise Stopped(name)
+            raise TooLarge(f"{name}: parsing took longer than {timeout:g} s "
+                           "(documents.worker.parse_timeout_seconds)")
         try:  # in slices, to notice a stop; a retried communicate() keeps what it read
             out, err = child.communicate(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
             break
         except subprocess.TimeoutExpired:
-            if should_stop() or time.monotonic() >= deadline:
-                child.kill()
-                child.communicate()
-                if should_stop():
-                    raise Stopped(name) from None
-                raise TooLarge(f"{name}: parsing took longer than {timeout:g} s "
-                               "(documents.worker.parse_timeout_seconds)") from None
+            continue
     try:
         answer = json.loads(out)
     except ValueError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from simple_websocket import Client as WebSocketClient
+from ws_client import WebSocketClient
 
 from conftest import WEBUI_SECRET, chat_plugins
 from fake_admin_uis import FakeKongAdmin

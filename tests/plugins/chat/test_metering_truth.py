@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
-from simple_websocket import Client as WebSocketClient
+from ws_client import WebSocketClient
 
 from agent_portal import portal_of
 from agent_portal.database import create_engine_for

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from simple_websocket import Client as WebSocketClient, ConnectionClosed
+from simple_websocket import ConnectionClosed
+from ws_client import WebSocketClient
 
 from conftest import bearer, chat_plugins
 

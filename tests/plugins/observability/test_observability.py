@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from simple_websocket import Client as WebSocketClient
+from ws_client import WebSocketClient
 
 from agent_portal import HealthCheck, UsageProvider, hookimpl, portal_of
 
