@@ -14,17 +14,19 @@ from .types import ChatEstimate, ChatRecord, ChatTarget
 class MeteredCall:
     """One call under way. ``backend`` is the plugin's backend object (its ``name`` goes on the
     record); ``prices`` are its (input, output) USD per token; ``prompt_text`` is what the call
-    was given, counted when the backend reports no usage."""
+    was given, counted when the backend reports no usage; ``price_per_call`` is USD the call costs
+    whatever its tokens (a tool call), charged when the call ends answered (status 200)."""
 
     def __init__(self, portal, actor, *, model: str, backend, upstream_model: str, stream: bool,
                  request_id: str, prompt_text: str = "", session_id: str | None = None,
                  prices: tuple = (None, None), reserve_completion_tokens: int = 1024,
-                 estimated_prompt_tokens: int | None = None):
+                 estimated_prompt_tokens: int | None = None, price_per_call: float | None = None):
         self.portal, self.actor = portal, actor
         self.backend = backend
         self.prompt_text = prompt_text
         self.estimated_prompt_tokens = estimated_prompt_tokens
         self.prices = prices
+        self.price_per_call = price_per_call
         self.reserve_completion_tokens = reserve_completion_tokens
         self.started = time.monotonic()
         self.ended = False
@@ -57,7 +59,7 @@ class MeteredCall:
                   else estimate_tokens(self.prompt_text) + 3)
         completion = self.reserve_completion_tokens
         estimate = ChatEstimate(prompt_tokens=prompt, completion_tokens=completion,
-                                cost=self.cost(prompt, completion), record=self.record)
+                                cost=self.cost(prompt, completion) + (self.price_per_call or 0.0), record=self.record)
         self.record.reservation = estimate
         try:
             self.portal.hook.portal_chat_admission(portal=self.portal, actor=self.actor, model=self.record.model,
@@ -93,7 +95,7 @@ class MeteredCall:
             for hold in [h for h in reservation.holds if hasattr(h, "handed_over")]:
                 hold.handed_over()
                 reservation.holds.remove(hold)
-        return {"record": self.record, "prices": self.prices}
+        return {"record": self.record, "prices": self.prices, "price_per_call": self.price_per_call}
 
     @classmethod
     def taken_over(cls, portal, handover: dict, prompt_text: str = "") -> "MeteredCall":
@@ -102,6 +104,7 @@ class MeteredCall:
         call = cls.__new__(cls)
         call.portal, call.actor, call.backend = portal, None, None
         call.prompt_text, call.prices = prompt_text, tuple(handover["prices"])
+        call.price_per_call = handover.get("price_per_call")
         call.reserve_completion_tokens, call.estimated_prompt_tokens = 0, None
         call.started = time.monotonic() - (time.time() - handover["record"].started_at)
         call.ended, call.record, call.parts = False, handover["record"], []
@@ -132,7 +135,9 @@ class MeteredCall:
             record.cost, record.cost_source = reported_cost, "upstream"
         else:
             record.cost = self.cost(record.prompt_tokens, record.completion_tokens)
-            record.cost_source = "config" if any(p is not None for p in self.prices) else None
+            if status == 200:  # paid for work done and answered
+                record.cost += self.price_per_call or 0.0
+            record.cost_source = "config" if any(p is not None for p in (*self.prices, self.price_per_call)) else None
         if outcome != "refused":
             for text, price in self.parts:
                 tokens = counter.count_text(model, text) + 3
