@@ -64,5 +64,6 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "documents": {},
         "perplexica": {"url": "http://127.0.0.1:9", "chat_model": {"provider_id": "p", "key": "m"},
                        "embedding_model": {"provider_id": "p", "key": "e"}},
+        "mcp": {"servers": {"tools": {"url": "http://127.0.0.1:9/mcp", "timeout_seconds": 1}}},
     }
     return sections

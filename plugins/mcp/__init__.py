@@ -13,8 +13,9 @@ from flask import g
 from agent_portal import HealthCheck, PortalError, Route, StartupError, hookimpl
 from agent_portal.cache import TTLCache
 from agent_portal.routing import bound_view
+from agent_portal.schemas import BOOLEAN, NULLABLE_STRING, NUMBER, STRING, array, obj
 
-from .gateway import delete_view, get_view, post_view, server_tools
+from .gateway import MCP_ANSWERS, mcp_view, server_tools
 from .jsonrpc import RPCError
 from .sessions import SessionStore
 from .settings import NAME, MCPSettings, config_errors, config_schema
@@ -97,6 +98,15 @@ def _tool_entries(portal) -> list[dict]:
     return servers
 
 
+_NAMES = array(STRING)
+TOOL_ENTRY = obj("name", "enabled", name=STRING, offered=BOOLEAN, roles=_NAMES, users=_NAMES, price_per_call=NUMBER,
+                 configured_enabled=BOOLEAN, enabled=BOOLEAN, switched_by=NULLABLE_STRING,
+                 switched_at={"type": ["number", "null"]})
+SERVER_ENTRY = obj("name", "tools", name=STRING, transport={"enum": ["http", "stdio"]}, roles=_NAMES, users=_NAMES,
+                   price_per_call=NUMBER, reachable=BOOLEAN, error=NULLABLE_STRING, tools=array(TOOL_ENTRY))
+SWITCHED = obj("server", "tool", server=STRING, tool=STRING, enabled=BOOLEAN, switched_by=NULLABLE_STRING)
+
+
 def _known(portal, server: str) -> None:
     if server not in portal.extensions[NAME].settings.servers:
         raise PortalError(f"No MCP server `{server}` is configured.", status=404, code="not_found")
@@ -125,25 +135,19 @@ def admin_unswitch(portal, server: str, tool: str):
 @hookimpl
 def portal_register_routes(portal):
     limit = portal.extensions[NAME].settings.max_request_bytes
-    routes = []
-    for path, fixed in (("/mcp", {}), ("/mcp/<server>", None)):
-        suffix = "" if fixed is not None else "_server"
-        routes += [
-            Route(path, bound_view(portal, "mcp_post" + suffix, post_view), methods=("POST",), access="user",
-                  name="mcp_post" + suffix, max_body_bytes=limit,
-                  summary="MCP streamable HTTP: one JSON-RPC message (initialize, ping, tools/list, tools/call)"),
-            Route(path, bound_view(portal, "mcp_get" + suffix, get_view), methods=("GET",), access="user",
-                  name="mcp_get" + suffix, summary="MCP's server stream: 405, the portal sends nothing unasked"),
-            Route(path, bound_view(portal, "mcp_delete" + suffix, delete_view), methods=("DELETE",), access="user",
-                  name="mcp_delete" + suffix, summary="End an MCP session (Mcp-Session-Id)"),
-        ]
+    routes = [Route(path, bound_view(portal, name, mcp_view), methods=("POST", "DELETE"), access="user", name=name,
+                    max_body_bytes=limit, responses=MCP_ANSWERS,
+                    summary="MCP streamable HTTP: one JSON-RPC message (initialize, ping, tools/list, tools/call); "
+                            "DELETE ends the session")
+              for path, name in (("/mcp", "mcp"), ("/mcp/<server>", "mcp_server"))]
     switch_path = "/admin/mcp/servers/<server>/tools/<path:tool>"
     return routes + [
-        Route("/admin/mcp/tools", bound_view(portal, "mcp_admin_tools", admin_tools), access="admin"),
+        Route("/admin/mcp/tools", bound_view(portal, "mcp_admin_tools", admin_tools), access="admin",
+              responses={"200": obj("servers", servers=array(SERVER_ENTRY))}),
         Route(switch_path, bound_view(portal, "mcp_admin_switch", admin_switch), methods=("PUT",), access="admin",
-              name="mcp_admin_switch", schema={"type": "object", "required": ["enabled"], "additionalProperties": False,
+              name="mcp_admin_switch", responses={"200": SWITCHED}, schema={"type": "object", "required": ["enabled"], "additionalProperties": False,
                                                "x-error-code": "invalid_switch",
                                                "properties": {"enabled": {"type": "boolean"}}}),
         Route(switch_path, bound_view(portal, "mcp_admin_unswitch", admin_unswitch), methods=("DELETE",),
-              access="admin", name="mcp_admin_unswitch"),
+              access="admin", name="mcp_admin_unswitch", responses={"200": SWITCHED}),
     ]

@@ -1,6 +1,6 @@
 """MCP's streamable HTTP transport on the portal's side: ``POST /mcp`` and ``/mcp/<server>``
-(one JSON-RPC message each), ``GET`` (405: the portal sends nothing unasked), ``DELETE`` (ends
-the session). ``/mcp`` serves every server the caller may use, its tools named
+(one JSON-RPC message each) and ``DELETE`` (ends the session). ``GET`` is 405, as the transport
+allows a server that sends nothing unasked (no list changes, no requests of its own). ``/mcp`` serves every server the caller may use, its tools named
 ``<server>__<tool>``; ``/mcp/<server>`` serves one server under the tools' own names."""
 from __future__ import annotations
 
@@ -9,10 +9,19 @@ import logging
 
 from flask import Response, g, request
 
+from agent_portal.schemas import INTEGER, SSE_EVENT, STRING, media, obj
+
 from .calls import call_tool, may_call
 from .jsonrpc import (INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, RPCError, read_message,
                       result)
 from .settings import NAME, SEPARATOR
+
+RPC_ANSWER = obj("jsonrpc", "id", jsonrpc=STRING, id={"type": ["string", "integer", "null"]}, result={"type": "object"},
+                 error=obj("code", "message", code=INTEGER, message=STRING, data={"type": "object"}))
+# what /mcp answers: JSON-RPC as JSON (a tools/call as SSE when the client takes it), 202 for a
+# notification, 204 for an ended session; the transport's refusals carry a JSON-RPC error too
+MCP_ANSWERS = {"200": media(**{"application/json": RPC_ANSWER, "text/event-stream": SSE_EVENT}), "202": None,
+               "204": None, "400": RPC_ANSWER, "404": RPC_ANSWER}
 
 log = logging.getLogger("agent_portal.mcp")
 # the revisions reached by the initialize handshake that this gateway speaks
@@ -29,8 +38,11 @@ def _refused(status: int, error: RPCError, request_id=None) -> Response:
     return _json(error.answer(request_id), status)
 
 
-def post_view(portal, server: str | None = None):
-    """Answer one JSON-RPC message sent to ``/mcp`` (all servers) or ``/mcp/<server>``."""
+def mcp_view(portal, server: str | None = None):
+    """Answer one JSON-RPC message sent to ``/mcp`` (every server) or ``/mcp/<server>``, or end
+    the caller's session (DELETE)."""
+    if request.method == "DELETE":
+        return _end_session(portal, server)
     state = portal.extensions[NAME]
     scope = _scope(state, server)
     if isinstance(scope, Response):
@@ -61,8 +73,7 @@ def post_view(portal, server: str | None = None):
         return _json(error.answer(request_id))
 
 
-def delete_view(portal, server: str | None = None):
-    """End the caller's session (``Mcp-Session-Id``)."""
+def _end_session(portal, server: str | None):
     state = portal.extensions[NAME]
     scope = _scope(state, server)
     if isinstance(scope, Response):
@@ -72,12 +83,6 @@ def delete_view(portal, server: str | None = None):
         return protocol
     state.sessions.end(request.headers["Mcp-Session-Id"])
     return Response(status=204)
-
-
-def get_view(portal, server: str | None = None):
-    """The server-to-client stream: the portal sends nothing unasked (no list changes, no
-    requests of its own), so it answers 405 as the transport allows."""
-    return Response(status=405, headers={"Allow": "POST, DELETE"})
 
 
 def _scope(state, server: str | None):

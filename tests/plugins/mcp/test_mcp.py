@@ -200,7 +200,7 @@ def test_sessions_are_the_callers_own_and_end_with_delete(app):
     assert wrong_version.status_code == 400
     assert alice.client.delete("/mcp", headers=alice.headers).status_code == 204
     assert alice.post({"jsonrpc": "2.0", "id": 3, "method": "ping"}).status_code == 404
-    assert alice.client.get("/mcp", headers=alice.headers).status_code == 405
+    assert alice.client.get("/mcp", headers=alice.headers).status_code == 405  # nothing is sent unasked
 
 
 def test_hostile_messages_get_json_rpc_errors(app):
