@@ -243,3 +243,24 @@ def test_a_streamed_call_relays_the_answer_as_sse_and_a_client_that_leaves_cance
     while time.monotonic() < deadline and not rows:
         rows = [r for r in settled_rows(app, 2, timeout=0.5) if r["model"] == "tool:tools/slow"]
     assert rows and rows[0]["outcome"] == "client_disconnected" and rows[0]["status"] == 499
+
+
+def test_open_webui_session_tokens_and_api_keys_reach_tools_as_their_user(make_app, tool_url, webui):
+    from conftest import WEBUI_SECRET
+
+    app = make_app(**mcp_sections(tool_url, openwebui_session={"url": webui.url, "secret": WEBUI_SECRET},
+                                  api_keys={}))
+    session = RPC(app)  # Open WebUI's tool server connection with auth_type "session"
+    session.headers["Authorization"] = f"Bearer {webui.login('alice')}"
+    assert session.initialize().tool("tools__echo", text="from a chat")["result"]["content"][0]["text"] == "from a chat"
+    key = app.test_client().post("/admin/keys", headers=bearer(app, "root", "admin"),
+                                 json={"owner": "ci-bot", "name": "tools"}).json["key"]
+    keyed = RPC(app)
+    keyed.headers["Authorization"] = f"Bearer {key}"
+    assert "tools__add" in keyed.initialize().tool_names() and "result" in keyed.tool("tools__add", a=1, b=1)
+    forged = RPC(app)
+    forged.headers["Authorization"] = "Bearer ap-not-a-real-key-0000000000000000"
+    assert forged.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}).status_code == 401
+    rows = settled_rows(app, 2)
+    assert {(r["actor_id"], r["model"]) for r in rows} >= {("alice", "tool:tools/echo"), ("ci-bot", "tool:tools/add")}
+    assert next(r for r in rows if r["actor_id"] == "ci-bot")["key_id"]
