@@ -14,7 +14,7 @@ import time
 
 from .jsonrpc import UPSTREAM_ERROR, RPCError
 from .settings import ServerSettings
-from .upstream import CHILD_ENV, CLIENT_INFO, PROTOCOL_VERSION, Pending, _answer_of, _down, _timed_out
+from .upstream import CHILD_ENV, CLIENT_INFO, PROTOCOL_VERSION, Handshake, Pending, _answer_of, _down, _timed_out
 
 log = logging.getLogger("agent_portal.mcp")
 RESTART_PAUSE_SECONDS = 1.0  # a child that keeps dying is not started again more often than this
@@ -27,7 +27,7 @@ class StdioServer:
         self.settings, self.name = settings, settings.name
         self.max_result_bytes = max_result_bytes
         self.ids = itertools.count(1)
-        self.lock = threading.Lock()  # one start (and its handshake) at a time
+        self.handshake = Handshake(settings.name)  # one start (and its handshake) at a time
         self.write_lock = threading.Lock()  # one line at a time on the child's stdin
         self.ready = False  # the child answered the handshake
         self.child: subprocess.Popen | None = None
@@ -71,7 +71,9 @@ class StdioServer:
 
     # --- the child ----------------------------------------------------------------------------
     def _running(self, timeout: float) -> None:
-        with self.lock:
+        if self.ready and self.alive():
+            return
+        with self.handshake.turn(timeout):
             if self.ready and self.alive():
                 return
             self.close()

@@ -7,6 +7,7 @@ credentials (``headers``, ``env``) stay here: nothing of them reaches a caller.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -20,6 +21,7 @@ from agent_portal.sse import close_upstream
 from .jsonrpc import INTERNAL_ERROR, REQUEST_TIMEOUT, UPSTREAM_ERROR, RPCError, sse_messages
 from .settings import ServerSettings
 
+HANDSHAKE_FAILURE_SECONDS = 5.0  # a server whose handshake failed this recently fails at once, not in turn
 PROTOCOL_VERSION = "2025-11-25"  # the newest revision reached by the initialize handshake
 CLIENT_INFO = {"name": "agent-portal", "version": "1"}
 # what a stdio child gets of the portal's environment (never its secrets); the server's env adds to it
@@ -48,6 +50,33 @@ def _answer_of(message: dict, server: str):
     return message["result"]
 
 
+class Handshake:
+    """One handshake at a time per server; a failed one is remembered for a few seconds, so callers
+    queued behind a server that hangs get its error at once instead of each waiting out a timeout."""
+
+    def __init__(self, server: str):
+        self.server = server
+        self.lock = threading.Lock()
+        self.failure: tuple[float, RPCError] | None = None
+
+    @contextlib.contextmanager
+    def turn(self, timeout: float):
+        """Hold the server's handshake turn (or raise its recent failure, or a timeout)."""
+        if not self.lock.acquire(timeout=timeout):
+            raise _timed_out(self.server, timeout)
+        try:
+            if self.failure is not None and time.monotonic() - self.failure[0] < HANDSHAKE_FAILURE_SECONDS:
+                raise self.failure[1]
+            try:
+                yield
+            except RPCError as error:
+                self.failure = (time.monotonic(), error)
+                raise
+            self.failure = None
+        finally:
+            self.lock.release()
+
+
 class Pending:
     """One request under way upstream: its answer, the notifications about it, a way to cancel it."""
 
@@ -67,7 +96,7 @@ class HttpServer:
         self.path = "/" + settings.url.split("://", 1)[1].partition("/")[2]
         self.connect_timeout, self.max_result_bytes = connect_timeout, max_result_bytes
         self.ids = itertools.count(1)
-        self.lock = threading.Lock()
+        self.handshake = Handshake(settings.name)
         self.session_id: str | None = None
         self.protocol: str | None = None
         self.server_info: dict = {}
@@ -82,9 +111,8 @@ class HttpServer:
         try:
             return self._exchange(message, pending, timeout)
         except _SessionGone:
-            with self.lock:
-                if self.session_id == session:
-                    self.protocol = None
+            if self.session_id == session:
+                self.protocol = None
             self._session(timeout)
             return self._exchange(message, pending, timeout)
 
@@ -110,7 +138,9 @@ class HttpServer:
 
     # --- the handshake and one exchange -----------------------------------------------------
     def _session(self, timeout: float) -> str | None:
-        with self.lock:
+        if self.protocol is not None:
+            return self.session_id
+        with self.handshake.turn(timeout):
             if self.protocol is None:
                 self._initialize(timeout)
             return self.session_id

@@ -131,6 +131,21 @@ def test_a_server_that_hangs_gives_an_error_within_its_timeout(make_app, tool_ur
         answer = RPC(app, path="/mcp/stuck").initialize().call("tools/list")
         assert time.monotonic() - started < 3
         assert answer["error"]["code"] == -32001 and answer["error"]["data"]["code"] == "upstream_timeout"
+        # callers queued behind the hanging handshake get its error at once, not a timeout each
+        import threading
+        waits = []
+
+        def list_stuck():
+            begun = time.monotonic()
+            stuck = RPC(app, path="/mcp/stuck").initialize().call("tools/list")
+            waits.append((time.monotonic() - begun, stuck["error"]["data"]["code"]))
+
+        callers = [threading.Thread(target=list_stuck) for _ in range(4)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(10)
+        assert len(waits) == 4 and all(code == "upstream_timeout" and took < 2.5 for took, code in waits), waits
         # /mcp leaves it out and still lists the others
         started = time.monotonic()
         assert "tools__add" in RPC(app).initialize().tool_names()
