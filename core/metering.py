@@ -11,6 +11,29 @@ from .errors import PortalError
 from .types import ChatEstimate, ChatRecord, ChatTarget
 
 
+def usage_and_cost(usage: tuple | None, count, reported_cost, prices: tuple) -> tuple:
+    """Return one answer's ``(prompt_tokens, completion_tokens, usage_source, cost, cost_source)``.
+
+    Tokens are ``usage`` (input, output) when the upstream reported it (``upstream``), else
+    ``count()``'s pair (``counted``). The cost is ``reported_cost`` when it came with the usage
+    and is a number (``upstream``; a cost sent before a cut answer covers no usage), else the
+    tokens at ``prices`` (input, output USD per token) when either is set (``config``), else
+    ``(None, None)``: no price is known, the caller may have one of its own.
+    """
+    if usage is not None:
+        prompt, completion, source = int(usage[0] or 0), int(usage[1] or 0), "upstream"
+        try:
+            return prompt, completion, source, float(reported_cost), "upstream"
+        except (TypeError, ValueError):
+            pass
+    else:
+        prompt, completion = count()
+        source = "counted"
+    if any(p is not None for p in prices):
+        return prompt, completion, source, prompt * (prices[0] or 0.0) + completion * (prices[1] or 0.0), "config"
+    return prompt, completion, source, None, None
+
+
 class MeteredCall:
     """One call under way. ``backend`` is the plugin's backend object (its ``name`` goes on the
     record); ``prices`` are its (input, output) USD per token; ``prompt_text`` is what the call
@@ -120,24 +143,21 @@ class MeteredCall:
             return
         self.ended = True
         record, counter, model = self.record, self.portal.token_counter, self.record.model
-        if usage is not None:
-            record.prompt_tokens, record.completion_tokens = int(usage[0]), int(usage[1])
-            record.usage_source = "upstream"
-        elif outcome != "refused":
-            record.prompt_tokens = counter.count_text(model, self.prompt_text) + 3 if self.prompt_text else 0
-            record.completion_tokens = counter.count_text(model, answer_text)
-            record.usage_source = "counted"
-        try:
-            reported_cost = float(cost) if cost is not None and usage is not None else None
-        except (TypeError, ValueError):
-            reported_cost = None
-        if reported_cost is not None:
-            record.cost, record.cost_source = reported_cost, "upstream"
-        else:
-            record.cost = self.cost(record.prompt_tokens, record.completion_tokens)
-            if status == 200:  # paid for work done and answered
-                record.cost += self.price_per_call or 0.0
-            record.cost_source = "config" if any(p is not None for p in (*self.prices, self.price_per_call)) else None
+
+        def count():
+            if outcome == "refused":
+                return 0, 0
+            return (counter.count_text(model, self.prompt_text) + 3 if self.prompt_text else 0,
+                    counter.count_text(model, answer_text))
+
+        record.prompt_tokens, record.completion_tokens, source, cost, record.cost_source = \
+            usage_and_cost(usage, count, cost, self.prices)
+        record.cost = cost or 0.0
+        if outcome != "refused":
+            record.usage_source = source
+        if status == 200 and self.price_per_call is not None:  # paid for work done and answered
+            record.cost += self.price_per_call
+            record.cost_source = record.cost_source or "config"
         if outcome != "refused":
             for text, price in self.parts:
                 tokens = counter.count_text(model, text) + 3

@@ -15,7 +15,7 @@ from agent_portal.sse import NoContinuation, StreamState, relay
 
 from .body import MAX_COMPLETION_TOKENS, message_text
 from agent_portal.counting import estimate_tokens
-from agent_portal.metering import stream_status
+from agent_portal.metering import stream_status, usage_and_cost
 from .breaker import Breaker
 from .models import ModelRules, resolve, target_key as _key
 from .prefills import PrefillBook
@@ -54,19 +54,23 @@ class ChatState:
 def price(state: ChatState, target, prompt_tokens: int, completion_tokens: int, upstream_cost) -> tuple:
     """Return the call's (cost, where it came from): the upstream's when it sent one, else the
     config's prices, else the upstream's last seen rate for that model, else (0, None)."""
-    if upstream_cost is not None:
-        try:
-            cost = float(upstream_cost)
-        except (TypeError, ValueError):
-            cost = None
-        if cost is not None:
-            state.prices.learn(_key(target), cost, prompt_tokens + completion_tokens)
-            return cost, "upstream"
-    if target.input_cost_per_token is not None or target.output_cost_per_token is not None:
-        return (prompt_tokens * (target.input_cost_per_token or 0.0)
-                + completion_tokens * (target.output_cost_per_token or 0.0)), "config"
+    *_tokens, cost, source = usage_and_cost((prompt_tokens, completion_tokens), None, upstream_cost, _prices(target))
+    return _known_price(state, target, prompt_tokens + completion_tokens, cost, source)
+
+
+def _prices(target) -> tuple:
+    return target.input_cost_per_token, target.output_cost_per_token
+
+
+def _known_price(state: ChatState, target, tokens: int, cost, source) -> tuple:
+    """Return (cost, source) of :func:`usage_and_cost`'s answer: an upstream's cost is learned
+    as the model's rate; with no price known, the rate last learned prices the tokens."""
+    if source == "upstream":
+        state.prices.learn(_key(target), cost, tokens)
+    if source is not None:
+        return cost, source
     rate = state.prices.rate(_key(target))
-    return (rate * (prompt_tokens + completion_tokens), "learned") if rate else (0.0, None)
+    return (rate * tokens, "learned") if rate else (0.0, None)
 
 
 def estimate(state: ChatState, target, body: dict) -> ChatEstimate:
@@ -167,16 +171,15 @@ class ChatCall:
         """Return one target's part of the answer: its tokens (its usage when it came, else
         counted from its prompt and ``output_text``, what it actually relayed) and cost."""
         target = self.target
-        if usage:
-            prompt, completion, source = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), \
-                "upstream"
-        else:
+
+        def count():
             counter, model = self.portal.token_counter, target.upstream_model
             messages = self.body["messages"] + ([{"role": "assistant", "content": prefill}] if prefill else [])
-            prompt = counter.count_prompt(model, messages, message_text(messages))
-            completion, source = counter.count_text(model, output_text), "counted"
-            upstream_cost = None  # a cost header sent before the answer was cut covers no usage
-        cost, cost_source = price(self.state, target, prompt, completion, upstream_cost)
+            return counter.count_prompt(model, messages, message_text(messages)), counter.count_text(model, output_text)
+
+        reported = (usage.get("prompt_tokens"), usage.get("completion_tokens")) if usage else None
+        prompt, completion, source, cost, cost_source = usage_and_cost(reported, count, upstream_cost, _prices(target))
+        cost, cost_source = _known_price(self.state, target, prompt + completion, cost, cost_source)
         return {"backend": target.backend.name, "model": target.upstream_model, "prompt_tokens": prompt,
                 "completion_tokens": completion, "cost": cost, "usage_source": source, "cost_source": cost_source}
 
