@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# one setup at a time in a checkout: two test runs started together would otherwise both write .venv
+mkdir -p .cache
+exec 9>.cache/setup.lock
+flock 9
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
