@@ -3,8 +3,9 @@ reference as Debian ships it (package python3.11-doc), with its own index as the
 
 The index (genindex-all.html) maps each entry ("dumps() (in module json)", "exception handling")
 to the page that documents it; the question is the entry's text, and a search finds the answer
-when one of its top hits comes from that page. Prints hit@1, hit@5 and MRR@10 of ``search``,
-with the real local embedder and the embedded store, on a fixed set of library pages.
+when one of its top hits comes from that page. Prints hit@1, hit@5, MRR@10 and the query's p50
+for each search mode (hybrid, dense, full text), with the real local embedder and the embedded
+store, on a fixed set of library pages.
 
 Run: .venv/bin/python bench/docs_eval.py [--docs /usr/share/doc/python3.11/html] [--questions 300]
 """
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     from agent_portal.plugins.documents.chunking import chunk_sections
     from agent_portal.plugins.documents.embedders import LocalEmbedder, OnnxEmbedder
     from agent_portal.plugins.documents.parsing import parse
-    from agent_portal.plugins.documents.stores import LanceStore
+    from agent_portal.plugins.documents.stores import MODES, LanceStore
 
     embedder = (OnnxEmbedder if args.embedder == "onnx" else LocalEmbedder)("all-MiniLM-L6-v2", 64)
     store = LanceStore(tempfile.mkdtemp(prefix="docs-eval-"), embedder.dimensions)
@@ -74,19 +75,26 @@ def main(argv=None) -> int:
         chunks_total += len(chunks)
     ingest_seconds = time.monotonic() - started
     asked = questions(docs, set(PAGES), args.questions, args.seed)
-    hit1 = hit5 = reciprocal = 0.0
-    for question, page in asked:
-        hits = store.search(embedder.embed([question])[0], 10, ["python-docs"])
-        rank = next((i for i, hit in enumerate(hits, 1) if hit.file_name == page), None)
-        hit1 += rank == 1
-        hit5 += rank is not None and rank <= 5
-        reciprocal += 1 / rank if rank else 0.0
+    vectors = embedder.embed([question for question, _page in asked], query=True)
     n = len(asked)
     print(f"corpus: {len(PAGES)} pages of the Python 3.11 library reference (Debian python3.11-doc), "
           f"{chunks_total} chunks of {args.chunk_chars} characters, ingested in {ingest_seconds:.1f} s")
     print(f"questions: {n} entries of the documentation's own index (genindex-all.html), seed {args.seed}")
     print(f"embedder: {args.embedder} ({type(embedder).__name__}); process RSS {_rss_mb():.0f} MB")
-    print(f"hit@1 {hit1 / n:.3f}   hit@5 {hit5 / n:.3f}   MRR@10 {reciprocal / n:.3f}")
+    print(f"{'search':<10} {'hit@1':>6} {'hit@5':>6} {'MRR@10':>7} {'p50 ms':>7}")
+    for mode in MODES:
+        hit1 = hit5 = reciprocal = 0.0
+        took = []
+        for (question, page), vector in zip(asked, vectors):
+            begun = time.perf_counter()
+            hits = store.query(vector, question, 10, ["python-docs"], mode)
+            took.append(time.perf_counter() - begun)
+            rank = next((i for i, hit in enumerate(hits, 1) if hit.file_name == page), None)
+            hit1 += rank == 1
+            hit5 += rank is not None and rank <= 5
+            reciprocal += 1 / rank if rank else 0.0
+        took.sort()
+        print(f"{mode:<10} {hit1 / n:>6.3f} {hit5 / n:>6.3f} {reciprocal / n:>7.3f} {took[len(took) // 2] * 1000:>7.1f}")
     return 0
 
 

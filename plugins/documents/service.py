@@ -131,7 +131,8 @@ class WorkerService:
                         return self._answer(200, pack(vectors), "application/octet-stream",
                                             **{"X-Dimensions": str(len(vectors[0]) if vectors else 0)})
                     vector = state.embedder.embed([body["query"]], query=True)[0]
-                    hits = state.store().search(vector, body["k"], [str(c) for c in body["collections"]])
+                    hits = state.store().query(vector, body["query"], body["k"], [str(c) for c in body["collections"]],
+                                               state.settings.search_mode)
                     self._answer(200, json.dumps({"hits": [asdict(h) for h in hits]}).encode())
                 except Exception as exc:  # the model or the store failed: say so, keep serving
                     log.exception("documents: the worker's service failed")

@@ -64,6 +64,9 @@ def config_schema() -> dict:
         "max_inflated_bytes": {"type": "integer", "minimum": 1024, "default": 100 * 1024 * 1024},
         "answer_model": {"type": "string"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+        # hybrid: the embedding's nearest chunks and BM25's best, fused (reciprocal rank fusion);
+        # a store without a full-text index (Qdrant) answers densely whatever this says
+        "search_mode": {"enum": ["hybrid", "dense", "full_text"], "default": "hybrid"},
         "max_query_chars": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 2000},
         "answer_timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 120},
         "heartbeat_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 15},
@@ -87,6 +90,7 @@ class DocumentSettings:
         if self.queue["kind"] != "sqlite" and not self.queue.get("url"):
             raise ValueError(f"plugins.documents.queue: kind {self.queue['kind']} needs a url")
         self.chunk_chars = section["chunk_chars"]
+        self.search_mode = section["search_mode"]
         self.overlap_chars = min(section["overlap_chars"], self.chunk_chars // 2)
         self.max_file_bytes = section["max_file_bytes"]
         self.max_files = section["max_files_per_upload"]

@@ -104,6 +104,7 @@ def test_the_answer_model_keeps_its_roles_in_asks_and_docs_models(make_app, tmp_
 def test_an_embedding_model_of_a_chat_backend_can_be_the_embedder(make_app, tmp_path, fake_upstream, with_worker):
     sections = document_sections(tmp_path, fake_upstream)
     sections["documents"]["embedder"] = {"kind": "openai", "model": "embed-16"}
+    sections["documents"]["search_mode"] = "dense"  # the score is then the cosine, 1.0 for the same text
     app = with_worker(make_app(**sections))
     client, alice = app.test_client(), bearer(app, "alice")
     collection = make_collection(client, alice)
