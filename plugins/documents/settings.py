@@ -17,9 +17,9 @@ DEFAULT_SERVICE_URL = "http://127.0.0.1:8796"
 def config_schema() -> dict:
     """Return the JSON schema of ``plugins.documents``."""
     store = strict_object({
-        "kind": {"enum": ["lancedb", "qdrant"], "default": "lancedb"},
+        "kind": {"enum": ["lancedb", "qdrant", "pgvector"], "default": "lancedb"},
         "path": {"type": "string", "default": "data/documents"},   # lancedb, or qdrant's local mode
-        "url": {"type": "string", "pattern": "^https?://"},        # qdrant server
+        "url": {"type": "string", "pattern": "^(https?|postgresql)://"},  # a qdrant server, or pgvector's database
         "api_key": {"type": ["string", "null"]},
     })
     embedder = strict_object({
@@ -89,6 +89,12 @@ class DocumentSettings:
         self.embedder["service_url"] = self.embedder["service_url"].rstrip("/")
         if self.queue["kind"] != "sqlite" and not self.queue.get("url"):
             raise ValueError(f"plugins.documents.queue: kind {self.queue['kind']} needs a url")
+        store_url = self.store.get("url") or ""
+        if self.store["kind"] == "pgvector" and not store_url.startswith("postgresql://"):
+            raise ValueError("plugins.documents.store: kind pgvector needs a url postgresql://... (the portal's "
+                             "database will do, with the vector extension)")
+        if self.store["kind"] == "qdrant" and store_url.startswith("postgresql://"):
+            raise ValueError("plugins.documents.store: a qdrant url is http(s)://")
         self.chunk_chars = section["chunk_chars"]
         self.search_mode = section["search_mode"]
         self.overlap_chars = min(section["overlap_chars"], self.chunk_chars // 2)

@@ -206,6 +206,10 @@ class QdrantStore(VectorStore):
 
 def make_store(spec: dict, dimensions: int) -> VectorStore:
     """Return the store ``plugins.documents.store`` names."""
+    if spec["kind"] == "pgvector":
+        from .pgvector_store import PgVectorStore
+
+        return PgVectorStore(spec["url"], dimensions)
     if spec["kind"] == "qdrant":
         return QdrantStore(dimensions, url=spec.get("url"), api_key=spec.get("api_key"), path=spec.get("path"))
     return LanceStore(spec["path"], dimensions)

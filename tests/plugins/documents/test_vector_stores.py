@@ -1,6 +1,7 @@
 """One contract for every vector store the documents plugin can use, run against each one this
-machine has: LanceDB (embedded), Qdrant in memory and Qdrant's local mode on disk. (A Qdrant
-server speaks the same client API; none runs here.)"""
+machine has: LanceDB (embedded), Qdrant in memory and Qdrant's local mode on disk, and pgvector
+on a real PostgreSQL with the vector extension. (A Qdrant server speaks the same client API;
+none runs here.)"""
 from __future__ import annotations
 
 import math
@@ -8,15 +9,18 @@ import random
 
 import pytest
 
+from agent_portal.plugins.documents.pgvector_store import PgVectorStore
 from agent_portal.plugins.documents.stores import LanceStore, QdrantStore
 
 DIMENSIONS = 8
 
 
-@pytest.fixture(params=["lancedb", "qdrant-memory", "qdrant-local"])
+@pytest.fixture(params=["lancedb", "qdrant-memory", "qdrant-local", "pgvector"])
 def store(request, tmp_path):
     if request.param == "lancedb":
         return LanceStore(str(tmp_path / "lance"), DIMENSIONS)
+    if request.param == "pgvector":
+        return PgVectorStore(request.getfixturevalue("pgvector_url"), DIMENSIONS)
     path = ":memory:" if request.param == "qdrant-memory" else str(tmp_path / "qdrant")
     return QdrantStore(DIMENSIONS, path=path)
 
@@ -74,9 +78,11 @@ def test_a_lancedb_reader_sees_what_another_process_wrote_after_it_opened(tmp_pa
     assert [h.chunk_index for h in reader.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 1, ["c1"])] == [0]
 
 
-@pytest.fixture(params=["lancedb"])
+@pytest.fixture(params=["lancedb", "pgvector"])
 def text_store(request, tmp_path):
     """The stores with a full-text index."""
+    if request.param == "pgvector":
+        return PgVectorStore(request.getfixturevalue("pgvector_url"), DIMENSIONS)
     return LanceStore(str(tmp_path / "lance"), DIMENSIONS)
 
 
