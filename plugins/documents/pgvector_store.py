@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .stores import PAYLOAD, Hit, VectorStore, _hit
+from .stores import PAYLOAD, VectorStore, _hit
 
 TABLE = "portal_doc_chunks"
 
@@ -82,5 +82,3 @@ class PgVectorStore(VectorStore):
         with self.engine.connect() as conn:
             return conn.execute(sa.text(f"SELECT count(*) FROM {TABLE}")).scalar_one()
 
-
-__all__ = ["PgVectorStore", "Hit"]
