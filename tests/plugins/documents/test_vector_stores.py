@@ -78,48 +78,47 @@ def test_a_lancedb_reader_sees_what_another_process_wrote_after_it_opened(tmp_pa
     assert [h.chunk_index for h in reader.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 1, ["c1"])] == [0]
 
 
-@pytest.fixture(params=["lancedb", "pgvector"])
-def text_store(request, tmp_path):
-    """The stores with a full-text index."""
-    if request.param == "pgvector":
-        return PgVectorStore(request.getfixturevalue("pgvector_url"), DIMENSIONS)
-    return LanceStore(str(tmp_path / "lance"), DIMENSIONS)
-
-
-def test_full_text_ranks_the_chunk_that_names_the_words_first(text_store):
-    text_store.add([row([1, 0, 0, 0, 0, 0, 0, 0], index=0, text="json.dumps() serializes an object to a JSON string"),
+def test_full_text_ranks_the_chunk_that_names_the_words_first(store):
+    store.add([row([1, 0, 0, 0, 0, 0, 0, 0], index=0, text="json.dumps() serializes an object to a JSON string"),
                     row([0, 1, 0, 0, 0, 0, 0, 0], index=1, text="pickle turns objects into bytes"),
                     row([0, 0, 1, 0, 0, 0, 0, 0], index=2, text="the weather today")])
-    hits = text_store.full_text("dumps() (in module json)", 5, ["c1"])
+    hits = store.full_text("dumps() (in module json)", 5, ["c1"])
     assert [h.chunk_index for h in hits][:1] == [0] and 2 not in [h.chunk_index for h in hits]
     for hostile in ('AND OR NOT "quote', "a:b (x", "*", "' OR 1=1 --"):
-        text_store.full_text(hostile, 5, ["c1"])  # no query language reaches the index
+        store.full_text(hostile, 5, ["c1"])  # no query language reaches the index
 
 
-def test_twelve_closer_chunks_elsewhere_hide_no_far_chunk_of_the_callers_in_either_half(text_store):
+def test_twelve_closer_chunks_elsewhere_hide_no_far_chunk_of_the_callers_in_either_half(store):
     crowd = [row([1, 0.001 * i, 0, 0, 0, 0, 0, 0], collection="other-user", file_id="theirs", index=i,
                  text="retry backoff jitter retry backoff jitter") for i in range(12)]
     mine = row([0, 0, 0, 0, 0, 0, 0, 1], collection="mine", file_id="mine", text="a note on retry backoff")
-    text_store.add(crowd + [mine])
+    store.add(crowd + [mine])
     query = unit([1, 0, 0, 0, 0, 0, 0, 0])
     for mode in ("dense", "full_text", "hybrid"):
-        hits = text_store.query(query, "retry backoff jitter", 5, ["mine"], mode)
+        hits = store.query(query, "retry backoff jitter", 5, ["mine"], mode)
         assert [h.file_id for h in hits] == ["mine"], mode
 
 
-def test_hybrid_fuses_both_rankings_so_a_chunk_good_in_both_wins(text_store):
-    text_store.add([row([1, 0, 0, 0, 0, 0, 0, 0], index=0, text="nearest by meaning, other words"),
+def test_hybrid_fuses_both_rankings_so_a_chunk_good_in_both_wins(store):
+    store.add([row([1, 0, 0, 0, 0, 0, 0, 0], index=0, text="nearest by meaning, other words"),
                     row([0.9, 0.45, 0, 0, 0, 0, 0, 0], index=1, text="frobnicate settings of the widget"),
                     row([0, 1, 0, 0, 0, 0, 0, 0], index=2, text="frobnicate frobnicate frobnicate"),
                     row([0.8, 0.6, 0, 0, 0, 0, 0, 0], index=3, text="unrelated words here"),
                     row([0.8, 0.6, 0.1, 0, 0, 0, 0, 0], index=4, text="more unrelated words")])
     query = unit([1, 0, 0, 0, 0, 0, 0, 0])  # dense ranks 0, 1, 3, 4, 2; full text ranks 2, 1
-    assert text_store.query(query, "frobnicate", 3, ["c1"], "dense")[0].chunk_index == 0
-    assert text_store.query(query, "frobnicate", 3, ["c1"], "full_text")[0].chunk_index == 2
-    assert text_store.query(query, "frobnicate", 3, ["c1"], "hybrid")[0].chunk_index == 1
+    assert store.query(query, "frobnicate", 3, ["c1"], "dense")[0].chunk_index == 0
+    assert store.query(query, "frobnicate", 3, ["c1"], "full_text")[0].chunk_index == 2
+    assert store.query(query, "frobnicate", 3, ["c1"], "hybrid")[0].chunk_index == 1
 
 
-def test_a_store_without_a_full_text_index_answers_every_mode_densely(tmp_path):
-    store = QdrantStore(DIMENSIONS, path=":memory:")
+def test_a_qdrant_collection_made_before_the_full_text_half_answers_every_mode_densely(tmp_path):
+    from qdrant_client import QdrantClient, models
+
+    old = QdrantClient(path=str(tmp_path / "qdrant"))
+    old.create_collection(QdrantStore.COLLECTION, vectors_config=models.VectorParams(
+        size=DIMENSIONS, distance=models.Distance.COSINE))
+    old.close()
+    store = QdrantStore(DIMENSIONS, path=str(tmp_path / "qdrant"))
+    assert not store.full_text_index
     store.add([row([1, 0, 0, 0, 0, 0, 0, 0], index=0, text="alpha"), row([0, 1, 0, 0, 0, 0, 0, 0], index=1, text="beta")])
     assert [h.chunk_index for h in store.query(unit([0, 1, 0, 0, 0, 0, 0, 0]), "alpha", 2, ["c1"], "hybrid")] == [1, 0]
