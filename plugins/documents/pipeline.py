@@ -16,7 +16,7 @@ from agent_portal import PortalError
 from agent_portal.counting import estimate_tokens
 from agent_portal.metering import MeteredCall
 
-from .chunking import chunk_sections
+from .chunking import chunk_sections, embedding_text
 from .parsing import BadDocument, Caps, TooLarge, UnsupportedType
 from .sandbox import Stopped, parse_in_child
 from .settings import NAME
@@ -122,7 +122,9 @@ def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: thr
                                   settings.worker["parse_memory_mb"], stopping.is_set)
     except Stopped:
         raise Interrupted("the worker is stopping") from None
-    chunks = chunk_sections(sections, settings.chunk_chars, settings.overlap_chars)
+    embedder = state.embedder
+    chunks = chunk_sections(sections, settings.chunk_chars, settings.overlap_chars,
+                            fits=lambda heading, text: embedder.reads_whole(embedding_text(row.name, heading, text)))
     if not chunks:
         raise BadDocument(f"{row.name}: has no text")
     if call is not None:  # the upload reserved from its size; its text may be longer (a compressed PDF)
@@ -138,7 +140,7 @@ def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: thr
         if keeper.lost:
             raise Interrupted("another worker took the file up")
         part = chunks[start:start + BATCH]
-        vectors = state.embedder.embed([c.text for c in part])
+        vectors = embedder.embed([embedding_text(row.name, c.heading, c.text) for c in part])
         rows += [{"vector": v, "collection_id": row.collection_id, "file_id": row.id, "file_name": row.name,
                   "chunk_index": c.index, "page": c.page, "heading": c.heading, "text": c.text}
                  for c, v in zip(part, vectors)]
