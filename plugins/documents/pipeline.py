@@ -123,8 +123,8 @@ def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: thr
     except Stopped:
         raise Interrupted("the worker is stopping") from None
     embedder = state.embedder
-    chunks = chunk_sections(sections, settings.chunk_chars, settings.overlap_chars,
-                            fits=lambda heading, text: embedder.reads_whole(embedding_text(row.name, heading, text)))
+    chunks = chunk_sections(sections, settings.chunk_chars, settings.overlap_chars, fits=None if not settings.fit_chunks
+                            else lambda heading, text: embedder.reads_whole(embedding_text(row.name, heading, text)))
     if not chunks:
         raise BadDocument(f"{row.name}: has no text")
     if call is not None:  # the upload reserved from its size; its text may be longer (a compressed PDF)

@@ -57,6 +57,9 @@ def config_schema() -> dict:
         "worker": {**worker, "default": {}},
         "chunk_chars": {"type": "integer", "minimum": 200, "maximum": 20000, "default": 1200},
         "overlap_chars": {"type": "integer", "minimum": 0, "maximum": 5000, "default": 200},
+        # cut a chunk shorter until the embedder reads it whole (its tokens, with the title and
+        # heading it is embedded with); off: chunk_chars alone, a long chunk's tail not embedded
+        "fit_chunks_to_embedder": {"type": "boolean", "default": True},
         "max_file_bytes": {"type": "integer", "minimum": 1, "default": 20 * 1024 * 1024},
         "max_files_per_upload": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
         "max_pages": {"type": "integer", "minimum": 1, "default": 2000},
@@ -97,6 +100,7 @@ class DocumentSettings:
             raise ValueError("plugins.documents.store: a qdrant url is http(s)://")
         self.chunk_chars = section["chunk_chars"]
         self.search_mode = section["search_mode"]
+        self.fit_chunks = section["fit_chunks_to_embedder"]
         self.overlap_chars = min(section["overlap_chars"], self.chunk_chars // 2)
         self.max_file_bytes = section["max_file_bytes"]
         self.max_files = section["max_files_per_upload"]
