@@ -109,10 +109,12 @@ def test_an_embedding_model_of_a_chat_backend_can_be_the_embedder(make_app, tmp_
     client, alice = app.test_client(), bearer(app, "alice")
     collection = make_collection(client, alice)
     assert upload(client, alice, collection, ("a.txt", b"exactly this sentence")).status_code == 202
-    hits = client.post("/documents/search", headers=alice, json={"query": "exactly this sentence"}).json["hits"]
+    hits = client.post("/documents/search", headers=alice, json={"query": "a\nexactly this sentence"}).json["hits"]
+    # the chunk was embedded with its document's title before it: the same text is the same vector
     assert hits[0]["file_name"] == "a.txt" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     embedded = [r for r in fake_upstream.requests if r.get("model") == "embed-16"]
-    assert embedded and embedded[-1]["input"] == ["exactly this sentence"]
+    assert [r["input"] for r in embedded][-2:] == [["a\nexactly this sentence"], ["a\nexactly this sentence"]]
+    assert hits[0]["text"] == "exactly this sentence"  # what is stored and shown is the chunk alone
     assert len(stored_chunks(app)) == 1
 
 
