@@ -9,16 +9,21 @@ from urllib.parse import urlsplit
 log = logging.getLogger("agent_portal.upstream")
 
 
+def timed_out(exc: Exception) -> bool:
+    """Return True when ``exc`` (urllib3's, or a socket's) says a request ran out of time."""
+    return "timeout" in type(exc).__name__.lower() or "timed out" in str(exc)
+
+
 def unreachable(exc: Exception, service: str):
     """Return the caller's :class:`PortalError` for ``service`` not answering a request that
     raised ``exc`` (urllib3's): 504 ``upstream_timeout`` when it timed out, else 502
     ``upstream_unreachable``."""
     from .errors import PortalError
 
-    timed_out = "timeout" in type(exc).__name__.lower() or "timed out" in str(exc)
-    return PortalError(f"{service} {'did not answer in time' if timed_out else 'cannot be reached'}"
-                       f" ({type(exc).__name__}).", status=504 if timed_out else 502,
-                       code="upstream_timeout" if timed_out else "upstream_unreachable", type="upstream_error")
+    late = timed_out(exc)
+    return PortalError(f"{service} {'did not answer in time' if late else 'cannot be reached'}"
+                       f" ({type(exc).__name__}).", status=504 if late else 502,
+                       code="upstream_timeout" if late else "upstream_unreachable", type="upstream_error")
 
 
 class UpstreamFailure(Exception):

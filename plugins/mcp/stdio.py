@@ -12,9 +12,10 @@ import subprocess
 import threading
 import time
 
-from .jsonrpc import UPSTREAM_ERROR, RPCError
+from .jsonrpc import RPCError
 from .settings import ServerSettings
-from .upstream import CHILD_ENV, CLIENT_INFO, PROTOCOL_VERSION, Handshake, Pending, _answer_of, _down, _timed_out
+from .upstream import (CHILD_ENV, CLIENT_INFO, PROTOCOL_VERSION, Handshake, Pending, _answer_of, _down,
+                       _timed_out, cancelled)
 
 log = logging.getLogger("agent_portal.mcp")
 RESTART_PAUSE_SECONDS = 1.0  # a child that keeps dying is not started again more often than this
@@ -159,7 +160,7 @@ class StdioServer:
         finally:
             self.waiting.pop(pending.id, None)
         if message.get("cancelled"):
-            raise RPCError(UPSTREAM_ERROR, "The call was cancelled.", {"code": "cancelled"})
+            raise cancelled()
         if message.get("gone"):
             raise _down(self.name, "its process ended before it answered")
         return _answer_of(message, self.name)

@@ -17,6 +17,7 @@ import urllib3
 from urllib3.exceptions import HTTPError
 
 from agent_portal.sse import close_upstream
+from agent_portal.upstream import timed_out
 
 from .jsonrpc import INTERNAL_ERROR, REQUEST_TIMEOUT, UPSTREAM_ERROR, RPCError, sse_messages
 from .settings import ServerSettings
@@ -35,6 +36,16 @@ def _down(server: str, why: str) -> RPCError:
 def _timed_out(server: str, seconds: float) -> RPCError:
     return RPCError(REQUEST_TIMEOUT, f"The MCP server `{server}` did not answer within {seconds:g} s "
                     f"(plugins.mcp.servers.{server}.timeout_seconds).", {"code": "upstream_timeout"})
+
+
+def _failed(server: str, exc: Exception, timeout: float, why: str) -> RPCError:
+    """Return the caller's error for a request to ``server`` that raised ``exc``."""
+    return _timed_out(server, timeout) if timed_out(exc) else _down(server, why)
+
+
+def cancelled() -> RPCError:
+    """Return the error of a call given up because its caller left (or the portal stopped)."""
+    return RPCError(UPSTREAM_ERROR, "The call was cancelled.", {"code": "cancelled"})
 
 
 def _answer_of(message: dict, server: str):
@@ -169,9 +180,7 @@ class HttpServer:
                                      timeout=urllib3.Timeout(connect=min(self.connect_timeout, timeout), read=timeout),
                                      preload_content=False, retries=False, redirect=False, assert_same_host=False)
         except HTTPError as exc:
-            if "timeout" in type(exc).__name__.lower() or "timed out" in str(exc):
-                raise _timed_out(self.name, timeout) from None
-            raise _down(self.name, f"{type(exc).__name__}") from None
+            raise _failed(self.name, exc, timeout, type(exc).__name__) from None
 
     def _exchange(self, message: dict, pending: Pending, timeout: float, keep_session: bool = False):
         deadline = time.monotonic() + timeout
@@ -204,15 +213,13 @@ class HttpServer:
                 if "method" in event and "id" not in event:
                     pending.on_message(event)
             if pending.cancelled:
-                raise RPCError(UPSTREAM_ERROR, "The call was cancelled.", {"code": "cancelled"})
+                raise cancelled()
             raise RPCError(UPSTREAM_ERROR, f"The MCP server `{self.name}` ended its stream without an answer.",
                            {"code": "upstream_incomplete"})
         except (HTTPError, OSError) as exc:
             if pending.cancelled:
-                raise RPCError(UPSTREAM_ERROR, "The call was cancelled.", {"code": "cancelled"}) from None
-            if "timeout" in type(exc).__name__.lower() or "timed out" in str(exc):
-                raise _timed_out(self.name, timeout) from None
-            raise _down(self.name, f"the connection broke ({type(exc).__name__})") from None
+                raise cancelled() from None
+            raise _failed(self.name, exc, timeout, f"the connection broke ({type(exc).__name__})") from None
         finally:
             pending.response = None
             response.release_conn() if whole else close_upstream(response)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, missing_service
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,7 @@ def _bash(script: str, timeout: float = 60) -> str:
 @pytest.fixture
 def running_portal(tmp_path):
     if not (ROOT / ".cache/litellm-venv/bin/litellm").exists():
-        message = "LiteLLM is not installed (scripts/setup.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_service("LiteLLM is not installed (scripts/setup.sh installs it)")
     log = tmp_path / "run.log"
     port, litellm_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("AGENT_PORTAL_CONFIG", "PORTAL_SECRET_KEY")}
