@@ -14,6 +14,7 @@ from flask_sock import Sock
 
 from . import config as cfg
 from . import config_file
+from .audit import announce_admin_change
 from .cors import TrustedProxies, cross_site_refusal, install_cors
 from .outbound import OutboundPolicy
 from .counting import TokenCounter
@@ -297,6 +298,7 @@ def _install_request_hooks(portal: Portal, app: Flask) -> None:
     @app.after_request
     def _tag_response(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        announce_admin_change(portal, response, access_by_endpoint.get(request.endpoint))
         return response
 
 

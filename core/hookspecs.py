@@ -199,6 +199,26 @@ def portal_spend(portal, user, since):
 
 
 @hookspec(firstresult=True)
+def portal_key_spend(portal, key_id, since):
+    """Say what the calls made with API key ``key_id`` since ``since`` (an aware datetime)
+    cost. First result wins.
+
+    Returns USD as a float, or None when this plugin keeps no record of spend.
+    """
+
+
+@hookspec(firstresult=True)
+def portal_limits_set(portal, scope, ident, limits, actor):
+    """Set, at runtime, the limits of ``ident`` in ``scope`` (``users``, ``keys``, ``roles``,
+    ``models`` or ``groups``) to ``limits`` (the keys of ``rate_limits.<scope>.<id>``), on
+    behalf of the admin ``actor``. First result wins.
+
+    Returns ``{"before", "entry"}`` (the runtime entry before and after), or None when this
+    plugin keeps no limits.
+    """
+
+
+@hookspec(firstresult=True)
 def portal_recent_calls(portal, limit):
     """List the newest ``limit`` chat calls, newest first. First result wins.
 
@@ -232,4 +252,26 @@ def portal_processes(portal):
 
     Returns a list of argument lists for ``agent-portal`` (``[["worker"]]``); the run adds
     ``--config``, starts each, and stops each with the portal. Only enabled plugins are asked.
+    """
+
+
+# --- who belongs where, and who changed what ---------------------------------------------------
+
+
+@hookspec
+def portal_actor_groups(portal, actor):
+    """Name the groups (teams) ``actor`` belongs to, such as their Open WebUI groups.
+
+    Returns a list of group names (an inherited group included), or None when this plugin does
+    not know the actor. Called on the request path: answer from memory, never a network call.
+    """
+
+
+@hookspec
+def portal_admin_change(portal, change):
+    """Receive one :class:`agent_portal.AdminChange`: an admin's change (a limit, a key, a
+    switch) that the portal made, with who made it and what it was before and after.
+
+    Returns nothing. Called once per change after it took effect; an exception is logged and
+    never reaches the caller.
     """

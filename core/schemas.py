@@ -32,3 +32,20 @@ def media(**content: dict) -> dict:
 SSE_EVENT = obj(event=STRING, data=STRING, id=STRING, retry=INTEGER)
 SSE = media(**{"text/event-stream": SSE_EVENT})
 HTML = media(**{"text/html": STRING})
+
+# the limits of one scope and id: ``rate_limits.<scope>.<id>`` in config, ``/admin/limits``
+# and a new key's ``limits``
+LIMITS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "requests_per_minute": {"type": ["integer", "null"], "minimum": 1},
+        "tokens_per_minute": {"type": ["integer", "null"], "minimum": 1},
+        "daily_budget_usd": {"type": ["number", "null"], "minimum": 0},
+        "monthly_budget_usd": {"type": ["number", "null"], "minimum": 0},
+        # the model names (aliases or upstream names) this scope may call; absent: any
+        "models": {"type": ["array", "null"], "maxItems": 500,
+                   "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+    },
+}
+

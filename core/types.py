@@ -199,3 +199,19 @@ class ChatRecord:
 
 
 _NOT_EXPORTED = ("messages", "output", "reservation")
+
+
+@dataclass
+class AdminChange:
+    """One change an admin made (hook ``portal_admin_change``): ``action`` such as
+    ``limits.put`` or ``keys.create``, ``target`` what it changed (``keys/3f2a...``), and the
+    state ``before`` and ``after`` it (None where there was none), with no secret in either."""
+
+    actor: str
+    action: str
+    target: str
+    before: Any = None
+    after: Any = None
+    request_id: str = ""
+    at: float = field(default_factory=time.time)
+

@@ -1,6 +1,7 @@
 """The one usage query every usage provider answers, and the one answer shape.
 
-A row: the group keys asked for (``user``, ``model``, ``backend``, ``day``, ``hour``) plus
+A row: the group keys asked for (``user``, ``model``, ``backend``, ``key``, ``kind``, ``day``,
+``hour``) plus
 ``requests``, ``prompt_tokens``, ``completion_tokens``, ``cost``, ``errors``,
 ``p50_latency_ms`` and ``p95_latency_ms`` (None where a provider cannot know them).
 """
@@ -13,7 +14,11 @@ from typing import Iterable, Optional
 
 from .errors import PortalError
 
-GROUPS = ("user", "model", "backend", "day", "hour")
+GROUPS = ("user", "model", "backend", "key", "kind", "day", "hour")
+# what a call was: a chat with a model, or one of the portal's other doors (see kind_of)
+KINDS = ("chat", "embedding", "agent", "search", "documents", "notebook", "tool")
+_KIND_OF_PREFIX = {"agent:": "agent", "search:": "search", "docs:": "documents", "documents:": "documents",
+                   "notebook:": "notebook", "tool:": "tool"}
 MAX_RANGE = timedelta(days=400)
 METRICS = ("requests", "prompt_tokens", "completion_tokens", "cost", "errors",
            "p50_latency_ms", "p95_latency_ms")
@@ -21,8 +26,9 @@ METRICS = ("requests", "prompt_tokens", "completion_tokens", "cost", "errors",
 
 @dataclass(frozen=True)
 class UsageQuery:
-    """A time range ``[start, end)``, the grouping, and optional user, model and backend filters
-    (a provider that cannot filter by backend refuses a query that asks it to)."""
+    """A time range ``[start, end)``, the grouping, and optional user, model, backend, key (an
+    API key's id) and kind filters (a provider that cannot filter by one refuses a query that
+    asks it to)."""
 
     start: datetime
     end: datetime
@@ -30,6 +36,26 @@ class UsageQuery:
     user: Optional[str] = None
     model: Optional[str] = None
     backend: Optional[str] = None
+    key: Optional[str] = None
+    kind: Optional[str] = None
+
+    def needs_ledger(self) -> Optional[str]:
+        """Return what of this query only the portal's ledger knows (the backend, an API key,
+        a kind), or None when any usage source can answer it."""
+        for name in ("backend", "key", "kind"):
+            if getattr(self, name) or name in self.group_by:
+                return name
+        return None
+
+
+def kind_of(model: str, backend: str) -> str:
+    """Return the kind of a call to ``model`` through ``backend``: ``agent``, ``search``,
+    ``documents``, ``notebook`` and ``tool`` by the model's prefix, ``embedding`` for the
+    documents backend's other calls (an upload's chunks, a query, ``/v1/embeddings``), else ``chat``."""
+    for prefix, kind in _KIND_OF_PREFIX.items():
+        if model.startswith(prefix):
+            return kind
+    return "embedding" if backend == "documents" else "chat"
 
 
 @dataclass
@@ -45,6 +71,7 @@ class CallFacts:
     cost: float
     ok: bool
     latency_ms: float
+    key: Optional[str] = None
 
 
 def parse_time(text: str, name: str) -> datetime:
@@ -84,8 +111,11 @@ def parse_query(args, now: datetime | None = None) -> UsageQuery:
                           code="invalid_group_by")
     if "day" in groups and "hour" in groups:
         raise PortalError("Group by day or by hour, not both.", code="invalid_group_by")
+    kind = args.get("kind") or None
+    if kind is not None and kind not in KINDS:
+        raise PortalError(f"Unknown kind {kind}; use {', '.join(KINDS)}.", code="invalid_kind")
     return UsageQuery(start, end, groups, args.get("user") or None, args.get("model") or None,
-                      args.get("backend") or None)
+                      args.get("backend") or None, args.get("key") or None, kind)
 
 
 def percentile(sorted_values: list, fraction: float):
@@ -105,6 +135,10 @@ def group_key(facts: CallFacts, groups: tuple) -> tuple:
             key.append(facts.model)
         elif group == "backend":
             key.append(facts.backend)
+        elif group == "key":
+            key.append(facts.key)
+        elif group == "kind":
+            key.append(kind_of(facts.model, facts.backend))
         elif group == "day":
             key.append(facts.started_at.astimezone(timezone.utc).strftime("%Y-%m-%d"))
         else:
@@ -149,5 +183,5 @@ def empty_row(group_values: dict) -> dict:
     return {**group_values, **{m: None for m in METRICS}}
 
 
-__all__ = ["UsageQuery", "CallFacts", "GROUPS", "METRICS", "parse_query", "aggregate",
+__all__ = ["UsageQuery", "CallFacts", "GROUPS", "KINDS", "METRICS", "kind_of", "parse_query", "aggregate",
            "percentile", "parse_time", "empty_row"]

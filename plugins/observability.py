@@ -17,7 +17,7 @@ from agent_portal.hooks import call_each
 from agent_portal.ws_auth import authenticate_websocket
 from agent_portal.observe import collect_usage_providers, run_health, run_usage
 from agent_portal.schemas import NULLABLE_STRING, NUMBER, STRING, array, obj
-from agent_portal.usage import GROUPS, METRICS, parse_query
+from agent_portal.usage import GROUPS, KINDS, METRICS, parse_query
 
 NAME = "observability"
 
@@ -141,7 +141,8 @@ def usage_view(portal):
                           code="invalid_source")
     answers = run_usage(portal, chosen, query, portal.plugin_config(NAME)["usage_timeout_seconds"])
     meta = {"from": query.start.isoformat(), "to": query.end.isoformat(),
-            "group_by": list(query.group_by), "user": query.user, "model": query.model, "backend": query.backend}
+            "group_by": list(query.group_by), "user": query.user, "model": query.model, "backend": query.backend,
+            "key": query.key, "kind": query.kind}
     if as_csv:
         rows = [{"source": name, **row} for name, answer in answers.items() if answer["ok"]
                 for row in answer["data"]]
@@ -162,6 +163,8 @@ USAGE_QUERY = {
     "user": {"type": "string", "description": "one user (admins; others see only their own)"},
     "model": {"type": "string"},
     "backend": {"type": "string", "description": "one backend (the ledger only)"},
+    "key": {"type": "string", "description": "one API key's id (the ledger only)"},
+    "kind": {"enum": list(KINDS), "description": "one kind of call (the ledger only)"},
     "source": {"type": "string", "description": "ledger (default), all, or another usage source"},
     "format": {"enum": ["json", "csv"]},
 }

@@ -65,5 +65,7 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "perplexica": {"url": "http://127.0.0.1:9", "chat_model": {"provider_id": "p", "key": "m"},
                        "embedding_model": {"provider_id": "p", "key": "e"}},
         "mcp": {"servers": {"tools": {"url": "http://127.0.0.1:9/mcp", "timeout_seconds": 1}}},
+        "audit": {},
+        "openwebui_groups": {"url": "http://127.0.0.1:9", "api_key": "sk-audit-groups-7e3c9a1b5f"},
     }
     return sections

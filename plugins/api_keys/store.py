@@ -59,8 +59,12 @@ class KeyStore:
         self._last_touch: dict[str, float] = {}
         create_tables(engine, metadata)
 
-    def create(self, owner: str, role: str, name: str = "", expires_in: timedelta | None = None) -> dict:
-        """Create a key; returns its row plus ``key``, the only time the key is shown."""
+    def create(self, owner: str, role: str, name: str = "", expires_in: timedelta | None = None,
+               expires_at: datetime | None = None) -> dict:
+        """Create a key that expires after ``expires_in`` or at ``expires_at`` (never when
+        neither is given); returns its row plus ``key``, the only time the key is shown."""
+        if expires_at is not None and _aware(expires_at) <= _now():
+            raise ValueError("expires_at must be in the future")
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         if not owner or len(owner) > 200:
@@ -69,7 +73,7 @@ class KeyStore:
         row = {
             "id": uuid.uuid4().hex, "key_hash": digest(key), "display": key[:7] + "…",
             "name": name or "", "owner": owner, "role": role, "created_at": _now(),
-            "expires_at": _now() + expires_in if expires_in else None,
+            "expires_at": _now() + expires_in if expires_in else _aware(expires_at),
             "last_used_at": None, "revoked_at": None,
         }
         with self.engine.begin() as conn:
@@ -87,6 +91,21 @@ class KeyStore:
         with self.engine.begin() as conn:
             result = conn.execute(api_keys.update().where(api_keys.c.id == key_id)
                                   .where(api_keys.c.revoked_at.is_(None)).values(revoked_at=_now()))
+        self.cache.clear()
+        return result.rowcount > 0
+
+    def get(self, key_id: str) -> dict | None:
+        """Return one key's row (never the key itself), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(api_keys.select().where(api_keys.c.id == key_id)).mappings().first()
+        return self._public(dict(row)) if row is not None else None
+
+    def set_expiry(self, key_id: str, expires_at: datetime | None) -> bool:
+        """Make an active key expire at ``expires_at`` (None: never); False if there is no such
+        key. This worker follows at once, the others within ``cache_seconds``."""
+        with self.engine.begin() as conn:
+            result = conn.execute(api_keys.update().where(api_keys.c.id == key_id)
+                                  .where(api_keys.c.revoked_at.is_(None)).values(expires_at=_aware(expires_at)))
         self.cache.clear()
         return result.rowcount > 0
 

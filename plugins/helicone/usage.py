@@ -44,8 +44,10 @@ def request_filter(user: str | None, model: str | None):
 
 def usage_from_helicone(portal, query, settings: dict) -> list[dict]:
     """Return usage rows: per-user totals from user metrics, anything finer from request rows."""
-    if query.backend:
-        raise ValueError("Helicone does not record the portal's backend; filter by backend with source=ledger")
+    ledger_only = query.needs_ledger()
+    if ledger_only:
+        raise ValueError(f"Helicone does not record the portal's {ledger_only}; "
+                         f"filter or group by {ledger_only} with source=ledger")
     if set(query.group_by) <= {"user"} and not query.model:
         data = _post(portal, settings, "/v1/user/metrics/query", {
             "filter": _user_filter(query.user), "offset": 0, "limit": PAGE,
@@ -64,8 +66,6 @@ def usage_from_helicone(portal, query, settings: dict) -> list[dict]:
             total["completion_tokens"] += int(u.get("total_completion_tokens") or 0)
             total["cost"] += float(u.get("cost") or 0)
         return [total] if users else []
-    if "backend" in query.group_by:
-        raise ValueError("Helicone does not know the portal's backends")
     facts, offset = [], 0
     while True:
         rows = _post(portal, settings, "/v1/request/query-clickhouse", {

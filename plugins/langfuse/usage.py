@@ -86,13 +86,13 @@ def _fetch(portal, query, settings, start: datetime, end: datetime) -> list | No
 def usage_from_langfuse(portal, query, settings: dict) -> list[dict]:
     """Return usage rows from Langfuse's metrics API (never a cut answer), falling back to the
     daily metrics API on servers without it."""
-    if query.backend:
-        raise ValueError("Langfuse does not record the portal's backend; filter by backend with source=ledger")
+    ledger_only = query.needs_ledger()
+    if ledger_only:
+        raise ValueError(f"Langfuse does not record the portal's {ledger_only}; "
+                         f"filter or group by {ledger_only} with source=ledger")
     if "user" in query.group_by and not query.user and ("day" in query.group_by or "hour" in query.group_by):
         raise ValueError("Langfuse groups by user only without a time dimension; "
                          "pass user= to see one user by day or hour")
-    if "backend" in query.group_by:
-        raise ValueError("Langfuse does not know the portal's backends; group by model, day or hour")
     found = _fetch(portal, query, settings, query.start, query.end)
     if found is None:
         base = settings["base_url"].rstrip("/")

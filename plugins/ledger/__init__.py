@@ -61,6 +61,11 @@ def portal_spend(portal, user, since):
 
 
 @hookimpl
+def portal_key_spend(portal, key_id, since):
+    return ledger_of(portal).spend(key_id, since, field="key_id")
+
+
+@hookimpl
 def portal_recent_calls(portal, limit):
     return ledger_of(portal).recent(limit)
 

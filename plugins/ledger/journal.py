@@ -154,15 +154,15 @@ class Journal:
                 log.info("ledger: replayed the journal %s", os.path.basename(path))
         return True
 
-    def spend(self, user: str, since: float) -> float:
-        """Return the cost of ``user``'s rows waiting in every process's files that started at
+    def spend(self, user: str, since: float, field: str = "actor_id") -> float:
+        """Return the cost of ``user``'s rows (the rows whose ``field`` is ``user``) waiting in every process's files that started at
         or after ``since`` (epoch seconds), skipping what this process replayed already: spend a
         limit counter rebuilt now must count although the database has not got it yet."""
         with self._lock:
             if self._handle is not None:
                 self._handle.flush()
         # a long outage's files: read in a real thread, never on the serving loop (and no lock there)
-        return off_loop(_spend_in_files, self._files(), dict(self._offsets), user, since)
+        return off_loop(_spend_in_files, self._files(), dict(self._offsets), user, since, field)
 
     @property
     def rows(self) -> int:
@@ -221,10 +221,10 @@ def _first_line_length(paths: list) -> int:
     return 0
 
 
-def _spend_in_files(paths: list, offsets: dict, user: str, since: float) -> float:
+def _spend_in_files(paths: list, offsets: dict, user: str, since: float, field: str = "actor_id") -> float:
     """Return the cost of ``user``'s rows since ``since`` in ``paths``, each read from its
     ``offsets`` entry (what this process replayed already is skipped)."""
-    needle = '"actor_id":' + json.dumps(user) + ","
+    needle = json.dumps(field) + ":" + json.dumps(user) + ","
     total = 0.0
     for path in paths:
         try:
@@ -237,7 +237,7 @@ def _spend_in_files(paths: list, offsets: dict, user: str, since: float) -> floa
                         row = json.loads(line)
                     except ValueError:
                         continue  # a torn last line
-                    if row.get("actor_id") == user and float(row.get("started_at") or 0) >= since:
+                    if row.get(field) == user and float(row.get("started_at") or 0) >= since:
                         total += float(row.get("cost") or 0.0)
         except OSError:
             continue  # replayed and deleted meanwhile: the database has it

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from agent_portal.database import create_engine_for
-from agent_portal.usage import CallFacts, aggregate
+from agent_portal.usage import CallFacts, aggregate, kind_of
 
 from .journal import Journal
 from .open_calls import OpenCalls
@@ -70,7 +70,7 @@ class Ledger:
         """Return the facts of every stored call in ``query``'s range and filters."""
         stmt = sa.select(calls.c.actor_id, calls.c.model, calls.c.backend, calls.c.started_at,
                          calls.c.prompt_tokens, calls.c.completion_tokens, calls.c.cost,
-                         calls.c.outcome, calls.c.duration) \
+                         calls.c.outcome, calls.c.duration, calls.c.key_id) \
             .where(calls.c.started_at >= query.start, calls.c.started_at < query.end)
         if query.user:
             stmt = stmt.where(calls.c.actor_id == query.user)
@@ -78,31 +78,35 @@ class Ledger:
             stmt = stmt.where(calls.c.model == query.model)
         if query.backend:
             stmt = stmt.where(calls.c.backend == query.backend)
+        if query.key:
+            stmt = stmt.where(calls.c.key_id == query.key)
         with self.engine.connect() as conn:
-            return [CallFacts(user=r.actor_id, model=r.model, backend=r.backend,
-                              started_at=r.started_at if r.started_at.tzinfo else
-                              r.started_at.replace(tzinfo=timezone.utc),
-                              prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-                              cost=r.cost, ok=r.outcome == "ok", latency_ms=r.duration * 1000)
-                    for r in conn.execute(stmt)]
+            found = [CallFacts(user=r.actor_id, model=r.model, backend=r.backend, key=r.key_id,
+                               started_at=r.started_at if r.started_at.tzinfo else
+                               r.started_at.replace(tzinfo=timezone.utc),
+                               prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                               cost=r.cost, ok=r.outcome == "ok", latency_ms=r.duration * 1000)
+                     for r in conn.execute(stmt)]
+        return [f for f in found if kind_of(f.model, f.backend) == query.kind] if query.kind else found
 
     def usage(self, query) -> list[dict]:
         """Return the usage rows of ``query`` (see ``agent_portal.usage``)."""
         return aggregate(self.facts(query), query)
 
-    def spend(self, user: str, since: datetime) -> float:
-        """Return what ``user``'s calls since ``since`` cost, in USD: the stored rows, plus the
-        rows still in this worker's memory queue and in every worker's journal (a database that
-        was away has not got them yet). Raises when the database cannot answer."""
+    def spend(self, user: str, since: datetime, field: str = "actor_id") -> float:
+        """Return what ``user``'s calls (or, with ``field="key_id"``, an API key's) since
+        ``since`` cost, in USD: the stored rows, plus the rows still in this worker's memory
+        queue and in every worker's journal (a database that was away has not got them yet).
+        Raises when the database cannot answer."""
         stmt = sa.select(sa.func.coalesce(sa.func.sum(calls.c.cost), 0.0)) \
-            .where(calls.c.actor_id == user, calls.c.started_at >= since)
+            .where(calls.c[field] == user, calls.c.started_at >= since)
         with self.engine.connect() as conn:
             stored = float(conn.execute(stmt).scalar() or 0.0)
         start = since.timestamp()
         queued = sum(float(row.get("cost") or 0.0) for _at, row in list(self.writer.queue)
-                     if row.get("actor_id") == user and float(row.get("started_at") or 0) >= start)
+                     if row.get(field) == user and float(row.get("started_at") or 0) >= start)
         journal = self.writer.journal
-        return stored + queued + (journal.spend(user, start) if journal is not None else 0.0)
+        return stored + queued + (journal.spend(user, start, field) if journal is not None else 0.0)
 
     def recent(self, limit: int = 50) -> list[dict]:
         """Return the newest stored calls, newest first."""

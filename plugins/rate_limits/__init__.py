@@ -5,6 +5,9 @@ plugin's ``storage``) is set, so every worker and instance shares them. Requests
 counted before the upstream is called; tokens per minute and daily and monthly budgets (USD)
 reserve the call's estimate at admission and settle with what it really used (see ``limiter``).
 A budget's counter starts from the ledger's spend for the period.
+
+An admin changes limits at runtime with ``/admin/limits`` (``runtime``): stored in the portal's
+database over the config's values, followed by every worker within ``refresh_seconds``.
 """
 from __future__ import annotations
 
@@ -14,24 +17,15 @@ from flask import g, request
 
 from agent_portal import Actor, HealthCheck, PortalError, Route, hookimpl
 from agent_portal.config import strict_object
-from agent_portal.schemas import STRING, array, obj
+from agent_portal.schemas import LIMITS, STRING, array, obj
 from agent_portal.types import ROLES
 
+from .admin import admin_routes
 from .holds import Hold
 from .limiter import Limiter
+from .runtime import RuntimeLimits
 
 NAME = "rate_limits"
-
-_LIMITS = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "requests_per_minute": {"type": ["integer", "null"], "minimum": 1},
-        "tokens_per_minute": {"type": ["integer", "null"], "minimum": 1},
-        "daily_budget_usd": {"type": ["number", "null"], "minimum": 0},
-        "monthly_budget_usd": {"type": ["number", "null"], "minimum": 0},
-    },
-}
 
 
 @hookimpl
@@ -41,11 +35,15 @@ def portal_config_schema():
         "on_storage_error": {"enum": ["open", "closed"], "default": "open"},
         # how far past a limit one call's own estimate may take its counter, as a fraction of it
         "overshoot": {"type": "number", "minimum": 0, "maximum": 10, "default": 0.1},
-        "roles": {"type": "object", "properties": {"user": _LIMITS, "admin": _LIMITS},
+        "roles": {"type": "object", "properties": {"user": LIMITS, "admin": LIMITS},
                   "additionalProperties": False, "default": {}},
-        "users": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
-        "keys": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
-        "models": {"type": "object", "additionalProperties": _LIMITS, "default": {}},
+        "users": {"type": "object", "additionalProperties": LIMITS, "default": {}},
+        "keys": {"type": "object", "additionalProperties": LIMITS, "default": {}},
+        "models": {"type": "object", "additionalProperties": LIMITS, "default": {}},
+        # a group's limits hold for each member (see portal_actor_groups: Open WebUI's groups)
+        "groups": {"type": "object", "additionalProperties": LIMITS, "default": {}},
+        # how often each worker reads the limits an admin set at runtime
+        "refresh_seconds": {"type": "number", "minimum": 0.1, "maximum": 60, "default": 2},
         "budget_cache_seconds": {"type": "number", "minimum": 0, "default": 5},  # kept for old configs
     })}
 
@@ -54,12 +52,26 @@ def _ledger_spend(portal):
     def spend(user: str, since: datetime) -> float:
         value = portal.hook.portal_spend(portal=portal, user=user, since=since)
         return float(value) if value is not None else 0.0
-    return spend
+
+    def key_spend(key_id: str, since: datetime) -> float:
+        value = portal.hook.portal_key_spend(portal=portal, key_id=key_id, since=since)
+        return float(value) if value is not None else 0.0
+    return spend, key_spend
 
 
 @hookimpl
 def portal_startup(portal):
-    portal.extensions[NAME] = Limiter(portal, portal.plugin_config(NAME), _ledger_spend(portal))
+    settings = portal.plugin_config(NAME)
+    runtime = RuntimeLimits(portal.database(), settings["refresh_seconds"])
+    portal.extensions[NAME] = Limiter(portal, settings, *_ledger_spend(portal), runtime)
+
+
+@hookimpl
+def portal_limits_set(portal, scope, ident, limits, actor):
+    limiter = portal.extensions[NAME]
+    before = limiter.runtime.get(scope, ident)
+    limiter.runtime.put(scope, ident, limits, actor.id)
+    return {"before": before, "entry": limiter.runtime.get(scope, ident)}
 
 
 @hookimpl
@@ -108,9 +120,9 @@ def portal_register_routes(portal):
         return {"user": actor.id, "role": actor.role, "storage": limiter.storage_kind,
                 "limits": limiter.status(actor)}
 
-    return [Route("/observability/limits", limits_view, access="user",
-                  query={"user": {"type": "string", "description": "another user's limits (admins)"},
-                         "role": {"enum": list(ROLES), "description": "that user's role"}},
-                  responses={"200": obj(
-        "user", "role", "storage", "limits", user=STRING, role=STRING, storage={"enum": ["redis", "memory"]},
-        limits=array(obj()))})]
+    return admin_routes(limiter, LIMITS) + [Route(
+        "/observability/limits", limits_view, access="user",
+        query={"user": {"type": "string", "description": "another user's limits (admins)"},
+               "role": {"enum": list(ROLES), "description": "that user's role"}},
+        responses={"200": obj("user", "role", "storage", "limits", user=STRING, role=STRING,
+                              storage={"enum": ["redis", "memory"]}, limits=array(obj()))})]

@@ -26,15 +26,19 @@ from agent_portal.outages import Outage
 
 from .counters import AT_LIMIT, PAST_CEILING, RESERVED, counters_for
 from .holds import BUDGETS, Hold, LimitExceeded, period
+from .runtime import SCOPES
 
 log = logging.getLogger("agent_portal.rate_limits")
 class Limiter:
     """The app's limits: which apply to whom, the shared counters, and the budget figures."""
 
-    def __init__(self, portal, settings: dict, spend_of):
+    def __init__(self, portal, settings: dict, spend_of, key_spend_of, runtime):
         self.portal = portal
         self.settings = settings
         self.spend_of = spend_of  # (user, since) -> USD stored in the ledger
+        self.key_spend_of = key_spend_of  # (key id, since) -> USD stored in the ledger
+        self.runtime = runtime  # the limits an admin set at runtime (RuntimeLimits)
+        self._table: tuple = (None, {})  # (the runtime rows it was made from, the merged table)
         url = settings.get("storage") or portal.settings.get("redis_url") or "memory://"
         self.storage_url = url
         self.storage = storage_from_string(url)
@@ -51,18 +55,59 @@ class Limiter:
         self.blind: set[str] = set()  # counter keys a call was admitted on while the store was away
 
     # --- which limits apply --------------------------------------------------------------
+    def table(self) -> dict:
+        """Return ``{scope: {id: limits}}`` for every scope of :data:`SCOPES`: the config's
+        ``rate_limits`` with what an admin set at runtime over it (an entry replaces the
+        config's limits of its scope and id whole; a lifted one removes them)."""
+        rows = self.runtime.rows()
+        made_from, table = self._table
+        if made_from is rows:
+            return table
+        table = {scope: dict(self.settings.get(scope) or {}) for scope in SCOPES}
+        for (scope, ident), entry in rows.items():
+            if scope not in table:
+                continue
+            if entry["limits"] is None:
+                table[scope].pop(ident, None)
+            else:
+                table[scope][ident] = entry["limits"]
+        self._table = (rows, table)
+        return table
+
+    def groups_of(self, actor) -> list[str]:
+        """Return the groups ``actor`` belongs to, as the ``portal_actor_groups`` plugins say."""
+        found: list[str] = []
+        for answer in self.portal.hook.portal_actor_groups(portal=self.portal, actor=actor):
+            found.extend(g for g in answer or () if g not in found)
+        return found
+
     def limits_for(self, actor, names: tuple = ()) -> list[tuple[str, tuple, dict]]:
         """Return ``[(scope, identifiers, limits)]`` that apply to ``actor`` calling a model
-        reached by any of ``names`` (a limit set on an alias holds for its upstream name too)."""
-        role_limits = dict(self.settings["roles"].get(actor.role) or {})
-        user_limits = {**role_limits, **(self.settings["users"].get(actor.id) or {})}
+        reached by any of ``names`` (a limit set on an alias holds for its upstream name too).
+        A group's limits hold for each member on their own, as a role's do."""
+        table = self.table()
+        user_limits = {**(table["roles"].get(actor.role) or {}), **(table["users"].get(actor.id) or {})}
         scopes = [("user", ("user", actor.id), user_limits)]
-        if actor.key_id and actor.key_id in self.settings["keys"]:
-            scopes.append(("key", ("key", actor.key_id), self.settings["keys"][actor.key_id]))
+        if table["groups"]:
+            for group in self.groups_of(actor):
+                if group in table["groups"]:
+                    scopes.append(("group", ("group", group, actor.id), table["groups"][group]))
+        if actor.key_id and actor.key_id in table["keys"]:
+            scopes.append(("key", ("key", actor.key_id), table["keys"][actor.key_id]))
         for name in names:
-            if name in self.settings["models"]:
-                scopes.append(("model", ("user-model", actor.id, name), self.settings["models"][name]))
+            if name in table["models"]:
+                scopes.append(("model", ("user-model", actor.id, name), table["models"][name]))
         return [(s, ids, {k: v for k, v in lim.items() if v is not None}) for s, ids, lim in scopes]
+
+    @staticmethod
+    def check_models(scopes, names: tuple) -> None:
+        """Raise 403 ``model_forbidden`` when a scope's ``models`` names none of ``names``."""
+        for scope, ids, lim in scopes:
+            allowed = lim.get("models")
+            if allowed is not None and names and not set(names) & set(allowed):
+                who = scope if scope == "user" else f"{scope} {ids[1]}"
+                raise PortalError(f"The {who} limits allow only these models: {', '.join(allowed) or 'none'}.",
+                                  status=403, code="model_forbidden")
 
     # --- the store -------------------------------------------------------------------------
     def _guarded(self, default, method, *args, **kwargs):
@@ -100,6 +145,7 @@ class Limiter:
         request; returns the holds to settle. Raises :class:`LimitExceeded` (429,
         ``Retry-After``) with nothing left reserved when a limit is reached."""
         scopes = self.limits_for(actor, names)
+        self.check_models(scopes, names)
         holds: list[Hold] = []
         try:
             self._reserve_tokens(scopes, estimate, holds)
@@ -140,19 +186,20 @@ class Limiter:
     def _reserve_budgets(self, actor, scopes, estimate, holds) -> None:
         cost = estimate.cost if estimate else 0.0
         now = datetime.now(timezone.utc)
-        wanted: dict[str, tuple[float, str, str, datetime, int]] = {}
+        wanted: dict[str, tuple] = {}
         for scope, _ids, lim in scopes:
-            if scope == "key":
-                continue  # budgets are a person's, not a key's
+            # a key's budget counts that key's calls; every other budget is its person's
+            spender = ("key", actor.key_id) if scope == "key" else ("user", actor.id)
             for budget in BUDGETS:
                 if budget in lim:
                     label, start, reset = period(budget, now)
-                    key = f"spend:{budget}:{actor.id}:{label}"
+                    key = budget_key(budget, spender, label)
                     if key not in wanted or lim[budget] < wanted[key][0]:
-                        wanted[key] = (lim[budget], scope, budget, start, reset)
-        for key, (limit, scope, budget, start, reset) in wanted.items():
+                        wanted[key] = (lim[budget], scope, budget, start, reset, spender)
+        for key, (limit, scope, budget, start, reset, spender) in wanted.items():
             reserved = self._reserve(key, cost, limit, reset + 3600,
-                                     lambda key=key, start=start: self.spend_of(actor.id, start) + self._live_amount(key))
+                                     lambda key=key, start=start, spender=spender:
+                                     self._stored_spend(spender, start) + self._live_amount(key))
             if reserved is None:
                 continue  # admitted without the store: nothing was reserved, nothing to settle
             status, generation = reserved
@@ -166,6 +213,10 @@ class Limiter:
                                     f"which would take the {name} more than {self.overshoot:.0%} past.",
                                     code=budget, headers={"Retry-After": str(reset)})
             holds.append(self._held(Hold("spend", key, cost, generation, limit * (1 + self.overshoot))))
+
+    def _stored_spend(self, spender: tuple, since: datetime) -> float:
+        kind, ident = spender
+        return self.key_spend_of(ident, since) if kind == "key" else self.spend_of(ident, since)
 
     def _reserve(self, key, amount, limit, ttl, seed) -> tuple[int, str] | None:
         """Return (status, the counter's generation) of reserving ``amount``, or None when the
@@ -255,15 +306,17 @@ class Limiter:
             self.outage.failed(exc)
 
     # --- what is left -----------------------------------------------------------------------
-    def spend(self, user: str, budget: str) -> float:
-        """Return ``user``'s spend this UTC day or month: the shared counter (calls under way
-        included) when it exists, else the ledger's figure. 503 when neither can answer."""
+    def spend(self, user: str, budget: str, key_id: str | None = None) -> float:
+        """Return ``user``'s spend (or, given ``key_id``, that key's) this UTC day or month:
+        the shared counter (calls under way included) when it exists, else the ledger's
+        figure. 503 when neither can answer."""
         label, start, _reset = period(budget, datetime.now(timezone.utc))
-        value = self._guarded(None, self.counters.get, f"spend:{budget}:{user}:{label}")
+        spender = ("key", key_id) if key_id else ("user", user)
+        value = self._guarded(None, self.counters.get, budget_key(budget, spender, label))
         if value is not None:
             return value
         try:
-            return self.spend_of(user, start)
+            return self._stored_spend(spender, start)
         except Exception as exc:
             away = self.outage.state()
             store = f"the limit store ({away['reason']})" if away else "the limit store"
@@ -298,7 +351,11 @@ class Limiter:
         for scope, ids, lim in self.limits_for(actor):
             for name, value in lim.items():
                 entry = {"scope": scope, "limit": name, "value": value}
-                if name == "requests_per_minute":
+                if scope in ("group", "key"):
+                    entry["id"] = ids[1]
+                if name == "models":
+                    pass
+                elif name == "requests_per_minute":
                     item = RateLimitItemPerMinute(value)
                     stats = self._guarded(None, self.window.get_window_stats, item, "requests", *ids)
                     entry["remaining"] = stats.remaining if stats else None
@@ -307,9 +364,16 @@ class Limiter:
                     used = self._guarded(None, self.counters.get, "tokens:" + ":".join(ids) + f":{minute}")
                     entry["remaining"] = max(0, int(value - (used or 0)))
                     entry["resets_at"] = (minute + 1) * 60
-                elif scope != "key":
-                    spent = self.spend(actor.id, name)
+                else:
+                    spent = self.spend(actor.id, name, actor.key_id if scope == "key" else None)
                     entry["spent_usd"] = round(spent, 6)
                     entry["remaining"] = round(max(0.0, value - spent), 6)
                 out.append(entry)
         return out
+
+
+def budget_key(budget: str, spender: tuple, label: str) -> str:
+    """Return the counter of ``budget`` for ``spender`` (``("user", id)`` or ``("key", id)``) in
+    the period ``label``; a person's keeps the name it always had."""
+    kind, ident = spender
+    return f"spend:{budget}:key:{ident}:{label}" if kind == "key" else f"spend:{budget}:{ident}:{label}"

@@ -20,6 +20,9 @@ class Recorder:
         self.shut_down = False
         self.refuse_model = None
         self.metrics = []
+        self.key_spend_asked = []
+        self.limits_set = []
+        self.changes = []
 
     @hookimpl
     def portal_commands(self):
@@ -48,6 +51,23 @@ class Recorder:
     @hookimpl
     def portal_spend(self, portal, user, since):
         return 42.0 if user == "big-spender" else None
+
+    @hookimpl
+    def portal_key_spend(self, portal, key_id, since):
+        self.key_spend_asked.append(key_id)
+        return 42.0
+
+    @hookimpl
+    def portal_limits_set(self, portal, scope, ident, limits, actor):
+        self.limits_set.append((scope, ident, limits, actor.id))  # and lets rate_limits store them
+
+    @hookimpl
+    def portal_actor_groups(self, portal, actor):
+        return ["recorded-team"] if actor.id.startswith("team-") else []
+
+    @hookimpl
+    def portal_admin_change(self, portal, change):
+        self.changes.append(change)
 
     @hookimpl
     def portal_recent_calls(self, portal, limit):

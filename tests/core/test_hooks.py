@@ -252,6 +252,52 @@ def test_hook_portal_spend(with_recorder):
     assert chat(app, headers=bearer(app, "frugal")).status_code == 200
 
 
+def test_hook_portal_key_spend(with_recorder):
+    recorder, make = with_recorder
+    app = make(api_keys={}, rate_limits={})
+    root = bearer(app, "root", "admin")
+    created = app.test_client().post("/admin/keys", headers=root,
+                                     json={"owner": "bob", "limits": {"daily_budget_usd": 10}}).json
+    refused = chat(app, headers={"Authorization": f"Bearer {created['key']}"})
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "daily_budget_usd"
+    assert recorder.key_spend_asked == [created["id"]]
+    assert chat(app, headers=bearer(app, "bob")).status_code == 200  # bob's own budget is not the key's
+
+
+def test_hook_portal_limits_set(with_recorder):
+    recorder, make = with_recorder
+    app = make(api_keys={}, rate_limits={})
+    created = app.test_client().post("/admin/keys", headers=bearer(app, "root", "admin"),
+                                     json={"owner": "bob", "limits": {"requests_per_minute": 7}}).json
+    assert recorder.limits_set == [("keys", created["id"], {"requests_per_minute": 7}, "root")]
+    listed = app.test_client().get("/admin/limits", headers=bearer(app, "root", "admin")).json["data"]
+    assert {"scope": "keys", "id": created["id"], "limits": {"requests_per_minute": 7},
+            "source": "runtime"}.items() <= listed[0].items()
+
+
+def test_hook_portal_actor_groups(with_recorder):
+    _, make = with_recorder
+    app = make(rate_limits={"groups": {"recorded-team": {"requests_per_minute": 1}}})
+    assert chat(app, headers=bearer(app, "team-ann")).status_code == 200
+    refused = chat(app, headers=bearer(app, "team-ann"))
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "requests_per_minute"
+    assert chat(app, headers=bearer(app, "solo")).status_code == 200
+    assert chat(app, headers=bearer(app, "solo")).status_code == 200
+
+
+def test_hook_portal_admin_change(with_recorder):
+    recorder, make = with_recorder
+    app = make(rate_limits={"users": {"ann": {"requests_per_minute": 5}}})
+    client = app.test_client()
+    assert client.put("/admin/limits/users/ann", headers=bearer(app, "root", "admin"),
+                      json={"requests_per_minute": 9}).status_code == 200
+    assert client.put("/admin/limits/users/ann", headers=bearer(app, "ann"), json={}).status_code == 403
+    assert client.put("/admin/limits/nope/ann", headers=bearer(app, "root", "admin"), json={}).status_code == 404
+    [change] = recorder.changes
+    assert (change.actor, change.action, change.target) == ("root", "limits.put", "users/ann")
+    assert (change.before, change.after) == ({"requests_per_minute": 5}, {"requests_per_minute": 9})
+
+
 def test_hook_portal_recent_calls(with_recorder):
     _, make = with_recorder
     app = make()

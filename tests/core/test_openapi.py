@@ -66,7 +66,7 @@ def test_each_operation_says_who_may_call_it_and_how_it_refuses(everything):
     assert thread["parameters"] == [{"name": "thread_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     usage = document["paths"]["/observability/usage"]["get"]
     assert {p["name"] for p in usage["parameters"] if p["in"] == "query"} == {
-        "from", "to", "group_by", "user", "model", "backend", "source", "format"}
+        "from", "to", "group_by", "user", "model", "backend", "key", "kind", "source", "format"}
 
 
 def test_a_route_s_declared_body_schema_is_documented_and_enforced(everything, fake_upstream):
