@@ -27,7 +27,7 @@ def portal_config_schema():
     return {NAME: strict_object({
         "url": {"type": "string", "pattern": "^https?://"},
         "api_key": {"type": "string", "minLength": 8},  # an Open WebUI admin's API key (a secret: checked)
-        "refresh_seconds": {"type": "number", "minimum": 1, "maximum": 3600, "default": 30},
+        "refresh_seconds": {"type": "number", "minimum": 0.2, "maximum": 3600, "default": 30},
         "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 5},
     }, required=["url", "api_key"])}
 

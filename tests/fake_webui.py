@@ -4,6 +4,11 @@ Session tokens are HS256 JWTs over ``{id, typ: "session", auth_method, auth_time
 mfa_verified, exp, jti, iat}`` signed with ``WEBUI_SECRET_KEY``. ``GET /api/v1/auths/`` answers
 200 with the user, 401 ``{"detail": ...}`` for a bad, expired or revoked token (a session stamp
 that no longer matches), and 403 for ``sk-`` API keys.
+
+Groups as 0.12.4's ``routers/groups.py`` serves them: ``GET /api/v1/groups/`` lists every group
+for an admin (each with ``member_count``, no member ids) and only the caller's own for anyone
+else; ``POST /api/v1/groups/id/{id}/users`` answers an admin with the members. Both take a
+session token or an ``sk-`` API key.
 """
 from __future__ import annotations
 
@@ -21,7 +26,11 @@ class FakeOpenWebUI:
     def __init__(self, secret: str):
         self.secret = secret
         self.users: dict[str, dict] = {}
+        self.api_keys: dict[str, str] = {}  # sk- key -> user id
+        self.groups: dict[str, dict] = {}  # id -> group, with its members' ids under "members"
         self.calls = 0
+        self.group_calls = 0
+        self.groups_unavailable = False  # group calls answer 503, as a restarting Open WebUI does
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,9 +47,50 @@ class FakeOpenWebUI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _caller(self):
+                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+                if token.startswith("sk-"):
+                    return fake.users.get(fake.api_keys.get(token))
+                try:
+                    claims = jwt.decode(token, fake.secret, algorithms=["HS256"])
+                except jwt.PyJWTError:
+                    return None
+                user = fake.users.get(claims.get("id"))
+                return user if user is not None and claims.get("session_stamp") == user["session_stamp"] else None
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[:4] != ["api", "v1", "groups", "id"] or parts[5:] != ["users"] or len(parts) != 6:
+                    return self._json(404, {"detail": "Not Found"})
+                fake.group_calls += 1
+                if fake.groups_unavailable:
+                    return self._json(503, {"detail": "Service Unavailable"})
+                caller = self._caller()
+                if caller is None:
+                    return self._json(401, {"detail": "Not authenticated"})
+                if caller["role"] != "admin":
+                    return self._json(401, {"detail": "You do not have permission to access this resource."})
+                group = fake.groups.get(parts[4])
+                if group is None:
+                    return self._json(400, {"detail": "We could not find what you're looking for :/"})
+                return self._json(200, [{k: fake.users[u][k] for k in ("id", "name", "email", "role")}
+                                        for u in group["members"] if u in fake.users])
+
             def do_GET(self):
                 if self.path == "/health":
                     return self._json(200, {"status": True})
+                if self.path == "/api/v1/groups/":
+                    fake.group_calls += 1
+                    if fake.groups_unavailable:
+                        return self._json(503, {"detail": "Service Unavailable"})
+                    caller = self._caller()
+                    if caller is None:
+                        return self._json(401, {"detail": "Not authenticated"})
+                    shown = [g for g in fake.groups.values()
+                             if caller["role"] == "admin" or caller["id"] in g["members"]]
+                    return self._json(200, [{**{k: v for k, v in g.items() if k != "members"},
+                                             "member_count": len(g["members"])} for g in shown])
                 if self.path != "/api/v1/auths/":
                     return self._json(404, {"detail": "Not Found"})
                 fake.calls += 1
@@ -80,6 +130,23 @@ class FakeOpenWebUI:
     def change_password(self, user_id: str) -> None:
         """What an admin's password change does: rotate the stamp, refusing old tokens."""
         self.users[user_id]["session_stamp"] = uuid.uuid4().hex
+
+    def add_api_key(self, user_id: str) -> str:
+        """Return a new ``sk-`` API key of ``user_id``."""
+        key = "sk-" + uuid.uuid4().hex
+        self.api_keys[key] = user_id
+        return key
+
+    def add_group(self, name: str, parent: str | None = None, members=()) -> str:
+        """Add a group (under ``parent``, a group id) with ``members`` (user ids); returns its id."""
+        group_id, now = str(uuid.uuid4()), int(time.time())
+        self.groups[group_id] = {"id": group_id, "user_id": "admin", "name": name, "description": "",
+                                 "parent_group_id": parent, "permissions": {}, "data": {}, "meta": None,
+                                 "created_at": now, "updated_at": now, "members": list(members)}
+        return group_id
+
+    def remove_member(self, group_id: str, user_id: str) -> None:
+        self.groups[group_id]["members"].remove(user_id)
 
     def stop(self):
         self.server.shutdown()

@@ -1,0 +1,106 @@
+"""Open WebUI's groups as teams: read from a stand-in that serves 0.12.4's group API, a user in
+several groups, an inherited group, and a member removed in Open WebUI."""
+from __future__ import annotations
+
+import time
+
+from agent_portal import portal_of
+
+from conftest import bearer, chat_plugins
+from limits_calls import chat, wait_for
+
+REFRESH = 0.5
+
+
+def team_app(make_app, fake_upstream, webui, api_key, **limits):
+    return make_app(**chat_plugins(fake_upstream), audit={},
+                    openwebui_groups={"url": webui.url, "api_key": api_key, "refresh_seconds": REFRESH},
+                    rate_limits={"refresh_seconds": 0.3, **limits})
+
+
+def groups_read(app):
+    directory = portal_of(app).extensions["openwebui_groups"]
+    return wait_for(lambda: directory.read_at is not None, seconds=5)
+
+
+def test_a_group_limit_holds_for_members_of_it_and_of_groups_under_it_until_removed(make_app, fake_upstream, webui):
+    for user in ("boss", "ann", "bob", "cy"):
+        webui.add_user(user, role="admin" if user == "boss" else "user")
+    eng = webui.add_group("engineering")
+    research = webui.add_group("research", parent=eng, members=["ann"])
+    webui.add_group("ml", members=["ann", "bob"])
+    webui.add_group("design", members=["cy"])
+    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("boss"),
+                   groups={"engineering": {"requests_per_minute": 1}})
+    assert groups_read(app)
+    directory = portal_of(app).extensions["openwebui_groups"]
+    assert directory.groups_of(_actor("ann")) == ["engineering", "ml", "research"]
+    assert [chat(app, user="ann").status_code for _ in range(2)] == [200, 429]  # engineering, inherited
+    assert [chat(app, user="bob").status_code for _ in range(2)] == [200, 200]  # ml only
+    limits = app.test_client().get("/observability/limits", headers=bearer(app, "ann")).json["limits"]
+    assert {"scope": "group", "id": "engineering", "limit": "requests_per_minute", "value": 1}.items() \
+        <= limits[-1].items()
+
+    webui.remove_member(research, "ann")
+    assert wait_for(lambda: chat(app, user="ann").status_code == 200, seconds=REFRESH * 6)
+
+
+def test_a_group_limit_set_at_runtime_holds_for_its_members(make_app, fake_upstream, webui):
+    webui.add_user("boss", role="admin")
+    webui.add_user("dee")
+    webui.add_group("support", members=["dee"])
+    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("boss"))
+    assert groups_read(app)
+    assert [chat(app, user="dee").status_code for _ in range(2)] == [200, 200]
+    app.test_client().put("/admin/limits/groups/support", json={"models": ["nothing-here"]},
+                          headers=bearer(app, "root", "admin"))
+    refused = chat(app, user="dee")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "model_forbidden"
+    assert "group support" in refused.json["error"]["message"]
+
+
+def test_a_member_is_matched_by_email_as_an_api_keys_owner(make_app, fake_upstream, webui):
+    webui.add_user("boss", role="admin")
+    webui.add_user("eve")
+    webui.add_group("ops", members=["eve"])
+    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("boss"),
+                   groups={"ops": {"requests_per_minute": 1}})
+    assert groups_read(app)
+    key = app.test_client().post("/admin/keys", json={"owner": "eve@example.com"},
+                                 headers=bearer(app, "root", "admin")).json["key"]
+    statuses = [app.test_client().post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                       json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+                                       ).status_code for _ in range(2)]
+    assert statuses == [200, 429]
+
+
+def test_groups_read_with_a_key_that_is_not_an_admins_say_so_and_grant_no_team(make_app, fake_upstream, webui):
+    webui.add_user("ann")
+    webui.add_group("research", members=["ann"])
+    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("ann"),
+                   groups={"research": {"requests_per_minute": 1}})
+    time.sleep(REFRESH)
+    health = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin")).json
+    groups = health["components"]["openwebui_groups"]
+    assert groups["status"] == "degraded" and "401" in groups["detail"]
+    assert [chat(app, user="ann").status_code for _ in range(2)] == [200, 200]
+
+
+def test_while_open_webui_cannot_answer_the_membership_read_last_holds(make_app, fake_upstream, webui):
+    webui.add_user("boss", role="admin")
+    webui.add_user("ann")
+    webui.add_group("research", members=["ann"])
+    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("boss"),
+                   groups={"research": {"requests_per_minute": 1}})
+    assert groups_read(app)
+    webui.groups_unavailable = True
+    time.sleep(REFRESH * 3)
+    assert [chat(app, user="ann").status_code for _ in range(2)] == [200, 429]
+    health = app.test_client().get("/observability/health", headers=bearer(app, "root", "admin")).json
+    assert "membership read last holds" in health["components"]["openwebui_groups"]["detail"]
+
+
+def _actor(user_id):
+    from agent_portal import Actor
+
+    return Actor(id=user_id, role="user", via="test")
