@@ -106,6 +106,14 @@ class Portal:
                 return actor
         return None
 
+    def actor_groups(self, actor) -> list[str]:
+        """Return the groups (teams) ``actor`` belongs to, as every ``portal_actor_groups``
+        plugin names them, each once."""
+        found: list[str] = []
+        for answer in self.hook.portal_actor_groups(portal=self, actor=actor):
+            found.extend(group for group in answer or () if group not in found)
+        return found
+
     # --- lifecycle --------------------------------------------------------------------------
     def end_streams(self) -> int:
         """End every stream being relayed with an error event (never a clean end), so each is

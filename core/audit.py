@@ -2,8 +2,10 @@
 HEAD and OPTIONS, answered below 400) is announced once to ``portal_admin_change``.
 
 A view says what it changed with :func:`note_change` (the state before and after); a view that
-says nothing is announced with its method, path and JSON body, secrets masked. Only admin routes
-announce: no user route can put a change on the trail.
+says nothing is announced with its method, path and JSON body, secrets masked. A route open to
+users announces only what its view noted of a change an admin made through it (an admin sharing
+someone's collection): what users do to their own things is never on the trail, and no caller
+can write to it.
 """
 from __future__ import annotations
 
@@ -52,10 +54,10 @@ def _body_of_request():
 def announce_admin_change(portal, response, access: str | None) -> None:
     """Announce the current request's change when it is an admin route that changed something
     (see the module docstring); never raises."""
-    if access != "admin" or request.method not in _CHANGING or response.status_code >= 400:
+    if request.method not in _CHANGING or response.status_code >= 400:
         return
     actor = g.get("actor")
-    if actor is None:
+    if actor is None or not (access == "admin" or (actor.role == "admin" and g.get("admin_change"))):
         return
     noted = g.get("admin_change") or {
         "action": f"{request.method} {request.url_rule.rule if request.url_rule else request.path}",

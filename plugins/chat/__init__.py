@@ -33,7 +33,7 @@ def portal_config_schema():
 def portal_startup(portal):
     wants_payloads = any(portal.hook.portal_wants_payloads(portal=portal))
     portal.extensions[NAME] = ChatState(ChatSettings(portal.plugin_config(NAME)), wants_payloads,
-                                        portal.settings.get("redis_url"))
+                                        portal.settings.get("redis_url"), portal.actor_groups)
 
 
 @hookimpl(tryfirst=True)

@@ -42,11 +42,12 @@ class PriceBook:
 class ChatState:
     """What the chat plugin keeps per app."""
 
-    def __init__(self, settings: ChatSettings, wants_payloads: bool = False, redis_url: str | None = None):
+    def __init__(self, settings: ChatSettings, wants_payloads: bool = False, redis_url: str | None = None,
+                 groups_of=None):
         self.settings = settings
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooloff, redis_url)
         self.capture = settings.capture or wants_payloads
-        self.rules = ModelRules(settings.models, settings.expose_upstream_models)
+        self.rules = ModelRules(settings.models, settings.expose_upstream_models, groups_of)
         self.prices = PriceBook()
         self.prefills = PrefillBook(settings.models)
 

@@ -16,33 +16,41 @@ from agent_portal.types import ROLES
 class ModelRules:
     """The aliases of ``chat.models`` seen from the upstream models they point at."""
 
-    def __init__(self, aliases: dict, expose_upstream_models: bool):
+    def __init__(self, aliases: dict, expose_upstream_models: bool, groups_of=None):
         self.aliases = aliases
         self.expose_upstream_models = expose_upstream_models
+        self.groups_of = groups_of or (lambda actor: ())  # actor -> the names of their groups (teams)
         self.by_target: dict[tuple, list[str]] = {}
         for alias, entry in aliases.items():
             self.by_target.setdefault((entry["backend"], entry.get("model", alias)), []).append(alias)
 
-    def roles_for(self, key: tuple, alias: str | None = None) -> set | None:
-        """Return the roles that may call the upstream ``key`` (backend, model) through ``alias``
-        (or directly); None when every role may."""
-        allowed = None
+    def _rules(self, key: tuple, alias: str | None) -> list[dict]:
         names = list(self.by_target.get(key, ()))
         if alias is not None and alias not in names:
             names.append(alias)
-        for name in names:
-            roles = self.aliases[name].get("roles")
-            if roles is not None:
-                allowed = set(roles) if allowed is None else allowed & set(roles)
-        return allowed
+        return [self.aliases[name] for name in names]
+
+    def groups_for(self, key: tuple, alias: str | None = None) -> list[str]:
+        """Return the groups named by any alias of the upstream ``key`` (their members may call it)."""
+        return sorted({g for rule in self._rules(key, alias) for g in rule.get("groups") or ()})
 
     def may_call(self, actor, key: tuple, alias: str | None = None, portal_name: bool = False) -> bool:
         """Return True when ``actor`` may call the upstream ``key`` through ``alias`` (or directly;
-        ``portal_name`` when that direct name is the portal's own, see ``ModelInfo``)."""
+        ``portal_name`` when that direct name is the portal's own, see ``ModelInfo``): every
+        alias of it that names ``roles`` or ``groups`` lets them in by their role or by a group."""
         if alias is None and not portal_name and not self.expose_upstream_models:
             return False
-        roles = self.roles_for(key, alias)
-        return roles is None or actor.role in roles
+        groups = None
+        for rule in self._rules(key, alias):
+            roles, named = rule.get("roles"), rule.get("groups")
+            if (roles is None and named is None) or (roles is not None and actor.role in roles):
+                continue
+            if named:
+                groups = set(self.groups_of(actor)) if groups is None else groups
+                if groups & set(named):
+                    continue
+            return False
+        return True
 
     def names_for(self, key: tuple, name: str) -> tuple:
         """Return every name that reaches ``key``: ``name``, the upstream name and its aliases."""
@@ -63,11 +71,11 @@ def target_key(target) -> tuple:
     return (target.backend.name, target.upstream_model)
 
 
-def resolve(portal, rules: ModelRules, actor, model: str) -> ChatTarget:
+def resolve(portal, rules: ModelRules, actor, model: str, check_access: bool = True) -> ChatTarget:
     """Return where ``model`` goes for ``actor``, with its prices and every name of its target.
 
     Raises 404 (OpenAI shape) when nobody serves the name (or only aliases are served) and 403
-    when the caller's role may not call the model behind it.
+    when the caller's role or groups may not call the model behind it (unless not ``check_access``).
     """
     alias = model if model in rules.aliases else None
     target = portal.hook.portal_chat_backend(portal=portal, model=model)
@@ -75,7 +83,7 @@ def resolve(portal, rules: ModelRules, actor, model: str) -> ChatTarget:
         raise PortalError(f"The model `{model}` does not exist or is not served here.", status=404,
                           code="model_not_found", type="invalid_request_error")
     key = target_key(target)
-    if not rules.may_call(actor, key, alias, target.portal_name):
+    if check_access and not rules.may_call(actor, key, alias, target.portal_name):
         raise PortalError(f"You may not use the model `{model}`.", status=403, code="model_forbidden")
     changes = {"names": rules.names_for(key, model)}
     if alias is None and target.input_cost_per_token is None and target.output_cost_per_token is None:
@@ -116,7 +124,7 @@ def model_catalog(portal, rules: ModelRules, prefills=None) -> list[dict]:
     catalog = []
     for name in sorted(names):
         try:
-            target = resolve(portal, rules, admin, name)
+            target = resolve(portal, rules, admin, name, check_access=False)
         except PortalError:
             continue  # not served (an alias whose backend is gone, or hidden upstream names)
         key, alias = target_key(target), name if name in rules.aliases else None
@@ -124,6 +132,7 @@ def model_catalog(portal, rules: ModelRules, prefills=None) -> list[dict]:
             "model": name, "backend": target.backend.name, "upstream_model": target.upstream_model,
             "roles": [role for role in ROLES if rules.may_call(Actor(id="-", role=role, via="catalog"), key, alias,
                                                                 target.portal_name)],
+            "groups": rules.groups_for(key, alias),
             "input_cost_per_token": target.input_cost_per_token,
             "output_cost_per_token": target.output_cost_per_token,
             "fallbacks": list(target.fallbacks), "alias": alias is not None,

@@ -19,6 +19,8 @@ def config_schema() -> dict:
             "input_cost_per_token": {"type": "number", "minimum": 0},
             "output_cost_per_token": {"type": "number", "minimum": 0},
             "roles": {"type": "array", "items": {"enum": list(ROLES)}},
+            # Open WebUI groups (portal_actor_groups) whose members may call it, whatever their role
+            "groups": {"type": "array", "items": {"type": "string", "minLength": 1}},
             "continue_on_failure": {"type": "boolean"},
             # whether the model takes a prefill (an answer to continue); unset: tried, and learned
             "supports_prefill": {"type": "boolean"},

@@ -34,7 +34,7 @@ class DocumentState:
 
     def __init__(self, portal, settings: DocumentSettings):
         self.settings = settings
-        self.catalog = Catalog(portal.database())
+        self.catalog = Catalog(portal.database(), portal.actor_groups)
         self.queue = IngestQueue(settings.queue)
         self.worker = WorkerClient(portal, settings.embedder["service_url"])
         self.backend = DocsBackend(portal)

@@ -23,6 +23,7 @@ collections = sa.Table(
     sa.Column("owner", sa.String(200), nullable=False, index=True),
     sa.Column("shared_roles", sa.Text, nullable=False, default="[]"),
     sa.Column("shared_users", sa.Text, nullable=False, default="[]"),
+    sa.Column("shared_groups", sa.Text, default="[]"),  # Open WebUI groups (portal_actor_groups)
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("owner", "name", name="uq_portal_doc_collections_owner_name"),
 )
@@ -59,7 +60,8 @@ jobs = sa.Table(
 
 def _collection(row) -> dict:
     return {"id": row.id, "name": row.name, "description": row.description, "owner": row.owner,
-            "shared_with": {"roles": json.loads(row.shared_roles), "users": json.loads(row.shared_users)},
+            "shared_with": {"roles": json.loads(row.shared_roles), "users": json.loads(row.shared_users),
+                            "groups": json.loads(row.shared_groups or "[]")},
             "created_at": row.created_at}
 
 
@@ -78,15 +80,16 @@ def file_view(row) -> dict:
 class Catalog:
     """Collections and files in the portal's database."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, groups_of=None):
         self.engine = engine
+        self.groups_of = groups_of or (lambda actor: ())  # actor -> the names of their groups
         create_tables(engine, metadata)
 
     # --- collections -------------------------------------------------------------------------------
     def create_collection(self, owner: str, name: str, description: str) -> dict | None:
         """Return the new collection, or None when ``owner`` already has one of that name."""
         row = {"id": uuid.uuid4().hex, "name": name, "description": description, "owner": owner,
-               "shared_roles": "[]", "shared_users": "[]", "created_at": time.time()}
+               "shared_roles": "[]", "shared_users": "[]", "shared_groups": "[]", "created_at": time.time()}
         try:
             with self.engine.begin() as conn:
                 conn.execute(collections.insert().values(**row))
@@ -100,21 +103,25 @@ class Catalog:
         return None if row is None else _collection(row)
 
     def readable(self, actor) -> list[dict]:
-        """Return the collections ``actor`` may read: their own, those shared with their role or
-        with them by name; every collection for an admin. Own ones first, then by age."""
+        """Return the collections ``actor`` may read: their own, those shared with their role, a
+        group of theirs or with them by name; every collection for an admin. Own ones first,
+        then by age."""
         with self.engine.connect() as conn:
             rows = [_collection(r) for r in conn.execute(sa.select(collections).order_by(collections.c.created_at))]
         if actor.role == "admin":
             return sorted(rows, key=lambda c: c["owner"] != actor.id)
         mine = [c for c in rows if c["owner"] == actor.id]
+        groups = set(self.groups_of(actor)) if any(c["shared_with"]["groups"] for c in rows) else set()
         shared = [c for c in rows if c["owner"] != actor.id and (actor.role in c["shared_with"]["roles"]
-                                                                  or actor.id in c["shared_with"]["users"])]
+                                                                  or actor.id in c["shared_with"]["users"]
+                                                                  or groups & set(c["shared_with"]["groups"]))]
         return mine + shared
 
-    def share(self, collection_id: str, roles: list[str], users: list[str]) -> dict:
+    def share(self, collection_id: str, roles: list[str], users: list[str], groups: list[str] = ()) -> dict:
         with self.engine.begin() as conn:
             conn.execute(collections.update().where(collections.c.id == collection_id).values(
-                shared_roles=json.dumps(sorted(set(roles))), shared_users=json.dumps(sorted(set(users)))))
+                shared_roles=json.dumps(sorted(set(roles))), shared_users=json.dumps(sorted(set(users))),
+                shared_groups=json.dumps(sorted(set(groups)))))
         return self.collection(collection_id)
 
     def delete_collection(self, collection_id: str) -> list[str]:

@@ -6,6 +6,7 @@ import json
 from flask import Response, g, request
 
 from agent_portal import PortalError
+from agent_portal.audit import note_change
 
 from .settings import state_of
 
@@ -51,7 +52,8 @@ def collection_view(portal, collection_id):
     if request.method == "GET":
         collection = readable_collection(portal, actor, collection_id)
         return _json({**collection, "files": state.catalog.files_of(collection_id)})
-    owned_collection(portal, actor, collection_id)
+    collection = owned_collection(portal, actor, collection_id)
+    note_change("documents.delete_collection", f"collections/{collection_id}", collection, None)
     removed = state.catalog.delete_collection(collection_id)
     if removed:
         state.queue.purge(removed)
@@ -59,9 +61,10 @@ def collection_view(portal, collection_id):
 
 
 def share_view(portal, collection_id):
-    """``PUT /documents/collections/{id}/sharing`` ``{roles: [...], users: [...]}`` (replaces)."""
+    """``PUT /documents/collections/{id}/sharing`` ``{roles, users, groups}`` (replaces)."""
     state, actor = state_of(portal), g.actor
-    owned_collection(portal, actor, collection_id)
+    before = owned_collection(portal, actor, collection_id)["shared_with"]
     body = g.json_body  # checked against schemas.SHARING by the core
-    roles, users = body.get("roles", []), body.get("users", [])
-    return _json(state.catalog.share(collection_id, roles, users))
+    shared = state.catalog.share(collection_id, body.get("roles", []), body.get("users", []), body.get("groups", []))
+    note_change("documents.share", f"collections/{collection_id}", before, shared["shared_with"])
+    return _json(shared)

@@ -15,6 +15,7 @@ from flask import Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from agent_portal import PortalError
+from agent_portal.audit import note_change
 from agent_portal.offload import off_loop
 
 from .checks import check_file
@@ -105,7 +106,10 @@ def retry_view(portal, file_id):
         raise PortalError(f"{record['name']} is {record['status']}; only a failed file is retried.", status=409,
                           code="not_failed")
     state.queue.enqueue(file_id)
-    return Response(json.dumps(state.catalog.file(file_id)), status=202, mimetype="application/json")
+    queued = state.catalog.file(file_id)
+    note_change("documents.retry", f"files/{file_id}", {"status": record["status"], "error": record["error"]},
+                {"status": queued["status"], "attempts": queued["attempts"]})
+    return Response(json.dumps(queued), status=202, mimetype="application/json")
 
 
 def _file_for(portal, file_id: str, check) -> dict:
@@ -126,6 +130,7 @@ def file_view(portal, file_id):
     record = _file_for(portal, file_id, readable_collection if request.method == "GET" else owned_collection)
     if request.method == "GET":
         return Response(json.dumps(record), status=200, mimetype="application/json")
+    note_change("documents.delete_file", f"files/{file_id}", record, None)
     state.catalog.delete_file(file_id)  # at once: searches leave it out; a job under way sees it gone
     state.queue.purge([file_id])  # its chunks, by the job worker (the store is its alone)
     return Response(status=204)

@@ -18,7 +18,9 @@ NEW_COLLECTION = {"type": "object", "required": ["name"], "x-error-code": "inval
 SHARING = {"type": "object", "x-error-code": "invalid_json", "properties": {
     "roles": {"type": "array", "items": {"enum": list(ROLES), **_BAD}, **_BAD},
     "users": {"type": "array", "maxItems": 1000, "items": {"type": "string", "minLength": 1, "maxLength": 200, **_BAD},
-              **_BAD}}}
+              **_BAD},
+    "groups": {"type": "array", "maxItems": 1000, "items": {"type": "string", "minLength": 1, "maxLength": 200, **_BAD},
+               **_BAD}}}
 
 EMBEDDINGS = {"type": "object", "required": ["input"], "x-error-code": "invalid_json", "properties": {
     "model": {"type": "string", **_BAD},

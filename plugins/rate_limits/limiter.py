@@ -74,13 +74,6 @@ class Limiter:
         self._table = (rows, table)
         return table
 
-    def groups_of(self, actor) -> list[str]:
-        """Return the groups ``actor`` belongs to, as the ``portal_actor_groups`` plugins say."""
-        found: list[str] = []
-        for answer in self.portal.hook.portal_actor_groups(portal=self.portal, actor=actor):
-            found.extend(g for g in answer or () if g not in found)
-        return found
-
     def limits_for(self, actor, names: tuple = ()) -> list[tuple[str, tuple, dict]]:
         """Return ``[(scope, identifiers, limits)]`` that apply to ``actor`` calling a model
         reached by any of ``names`` (a limit set on an alias holds for its upstream name too).
@@ -89,7 +82,7 @@ class Limiter:
         user_limits = {**(table["roles"].get(actor.role) or {}), **(table["users"].get(actor.id) or {})}
         scopes = [("user", ("user", actor.id), user_limits)]
         if table["groups"]:
-            for group in self.groups_of(actor):
+            for group in self.portal.actor_groups(actor):
                 if group in table["groups"]:
                     scopes.append(("group", ("group", group, actor.id), table["groups"][group]))
         if actor.key_id and actor.key_id in table["keys"]:

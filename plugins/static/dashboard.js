@@ -4,7 +4,7 @@
 "use strict";
 
 const TOKEN_KEY = "agent-portal-token";
-const TABS = ["overview", "usage", "calls", "keys", "limits", "models"];
+const TABS = ["overview", "usage", "calls", "keys", "limits", "models", "documents", "agents", "audit"];
 const $ = (id) => document.getElementById(id);
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
@@ -186,7 +186,8 @@ async function loadEmbeds() {
 }
 
 // A tab whose plugin is off is not offered (its API would answer 404).
-const TAB_PLUGINS = { keys: "api_keys", limits: "rate_limits", models: "chat" };
+const TAB_PLUGINS = { keys: "api_keys", limits: "rate_limits", models: "chat", documents: "documents",
+  agents: "langgraph", audit: "audit" };
 function showAvailableTabs() {
   for (const [tab, plugin] of Object.entries(TAB_PLUGINS)) {
     document.querySelector(`#tabs a[data-tab="${tab}"]`).hidden = !(me.plugins || []).includes(plugin);
@@ -324,7 +325,7 @@ function usageQuery() {
   const from = $("usage-from").value, to = $("usage-to").value;
   if (from) params.set("from", from);
   if (to) params.set("to", new Date(new Date(`${to}T00:00:00Z`).getTime() + 86400 * 1000).toISOString());
-  for (const key of ["user", "model", "backend"]) {
+  for (const key of ["user", "model", "backend", "key", "kind"]) {
     const value = $(`usage-${key}`).value.trim();
     if (value) params.set(key, value);
   }
@@ -489,14 +490,48 @@ function connectLive() {
 }
 
 // --- keys ------------------------------------------------------------------------------------------
+function hasPlugin(name) { return (me.plugins || []).includes(name); }
+
+// "rpm 5 · $2/day · models a, b": a limits object in a line
+function limitsText(limits) {
+  if (!limits) return "none";
+  const parts = [];
+  if (limits.requests_per_minute) parts.push(`${limits.requests_per_minute} req/min`);
+  if (limits.tokens_per_minute) parts.push(`${limits.tokens_per_minute} tok/min`);
+  if (limits.daily_budget_usd !== undefined && limits.daily_budget_usd !== null) parts.push(`${money(limits.daily_budget_usd)}/day`);
+  if (limits.monthly_budget_usd !== undefined && limits.monthly_budget_usd !== null) parts.push(`${money(limits.monthly_budget_usd)}/month`);
+  if (limits.models) parts.push(`models ${limits.models.join(", ") || "none"}`);
+  return parts.join(" · ") || "none";
+}
+
+// The limits a form's fields give (blank: no such limit); ``prefix`` names the fields.
+function limitsFromForm(prefix) {
+  const limits = {};
+  const number = (id, key, whole) => {
+    const field = $(`${prefix}-${id}`);
+    if (!field || field.value.trim() === "") return;
+    limits[key] = whole ? parseInt(field.value, 10) : Number(field.value);
+  };
+  number("rpm", "requests_per_minute", true);
+  number("tpm", "tokens_per_minute", true);
+  number("daily", "daily_budget_usd", false);
+  number("monthly", "monthly_budget_usd", false);
+  const models = $(`${prefix}-models`).value.trim();
+  if (models) limits.models = models.split(",").map((m) => m.trim()).filter(Boolean);
+  return limits;
+}
+
 async function loadKeys() {
   setState("keys-state", "Loading…");
   const tbody = $("keys").querySelector("tbody");
   try {
-    const keys = await api("/admin/keys");
+    const [keys, limits] = await Promise.all([api("/admin/keys"),
+      hasPlugin("rate_limits") ? api("/admin/limits") : { data: [] }]);
+    const keyLimits = Object.fromEntries(limits.data.filter((e) => e.scope === "keys").map((e) => [e.id, e.limits]));
     tbody.replaceChildren();
     for (const key of keys.data) {
       const row = document.createElement("tr");
+      row.dataset.key = key.id;
       cell(row, text(key.name));
       cell(row, key.owner);
       cell(row, key.role);
@@ -504,17 +539,14 @@ async function loadKeys() {
       cell(row, when(key.created_at));
       cell(row, key.expires_at ? when(key.expires_at) : "never");
       cell(row, when(key.last_used_at));
+      cell(row, money(key.spent_usd_this_month), "num");
+      cell(row, limitsText(keyLimits[key.id]), "text");
       const expired = key.expires_at && new Date(key.expires_at) < new Date();
       const state = key.revoked_at ? "revoked" : expired ? "expired" : "active";
       pillCell(row, state, state === "active" ? "up" : "down");
       const actions = cell(row, "");
-      if (!key.revoked_at) {
-        const button = document.createElement("button");
-        button.type = "button";
-        button.textContent = "Revoke";
-        button.addEventListener("click", () => revokeKey(key));
-        actions.appendChild(button);
-      }
+      if (!key.revoked_at && hasPlugin("rate_limits")) actions.appendChild(button("Limits", () => editLimit("keys", key.id, keyLimits[key.id])));
+      if (!key.revoked_at) actions.appendChild(button("Revoke", () => revokeKey(key)));
       tbody.appendChild(row);
     }
     setState("keys-state", keys.data.length ? "" : "No API keys yet.");
@@ -523,11 +555,21 @@ async function loadKeys() {
   }
 }
 
+function button(label, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = label;
+  element.addEventListener("click", onClick);
+  return element;
+}
+
 async function createKey(event) {
   event.preventDefault();
   const body = { owner: $("key-owner").value.trim(), role: $("key-role").value };
   if ($("key-name").value.trim()) body.name = $("key-name").value.trim();
   if ($("key-expires").value.trim()) body.expires_in = $("key-expires").value.trim();
+  const limits = limitsFromForm("key");
+  if (Object.keys(limits).length) body.limits = limits;
   try {
     const created = await api("/admin/keys", { method: "POST", body });
     $("key-secret-value").textContent = created.key;
@@ -552,6 +594,82 @@ async function revokeKey(key) {
 
 // --- limits ----------------------------------------------------------------------------------------
 async function loadLimits() {
+  loadAllLimits();
+  loadUserLimits();
+}
+
+async function loadAllLimits() {
+  setState("all-limits-state", "Loading…");
+  const tbody = $("all-limits").querySelector("tbody");
+  try {
+    const answer = await api("/admin/limits");
+    $("limits-refresh").textContent = "Set here, a limit holds on every worker and instance within " +
+      `${answer.refresh_seconds} s; it replaces the config's for its scope and id.`;
+    tbody.replaceChildren();
+    for (const entry of answer.data) {
+      const row = document.createElement("tr");
+      row.dataset.limit = `${entry.scope}/${entry.id}`;
+      const limits = entry.limits || {};
+      cell(row, entry.scope);
+      cell(row, entry.id);
+      cell(row, text(limits.requests_per_minute), "num");
+      cell(row, text(limits.tokens_per_minute), "num");
+      cell(row, limits.daily_budget_usd === undefined ? "—" : money(limits.daily_budget_usd), "num");
+      cell(row, limits.monthly_budget_usd === undefined ? "—" : money(limits.monthly_budget_usd), "num");
+      cell(row, limits.models ? limits.models.join(", ") || "none" : "any", "text");
+      pillCell(row, entry.source, entry.source === "config" ? "" : entry.source === "lifted" ? "down" : "up");
+      cell(row, entry.changed_by ? `${entry.changed_by}, ${new Date(entry.changed_at * 1000).toLocaleString()}` : "—");
+      const actions = cell(row, "");
+      actions.appendChild(button("Edit", () => editLimit(entry.scope, entry.id, entry.limits)));
+      if (entry.source !== "lifted") actions.appendChild(button("Remove", () => removeLimit(entry)));
+      tbody.appendChild(row);
+    }
+    setState("all-limits-state", answer.data.length ? "" : "No limits are set: every call is let through.");
+  } catch (error) {
+    fail("all-limits-state", error);
+  }
+}
+
+// Fill the limit form with one scope and id's limits, on the Limits tab.
+function editLimit(scope, id, limits) {
+  const values = limits || {};
+  $("edit-scope").value = scope;
+  $("edit-id").value = id;
+  $("edit-rpm").value = values.requests_per_minute || "";
+  $("edit-tpm").value = values.tokens_per_minute || "";
+  $("edit-daily").value = values.daily_budget_usd ?? "";
+  $("edit-monthly").value = values.monthly_budget_usd ?? "";
+  $("edit-models").value = values.models ? values.models.join(", ") : "";
+  if (location.hash !== "#limits") location.hash = "#limits";
+  $("edit-id").focus();
+}
+
+async function saveLimit(event) {
+  event.preventDefault();
+  const scope = $("edit-scope").value, id = $("edit-id").value.trim();
+  try {
+    await api(`/admin/limits/${encodeURIComponent(scope)}/${encodeURIComponent(id)}`,
+      { method: "PUT", body: limitsFromForm("edit") });
+    $("limit-edit").reset();
+    await loadAllLimits();
+    setState("all-limits-state", `Saved the limits of ${scope}/${id}.`);
+  } catch (error) {
+    fail("all-limits-state", error);
+  }
+}
+
+async function removeLimit(entry) {
+  const what = entry.config ? " (the config's too, until set again)" : "";
+  if (!window.confirm(`Remove every limit of ${entry.scope}/${entry.id}${what}?`)) return;
+  try {
+    await api(`/admin/limits/${encodeURIComponent(entry.scope)}/${encodeURIComponent(entry.id)}`, { method: "DELETE" });
+    await loadAllLimits();
+  } catch (error) {
+    fail("all-limits-state", error);
+  }
+}
+
+async function loadUserLimits() {
   if (!$("limits-user").value && me) $("limits-user").value = me.user;
   setState("limits-state", "Loading…");
   const tbody = $("limits").querySelector("tbody");
@@ -563,8 +681,14 @@ async function loadLimits() {
     for (const limit of answer.limits) {
       const row = document.createElement("tr");
       const isMoney = limit.limit.endsWith("_usd");
-      cell(row, limit.scope);
+      cell(row, limit.id ? `${limit.scope} ${limit.id}` : limit.scope);
       cell(row, limit.limit);
+      if (limit.limit === "models") {
+        cell(row, limit.value.join(", ") || "none", "text");
+        for (let i = 0; i < 3; i++) cell(row, "—");
+        tbody.appendChild(row);
+        continue;
+      }
       cell(row, isMoney ? money(limit.value) : text(limit.value), "num");
       const used = isMoney ? limit.spent_usd : limit.remaining === undefined || limit.remaining === null
         ? null : limit.value - limit.remaining;
@@ -610,8 +734,129 @@ async function loadModels() {
   }
 }
 
+// --- documents --------------------------------------------------------------------------------------
+async function loadDocuments() {
+  setState("documents-state", "Loading…");
+  const tbody = $("documents").querySelector("tbody");
+  try {
+    const listing = await api("/documents/collections");
+    const owner = $("documents-owner").value.trim(), wanted = $("documents-status").value;
+    const chosen = listing.collections.filter((c) => !owner || c.owner === owner);
+    const detailed = await Promise.all(chosen.map((c) => api(`/documents/collections/${encodeURIComponent(c.id)}`)));
+    tbody.replaceChildren();
+    const counts = {};
+    for (const collection of detailed) {
+      for (const file of collection.files) {
+        counts[file.status] = (counts[file.status] || 0) + 1;
+        if (wanted && file.status !== wanted) continue;
+        const row = document.createElement("tr");
+        row.dataset.file = file.id;
+        cell(row, collection.name);
+        cell(row, collection.owner);
+        cell(row, file.name, "text");
+        cell(row, `${Math.ceil(file.size / 1024)} KB`, "num");
+        pillCell(row, file.status, file.status === "ready" ? "up" : file.status === "failed" ? "down" : "degraded");
+        cell(row, `${Math.round((file.progress || 0) * 100)}%`, "num");
+        cell(row, text(file.error), "text");
+        cell(row, when(new Date(file.created_at * 1000).toISOString()));
+        const actions = cell(row, "");
+        if (file.status === "failed") actions.appendChild(button("Retry", () => fileAction(file, "retry")));
+        actions.appendChild(button("Delete", () => fileAction(file, "delete")));
+        tbody.appendChild(row);
+      }
+    }
+    $("documents-totals").textContent = `${detailed.length} collection(s); files: ` +
+      (Object.entries(counts).map(([status, n]) => `${n} ${status}`).join(", ") || "none");
+    setState("documents-state", tbody.children.length ? "" : "No files match.");
+  } catch (error) {
+    fail("documents-state", error);
+  }
+}
+
+async function fileAction(file, action) {
+  if (action === "delete" && !window.confirm(`Delete ${file.name}? Its chunks leave every search at once.`)) return;
+  try {
+    if (action === "retry") await api(`/documents/files/${encodeURIComponent(file.id)}/retry`, { method: "POST" });
+    else await api(`/documents/files/${encodeURIComponent(file.id)}`, { method: "DELETE" });
+    await loadDocuments();
+    setState("documents-state", action === "retry" ? `${file.name} is queued again.` : `${file.name} is deleted.`);
+  } catch (error) {
+    fail("documents-state", error);
+  }
+}
+
+// --- agents ----------------------------------------------------------------------------------------
+async function loadAgents() {
+  setState("agents-state", "Loading…");
+  const tbody = $("agents").querySelector("tbody");
+  try {
+    const user = $("agents-user").value.trim();
+    const body = { limit: 100, sort_by: "updated_at", sort_order: "desc" };
+    if (user) body.metadata = { portal_owner: user };
+    const threads = await api("/agents/threads/search", { method: "POST", body });
+    tbody.replaceChildren();
+    threads.sort((a, b) => String((a.metadata || {}).portal_owner).localeCompare(String((b.metadata || {}).portal_owner)));
+    for (const thread of threads) {
+      const row = document.createElement("tr");
+      cell(row, text((thread.metadata || {}).portal_owner));
+      cell(row, thread.thread_id);
+      pillCell(row, text(thread.status), thread.status === "error" ? "down" : thread.status === "busy" ? "degraded" : "up");
+      cell(row, when(thread.created_at));
+      cell(row, when(thread.updated_at));
+      const runs = cell(row, "", "text");
+      runs.appendChild(button("Show runs", () => showRuns(thread, runs)));
+      tbody.appendChild(row);
+    }
+    setState("agents-state", threads.length ? "" : "No agent threads.");
+  } catch (error) {
+    fail("agents-state", error);
+  }
+}
+
+async function showRuns(thread, target) {
+  try {
+    const runs = await api(`/agents/threads/${encodeURIComponent(thread.thread_id)}/runs`);
+    target.textContent = runs.length ? runs.map((r) => `${r.status} ${when(r.created_at)}`).join(" · ") : "no runs";
+  } catch (error) {
+    target.textContent = describe(error);
+  }
+}
+
+// --- audit -----------------------------------------------------------------------------------------
+let auditBefore = null;
+
+function stateText(value) { return value === null || value === undefined ? "—" : JSON.stringify(value); }
+
+async function loadAudit(older) {
+  setState("audit-state", "Loading…");
+  const tbody = $("audit").querySelector("tbody");
+  try {
+    const params = new URLSearchParams({ limit: "100" });
+    if ($("audit-action").value) params.set("action", $("audit-action").value);
+    if ($("audit-actor").value.trim()) params.set("actor", $("audit-actor").value.trim());
+    if (older && auditBefore) params.set("before", auditBefore);
+    const answer = await api(`/admin/audit?${params}`);
+    if (!older) tbody.replaceChildren();
+    for (const change of answer.data) {
+      const row = document.createElement("tr");
+      cell(row, when(change.at));
+      cell(row, change.actor);
+      cell(row, change.action);
+      cell(row, change.target, "text");
+      cell(row, stateText(change.before), "text");
+      cell(row, stateText(change.after), "text");
+      tbody.appendChild(row);
+    }
+    auditBefore = answer.next_before;
+    $("audit-older").hidden = answer.data.length < 100;
+    setState("audit-state", tbody.children.length ? "" : "No admin changes yet.");
+  } catch (error) {
+    fail("audit-state", error);
+  }
+}
+
 const LOADERS = { overview: loadOverview, usage: loadUsage, calls: loadCalls, keys: loadKeys, limits: loadLimits,
-  models: loadModels };
+  models: loadModels, documents: loadDocuments, agents: loadAgents, audit: () => loadAudit(false) };
 
 // --- wiring ----------------------------------------------------------------------------------------
 async function start() {
@@ -626,7 +871,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("errors-filter").addEventListener("input", showFailedCalls);
   $("errors-form").addEventListener("submit", (event) => event.preventDefault());
   $("key-form").addEventListener("submit", createKey);
-  $("limits-form").addEventListener("submit", (event) => { event.preventDefault(); loadLimits(); });
+  $("limits-form").addEventListener("submit", (event) => { event.preventDefault(); loadUserLimits(); });
+  $("limit-edit").addEventListener("submit", saveLimit);
+  $("documents-form").addEventListener("submit", (event) => { event.preventDefault(); loadDocuments(); });
+  $("agents-form").addEventListener("submit", (event) => { event.preventDefault(); loadAgents(); });
+  $("audit-form").addEventListener("submit", (event) => { event.preventDefault(); loadAudit(false); });
+  $("audit-older").addEventListener("click", () => loadAudit(true));
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());

@@ -269,3 +269,19 @@ def test_an_admin_change_its_view_does_not_describe_is_recorded_with_its_body_se
     [row] = audit_rows(app)
     assert (row["action"], row["target"]) == ("POST /admin/settings", "/admin/settings")
     assert row["after"] == {"url": "http://example", "api_key": "***", "nested": [{"password": "***"}]}
+
+
+def test_an_admins_sharing_of_a_collection_is_on_the_trail_and_its_owners_own_is_not(make_app, fake_upstream,
+                                                                                    tmp_path):
+    from documents_worker import worker_sections
+
+    app = make_app(**chat_plugins(fake_upstream), audit={}, documents=worker_sections(tmp_path))
+    client = app.test_client()
+    made = client.post("/documents/collections", json={"name": "runbooks"}, headers=bearer(app, "ann")).json
+    sharing = f"/documents/collections/{made['id']}/sharing"
+    assert client.put(sharing, json={"users": ["bob"]}, headers=bearer(app, "ann")).status_code == 200
+    assert client.put(sharing, json={"roles": ["user"]}, headers=admin(app)).status_code == 200
+    [row] = audit_rows(app)
+    assert (row["action"], row["target"], row["actor"]) == ("documents.share", f"collections/{made['id']}", "root")
+    assert row["before"] == {"roles": [], "users": ["bob"], "groups": []}
+    assert row["after"] == {"roles": ["user"], "users": [], "groups": []}

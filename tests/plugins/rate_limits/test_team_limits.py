@@ -104,3 +104,51 @@ def _actor(user_id):
     from agent_portal import Actor
 
     return Actor(id=user_id, role="user", via="test")
+
+
+def test_a_model_named_for_a_group_is_for_its_members_and_the_roles_it_names(make_app, fake_upstream, webui):
+    webui.add_user("boss", role="admin")
+    for user in ("ann", "bob"):
+        webui.add_user(user)
+    lab = webui.add_group("lab", members=["ann"])
+    models = {"lab-model": {"backend": "fake", "model": "echo-crlf", "groups": ["lab"], "roles": ["admin"]}}
+    app = make_app(**chat_plugins(fake_upstream, models=models),
+                   openwebui_groups={"url": webui.url, "api_key": webui.add_api_key("boss"), "refresh_seconds": REFRESH})
+    assert groups_read(app)
+    assert chat(app, user="ann", model="lab-model").status_code == 200
+    assert chat(app, user="root", role="admin", model="lab-model").status_code == 200
+    refused = chat(app, user="bob", model="lab-model")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "model_forbidden"
+    assert chat(app, user="bob", model="echo-crlf").status_code == 403  # its upstream name too
+    listed = app.test_client().get("/v1/models", headers=bearer(app, "bob")).json["data"]
+    assert "lab-model" not in {m["id"] for m in listed}
+    catalog = app.test_client().get("/admin/models", headers=bearer(app, "root", "admin")).json["data"]
+    [entry] = [m for m in catalog if m["model"] == "lab-model"]
+    assert (entry["roles"], entry["groups"]) == (["admin"], ["lab"])
+    webui.remove_member(lab, "ann")
+    assert wait_for(lambda: chat(app, user="ann", model="lab-model").status_code == 403, seconds=REFRESH * 6)
+
+
+def test_a_collection_shared_with_a_group_is_read_by_its_members_only(make_app, fake_upstream, webui, tmp_path):
+    from documents_worker import worker_sections
+
+    webui.add_user("boss", role="admin")
+    for user in ("ann", "bob", "cy"):
+        webui.add_user(user)
+    team = webui.add_group("support", members=["bob"])
+    app = make_app(**chat_plugins(fake_upstream), documents=worker_sections(tmp_path),
+                   openwebui_groups={"url": webui.url, "api_key": webui.add_api_key("boss"), "refresh_seconds": REFRESH})
+    assert groups_read(app)
+    client = app.test_client()
+    made = client.post("/documents/collections", json={"name": "runbooks"}, headers=bearer(app, "ann")).json
+    shared = client.put(f"/documents/collections/{made['id']}/sharing", json={"groups": ["support"]},
+                        headers=bearer(app, "ann")).json
+    assert shared["shared_with"] == {"roles": [], "users": [], "groups": ["support"]}
+
+    def readers():
+        return {user for user in ("bob", "cy") if any(
+            c["id"] == made["id"] for c in client.get("/documents/collections", headers=bearer(app, user)).json["collections"])}
+
+    assert readers() == {"bob"}
+    webui.remove_member(team, "bob")
+    assert wait_for(lambda: readers() == set(), seconds=REFRESH * 6)
