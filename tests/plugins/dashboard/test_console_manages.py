@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import bearer, chat_plugins, settled_rows
+from conftest import ARTIFACTS, bearer, chat_plugins, settled_rows
 from documents_worker import make_collection, upload, worker_sections
 from test_dashboard_browser import WIDTHS, finish, open_console
 
@@ -97,11 +97,11 @@ def test_an_admin_reads_the_audit_tab(browser, managed, width):
 def test_an_admin_retries_a_failed_file_from_the_documents_tab(browser, make_app, fake_upstream, live_server,
                                                                  with_worker, tmp_path, width):
     app = with_worker(make_app(**chat_plugins(fake_upstream), dashboard={}, audit={},
-                               documents=worker_sections(tmp_path, max_text_chars=200)))
+                               documents=worker_sections(tmp_path, max_text_chars=1000)))
     server = live_server(app)
     client, alice = app.test_client(), bearer(app, "alice")
     collection = make_collection(client, alice, "manuals")
-    [failed] = upload(client, alice, collection, ("long.txt", b"A sentence on the cooling towers. " * 20)).json["files"]
+    [failed] = upload(client, alice, collection, ("long.txt", b"A sentence on the cooling towers. " * 40)).json["files"]
     upload(client, alice, collection, ("short.txt", b"The towers are cleaned in May."))
     assert failed["status"] == "failed"
     page, problems = open_console(browser, app, server, WIDTHS[width], "documents")
@@ -109,6 +109,7 @@ def test_an_admin_retries_a_failed_file_from_the_documents_tab(browser, make_app
     row.wait_for()
     assert "failed" in row.inner_text() and "documents.max_text_chars" in row.inner_text()
     assert "1 failed, 1 ready" in page.locator("#documents-totals").inner_text()
+    page.screenshot(path=str(ARTIFACTS / f"console-documents-failed-{width}.png"), full_page=True)
     row.locator("text=Retry").click()
     page.wait_for_function("() => document.getElementById('documents-state').textContent.includes('queued again')")
     audit = client.get("/admin/audit", headers=bearer(app, "root", "admin")).json["data"]
@@ -118,3 +119,27 @@ def test_an_admin_retries_a_failed_file_from_the_documents_tab(browser, make_app
     page.click("#documents-form button[type=submit]")
     page.wait_for_function("() => document.querySelectorAll('#documents tbody tr').length === 1")
     finish(page, problems, f"documents-{width}")
+
+
+def test_the_agents_tab_lists_each_users_threads_with_their_runs(browser, make_app, fake_upstream, langgraph_url,
+                                                                  live_server):
+    app = make_app(**chat_plugins(fake_upstream), dashboard={}, langgraph={"url": langgraph_url})
+    client = app.test_client()
+    threads = {user: client.post("/agents/threads", json={}, headers=bearer(app, user)).json["thread_id"]
+               for user in ("ann", "bob")}
+    ran = client.post(f"/agents/threads/{threads['ann']}/runs/wait", headers=bearer(app, "ann"),
+                      json={"assistant_id": "chatty", "input": {"messages": [{"role": "user", "content": "hi"}]}})
+    assert ran.status_code == 200, ran.data
+    page, problems = open_console(browser, app, live_server(app), 1280, "agents")
+    page.fill("#agents-user", "ann")
+    page.click("#agents-form button")
+    page.wait_for_function("() => document.querySelectorAll('#agents tbody tr').length === 1")
+    row = page.locator("#agents tbody tr").first
+    assert row.inner_text().split("\t")[:2] == ["ann", threads["ann"]]
+    row.locator("text=Show runs").click()
+    page.wait_for_function("() => document.querySelector('#agents tbody tr').textContent.includes('success')")
+    page.fill("#agents-user", "")
+    page.click("#agents-form button")
+    page.wait_for_function("() => document.querySelectorAll('#agents tbody tr').length === 2")
+    assert {r.split("\t")[0] for r in page.locator("#agents tbody tr").all_inner_texts()} == {"ann", "bob"}
+    finish(page, problems, "agents-laptop")
