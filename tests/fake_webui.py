@@ -58,17 +58,24 @@ class FakeOpenWebUI:
                 user = fake.users.get(claims.get("id"))
                 return user if user is not None and claims.get("session_stamp") == user["session_stamp"] else None
 
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                parts = self.path.split("?")[0].strip("/").split("/")
-                if parts[:4] != ["api", "v1", "groups", "id"] or parts[5:] != ["users"] or len(parts) != 6:
-                    return self._json(404, {"detail": "Not Found"})
+            def _group_caller(self):
+                """Return the caller of a group call, or None once it was answered with an error."""
                 fake.group_calls += 1
                 if fake.groups_unavailable:
                     return self._json(503, {"detail": "Service Unavailable"})
                 caller = self._caller()
                 if caller is None:
                     return self._json(401, {"detail": "Not authenticated"})
+                return caller
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[:4] != ["api", "v1", "groups", "id"] or parts[5:] != ["users"] or len(parts) != 6:
+                    return self._json(404, {"detail": "Not Found"})
+                caller = self._group_caller()
+                if caller is None:
+                    return None
                 if caller["role"] != "admin":
                     return self._json(401, {"detail": "You do not have permission to access this resource."})
                 group = fake.groups.get(parts[4])
@@ -81,12 +88,9 @@ class FakeOpenWebUI:
                 if self.path == "/health":
                     return self._json(200, {"status": True})
                 if self.path == "/api/v1/groups/":
-                    fake.group_calls += 1
-                    if fake.groups_unavailable:
-                        return self._json(503, {"detail": "Service Unavailable"})
-                    caller = self._caller()
+                    caller = self._group_caller()
                     if caller is None:
-                        return self._json(401, {"detail": "Not authenticated"})
+                        return None
                     shown = [g for g in fake.groups.values()
                              if caller["role"] == "admin" or caller["id"] in g["members"]]
                     return self._json(200, [{**{k: v for k, v in g.items() if k != "members"},

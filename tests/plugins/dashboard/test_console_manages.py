@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ARTIFACTS, bearer, chat_plugins, settled_rows
 from documents_worker import make_collection, upload, worker_sections
-from test_dashboard_browser import WIDTHS, finish, open_console
+from test_dashboard_browser import WIDTHS, finish, make_key, open_console
 
 pytestmark = pytest.mark.integration
 PRICES = {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}
@@ -52,13 +52,7 @@ def test_an_admin_edits_a_limit_and_it_holds_at_once(browser, managed, width):
 def test_a_key_made_with_a_budget_is_refused_past_it_and_its_spend_shows(browser, managed, width):
     app, server = managed
     page, problems = open_console(browser, app, server, WIDTHS[width], "keys")
-    page.wait_for_function("() => document.getElementById('keys-state').textContent === 'No API keys yet.'")
-    page.fill("#key-owner", "ci-bot")
-    page.fill("#key-name", "budgeted")
-    page.fill("#key-daily", "0.0002")
-    page.click("#key-form button[type=submit]")
-    page.wait_for_selector("#key-secret:not([hidden])")
-    key = {"Authorization": f"Bearer {page.locator('#key-secret-value').inner_text()}"}
+    key = {"Authorization": f"Bearer {make_key(page, owner='ci-bot', name='budgeted', daily='0.0002')}"}
     page.wait_for_selector("#keys tbody tr")
     assert "$0.0002/day" in page.locator("#keys tbody tr").first.inner_text()
     statuses = []

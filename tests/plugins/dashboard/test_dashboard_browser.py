@@ -77,6 +77,17 @@ def open_console(browser, app, server, width, tab="overview"):
     return page, problems
 
 
+def make_key(page, **fields) -> str:
+    """Fill the Keys tab's form (``owner``, ``name``, ``expires``, ``daily``...), create the key
+    and return its secret, shown once."""
+    page.wait_for_function("() => document.getElementById('keys-state').textContent === 'No API keys yet.'")
+    for field, value in fields.items():
+        page.fill(f"#key-{field}", value)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#key-secret:not([hidden])")
+    return page.locator("#key-secret-value").inner_text()
+
+
 def finish(page, problems, name):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
@@ -150,13 +161,7 @@ def test_calls_show_the_failed_call_in_full_and_live_calls(browser, console, wid
 def test_keys_are_created_with_the_secret_shown_once_listed_and_revoked(browser, console, width):
     app, server = console
     page, problems = open_console(browser, app, server, WIDTHS[width], "keys")
-    page.wait_for_function("() => document.getElementById('keys-state').textContent === 'No API keys yet.'")
-    page.fill("#key-owner", "ci-bot")
-    page.fill("#key-name", "nightly build")
-    page.fill("#key-expires", "30d")
-    page.click("#key-form button")
-    page.wait_for_selector("#key-secret:not([hidden])")
-    secret = page.locator("#key-secret-value").inner_text()
+    secret = make_key(page, owner="ci-bot", name="nightly build", expires="30d")
     assert secret.startswith("ap-")
     page.wait_for_selector("#keys tbody tr")
     assert "nightly build" in page.locator("#keys tbody tr").first.inner_text()

@@ -18,6 +18,16 @@ def team_app(make_app, fake_upstream, webui, api_key, **limits):
                     rate_limits={"refresh_seconds": 0.3, **limits})
 
 
+def one_team(make_app, fake_upstream, webui, group, member, **limits):
+    """An app reading Open WebUI's groups with an admin's key, ``member`` alone in ``group``."""
+    webui.add_user("boss", role="admin")
+    webui.add_user(member)
+    webui.add_group(group, members=[member])
+    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("boss"), **limits)
+    assert groups_read(app)
+    return app
+
+
 def groups_read(app):
     directory = portal_of(app).extensions["openwebui_groups"]
     return wait_for(lambda: directory.read_at is not None, seconds=5)
@@ -46,11 +56,7 @@ def test_a_group_limit_holds_for_members_of_it_and_of_groups_under_it_until_remo
 
 
 def test_a_group_limit_set_at_runtime_holds_for_its_members(make_app, fake_upstream, webui):
-    webui.add_user("boss", role="admin")
-    webui.add_user("dee")
-    webui.add_group("support", members=["dee"])
-    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("boss"))
-    assert groups_read(app)
+    app = one_team(make_app, fake_upstream, webui, "support", "dee")
     assert [chat(app, user="dee").status_code for _ in range(2)] == [200, 200]
     app.test_client().put("/admin/limits/groups/support", json={"models": ["nothing-here"]},
                           headers=bearer(app, "root", "admin"))
@@ -60,12 +66,7 @@ def test_a_group_limit_set_at_runtime_holds_for_its_members(make_app, fake_upstr
 
 
 def test_a_member_is_matched_by_email_as_an_api_keys_owner(make_app, fake_upstream, webui):
-    webui.add_user("boss", role="admin")
-    webui.add_user("eve")
-    webui.add_group("ops", members=["eve"])
-    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("boss"),
-                   groups={"ops": {"requests_per_minute": 1}})
-    assert groups_read(app)
+    app = one_team(make_app, fake_upstream, webui, "ops", "eve", groups={"ops": {"requests_per_minute": 1}})
     key = app.test_client().post("/admin/keys", json={"owner": "eve@example.com"},
                                  headers=bearer(app, "root", "admin")).json["key"]
     statuses = [app.test_client().post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
@@ -87,12 +88,7 @@ def test_groups_read_with_a_key_that_is_not_an_admins_say_so_and_grant_no_team(m
 
 
 def test_while_open_webui_cannot_answer_the_membership_read_last_holds(make_app, fake_upstream, webui):
-    webui.add_user("boss", role="admin")
-    webui.add_user("ann")
-    webui.add_group("research", members=["ann"])
-    app = team_app(make_app, fake_upstream, webui, webui.add_api_key("boss"),
-                   groups={"research": {"requests_per_minute": 1}})
-    assert groups_read(app)
+    app = one_team(make_app, fake_upstream, webui, "research", "ann", groups={"research": {"requests_per_minute": 1}})
     webui.groups_unavailable = True
     time.sleep(REFRESH * 3)
     assert [chat(app, user="ann").status_code for _ in range(2)] == [200, 429]
