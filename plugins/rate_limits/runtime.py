@@ -46,26 +46,31 @@ class RuntimeLimits:
 
     def rows(self) -> dict:
         """Return ``{(scope, id): {"limits", "changed_by", "changed_at"}}``: the table as this
-        worker last read it, read again when older than ``refresh_seconds``."""
-        now = time.monotonic()
-        if self._read_at is not None and now - self._read_at < self.refresh_seconds:
+        worker last read it, read again when older than ``refresh_seconds`` (by one caller; the
+        others meanwhile go on with the rows read last)."""
+        if self._read_at is not None and time.monotonic() - self._read_at < self.refresh_seconds:
             return self._rows
-        with self._lock:
-            if self._read_at is not None and time.monotonic() - self._read_at < self.refresh_seconds:
-                return self._rows
-            try:
-                with self.engine.connect() as conn:
-                    found = conn.execute(sa.select(runtime_limits)).all()
-            except Exception as exc:  # the last table read holds; asked again after refresh_seconds
-                self.outage.failed(exc)
-                self._read_at = time.monotonic()
-                return self._rows
+        if not self._lock.acquire(blocking=self._read_at is None):
+            return self._rows
+        try:
+            if self._read_at is None or time.monotonic() - self._read_at >= self.refresh_seconds:
+                self._refresh()
+            return self._rows
+        finally:
+            self._lock.release()
+
+    def _refresh(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(sa.select(runtime_limits)).all()
+        except Exception as exc:  # the rows read last hold; asked again after refresh_seconds
+            self.outage.failed(exc)
+        else:
             self.outage.answered()
             self._rows = {(r.scope, r.id): {"limits": json.loads(r.limits) if r.limits else None,
                                             "changed_by": r.changed_by, "changed_at": r.changed_at}
                           for r in found}
-            self._read_at = time.monotonic()
-            return self._rows
+        self._read_at = time.monotonic()
 
     def get(self, scope: str, ident: str):
         """Return the entry of ``scope``/``ident`` (see :meth:`rows`), or None."""

@@ -285,3 +285,15 @@ def test_an_admins_sharing_of_a_collection_is_on_the_trail_and_its_owners_own_is
     assert (row["action"], row["target"], row["actor"]) == ("documents.share", f"collections/{made['id']}", "root")
     assert row["before"] == {"roles": [], "users": ["bob"], "groups": []}
     assert row["after"] == {"roles": ["user"], "users": [], "groups": []}
+
+
+def test_while_the_database_cannot_answer_the_limits_read_last_stay_in_force(portal_app):
+    import sqlalchemy as sa
+
+    app = portal_app()
+    put(app, "users", "ann", {"requests_per_minute": 1})
+    runtime = portal_of(app).extensions["rate_limits"].runtime
+    runtime.engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/gone")
+    time.sleep(0.4)  # past refresh_seconds: the next call asks the database, which cannot answer
+    assert [chat(app, user="ann").status_code for _ in range(2)] == [200, 429]
+    assert runtime.outage.state() is not None
