@@ -121,7 +121,7 @@ def test_a_limit_changed_on_one_instance_holds_on_another_within_the_refresh(tmp
         portal_of(second).shutdown()
 
 
-def test_a_budget_lowered_while_calls_are_reserved_settles_each_call_once(portal_app):
+def test_a_budget_lowered_below_what_is_spent_refuses_the_next_call(portal_app):
     app = portal_app(users={"ann": {"daily_budget_usd": 100}})
     portal = portal_of(app)
     assert chat(app, user="ann", model="metered").status_code == 200
@@ -133,6 +133,26 @@ def test_a_budget_lowered_while_calls_are_reserved_settles_each_call_once(portal
     refused = chat(app, user="ann", model="metered")
     assert refused.status_code == 429 and refused.json["error"]["code"] == "daily_budget_usd"
     assert limiter.spend("ann", "daily_budget_usd") == pytest.approx(spent)  # the refusal held nothing back
+
+
+def test_a_call_admitted_before_a_budget_change_settles_once_against_the_same_counter(portal_app):
+    import threading
+
+    app = portal_app(users={"ann": {"daily_budget_usd": 100}})
+    limiter = portal_of(app).extensions["rate_limits"]
+    answers = []
+    long_prompt = [{"role": "user", "content": "a long question about cooling towers " * 40}]  # estimated
+    call = threading.Thread(target=lambda: answers.append(  # at ~300 tokens; the fake reports 7; 1 s long
+        chat(app, user="ann", model="metered", max_tokens=5, stream=True, messages=long_prompt)))
+    call.start()
+    assert wait_for(lambda: limiter.spend("ann", "daily_budget_usd") > 0, seconds=2)  # its estimate reserved
+    reserved = limiter.spend("ann", "daily_budget_usd")
+    put(app, "users", "ann", {"daily_budget_usd": 50})
+    call.join()
+    [row] = settled_rows(app, 1)
+    assert answers[0].status_code == 200 and row["cost"] > 0
+    assert row["cost"] < reserved  # the estimate was replaced by what the call used, once
+    assert limiter.spend("ann", "daily_budget_usd") == pytest.approx(row["cost"])
 
 
 # --- keys with their own limits -------------------------------------------------------------------
