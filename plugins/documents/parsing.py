@@ -15,11 +15,36 @@ FORMATS = {".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".html": "html", ".h
 
 @dataclass
 class Section:
-    """A run of text and where it is: a page (PDF, a slide for PPTX) and the heading above it."""
+    """A run of text and where it is: a page (PDF, a slide for PPTX), the heading above it
+    (what a citation names) and the path of headings down to it, outermost first."""
 
     text: str
     page: int | None = None
     heading: str | None = None
+    path: tuple = ()
+
+    @property
+    def context(self) -> str | None:
+        """Return the heading path as one line (``Guide › Installing › Proxies``), else the heading."""
+        return " › ".join(self.path) if len(self.path) > 1 else self.heading
+
+
+class HeadingTrail:
+    """The headings above the text being read: a heading of level ``n`` closes every open
+    heading of level ``n`` or deeper (level 0 is the document's own title)."""
+
+    def __init__(self):
+        self.open: list[tuple[int, str]] = []
+
+    def enter(self, level: int, text: str) -> None:
+        while self.open and self.open[-1][0] >= level:
+            self.open.pop()
+        self.open.append((level, text))
+
+    def section(self, text: str, page: int | None = None) -> Section:
+        """Return a section of ``text`` under the headings open now."""
+        path = tuple(heading for _level, heading in self.open)
+        return Section(text, page=page, heading=path[-1] if path else None, path=path)
 
 
 class UnsupportedType(Exception):
@@ -101,35 +126,81 @@ def open_pdf(data: bytes):
 
 
 def _pdf(data: bytes):
+    reader = open_pdf(data)
+    outline, trail = _pdf_outline(reader), HeadingTrail()
     seen = set()
-    for number, page in enumerate(open_pdf(data).pages, 1):
+    for number, page in enumerate(reader.pages, 1):
         ref = page.indirect_reference
         key = (ref.idnum, ref.generation) if ref is not None else None
         if key is not None and key in seen:  # a page tree that names one page again and again
             raise BadDocument(f"its page tree names page object {ref.idnum} more than once")
         seen.add(key)
-        yield Section(page.extract_text() or "", page=number)
+        while outline and outline[0][0] <= number:  # the outline's entries up to this page
+            _page, depth, title = outline.pop(0)
+            trail.enter(depth, title)
+        yield trail.section(page.extract_text() or "", page=number)
+
+
+_MAX_OUTLINE_ENTRIES, _MAX_OUTLINE_DEPTH = 5000, 16
+
+
+def _pdf_outline(reader) -> list[tuple[int, int, str]]:
+    """Return the PDF's outline (bookmarks) as ``(page number, depth, title)`` in page order,
+    at most 5,000 entries 16 deep; [] when it has none or it cannot be read."""
+    entries: list[tuple[int, int, str]] = []
+
+    def walk(items, depth):
+        for item in items:
+            if len(entries) >= _MAX_OUTLINE_ENTRIES or depth > _MAX_OUTLINE_DEPTH:
+                return
+            if isinstance(item, list):  # the children of the entry before it
+                walk(item, depth + 1)
+                continue
+            try:
+                page = reader.get_destination_page_number(item)
+            except Exception:  # an entry pointing nowhere readable names no page
+                continue
+            title = " ".join(str(getattr(item, "title", "") or "").split())
+            if title and page is not None and page >= 0:
+                entries.append((page + 1, depth, title))
+
+    try:
+        walk(reader.outline, 1)
+    except Exception:  # a broken outline is no reason to refuse the text
+        return []
+    return sorted(entries, key=lambda entry: entry[0])  # stable: an outline's order within a page holds
 
 
 def _docx(data: bytes) -> list[Section]:
     import docx
 
     document = docx.Document(io.BytesIO(data))
-    sections, heading, lines = [], None, []
+    sections, trail, lines = [], HeadingTrail(), []
     for paragraph in document.paragraphs:
-        style = (paragraph.style.name or "") if paragraph.style is not None else ""
-        if style.startswith("Heading") or style == "Title":
+        level = _docx_heading_level((paragraph.style.name or "") if paragraph.style is not None else "")
+        if level is not None and paragraph.text.strip():
             if lines:
-                sections.append(Section("\n".join(lines), heading=heading))
-            heading, lines = paragraph.text.strip() or heading, []
+                sections.append(trail.section("\n".join(lines)))
+            trail.enter(level, paragraph.text.strip())
+            lines = []
         elif paragraph.text.strip():
             lines.append(paragraph.text)
     for table in document.tables:
         for row in table.rows:
             lines.append(" | ".join(cell.text for cell in row.cells))
     if lines:
-        sections.append(Section("\n".join(lines), heading=heading))
+        sections.append(trail.section("\n".join(lines)))
     return sections
+
+
+def _docx_heading_level(style: str) -> int | None:
+    """Return the outline level of a paragraph style (``Title`` 0, ``Heading 2`` 2), or None."""
+    if style == "Title":
+        return 0
+    if style.startswith("Heading"):
+        digits = style[len("Heading"):].strip()
+        return int(digits) if digits.isdigit() else 1
+    return None
 
 
 def _pptx(data: bytes):
@@ -138,7 +209,7 @@ def _pptx(data: bytes):
     for number, slide in enumerate(Presentation(io.BytesIO(data)).slides, 1):
         title = slide.shapes.title.text if slide.shapes.title is not None else None
         texts = [shape.text_frame.text for shape in slide.shapes if shape.has_text_frame and shape.text_frame.text]
-        yield Section("\n".join(texts), page=number, heading=title)
+        yield Section("\n".join(texts), page=number, heading=title, path=(title,) if title else ())
 
 
 _HTML_HEADINGS = ("h1", "h2", "h3", "h4")
@@ -155,20 +226,22 @@ def _html(data: bytes) -> list[Section]:
     for hidden in soup(["script", "style", "noscript", "template"]):
         hidden.decompose()
     root = soup.body or soup
-    sections, lines = [], []
-    heading = soup.title.string.strip() if soup.title and soup.title.string else None
+    sections, lines, trail = [], [], HeadingTrail()
+    if soup.title and soup.title.string and soup.title.string.strip():
+        trail.enter(0, soup.title.string.strip())
     block, words = None, []
 
     def end_block():
-        nonlocal heading, lines
+        nonlocal lines
         text = " ".join(words)
         words.clear()
         if not text:
             return
         if block.name in _HTML_HEADINGS:
             if lines:
-                sections.append(Section("\n".join(lines), heading=heading))
-            heading, lines = text.rstrip("¶").strip(), []
+                sections.append(trail.section("\n".join(lines)))
+            trail.enter(int(block.name[1]), text.rstrip("¶").strip())
+            lines = []
         else:
             lines.append(text)
 
@@ -188,7 +261,7 @@ def _html(data: bytes) -> list[Section]:
     if block is not None:
         end_block()
     if lines:
-        sections.append(Section("\n".join(lines), heading=heading))
+        sections.append(trail.section("\n".join(lines)))
     return sections
 
 
@@ -198,16 +271,17 @@ def _markdown(data: bytes) -> list[Section]:
     text = _decode(data)
     tokens = MarkdownIt("commonmark").parse(text)
     source_lines = text.splitlines()
-    sections, heading, start = [], None, 0
+    sections, trail, start = [], HeadingTrail(), 0
     for index, token in enumerate(tokens):
         if token.type == "heading_open" and token.map:
             body = "\n".join(source_lines[start:token.map[0]])
             if body.strip():
-                sections.append(Section(body, heading=heading))
-            heading, start = tokens[index + 1].content.strip(), token.map[1]
+                sections.append(trail.section(body))
+            trail.enter(int(token.tag[1:]), tokens[index + 1].content.strip())
+            start = token.map[1]
     body = "\n".join(source_lines[start:])
     if body.strip():
-        sections.append(Section(body, heading=heading))
+        sections.append(trail.section(body))
     return sections
 
 

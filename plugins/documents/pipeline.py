@@ -124,7 +124,7 @@ def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: thr
         raise Interrupted("the worker is stopping") from None
     embedder = state.embedder
     chunks = chunk_sections(sections, settings.chunk_chars, settings.overlap_chars, fits=None if not settings.fit_chunks
-                            else lambda heading, text: embedder.reads_whole(embedding_text(row.name, heading, text)))
+                            else lambda context, text: embedder.reads_whole(embedding_text(row.name, context, text)))
     if not chunks:
         raise BadDocument(f"{row.name}: has no text")
     if call is not None:  # the upload reserved from its size; its text may be longer (a compressed PDF)
@@ -140,7 +140,7 @@ def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: thr
         if keeper.lost:
             raise Interrupted("another worker took the file up")
         part = chunks[start:start + BATCH]
-        vectors = embedder.embed([embedding_text(row.name, c.heading, c.text) for c in part])
+        vectors = embedder.embed([embedding_text(row.name, c.context, c.text) for c in part])
         rows += [{"vector": v, "collection_id": row.collection_id, "file_id": row.id, "file_name": row.name,
                   "chunk_index": c.index, "page": c.page, "heading": c.heading, "text": c.text}
                  for c, v in zip(part, vectors)]

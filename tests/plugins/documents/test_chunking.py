@@ -33,3 +33,10 @@ def test_with_the_real_tokenizer_no_chunk_passes_the_models_256_tokens():
     chunks = chunk_sections([Section(code, None, "os.path")], 1200, 200,
                             fits=lambda heading, text: embedder.reads_whole(embedding_text("os.html", heading, text)))
     assert len(chunks) > 1 and all(embedder.reads_whole(embedding_text("os.html", c.heading, c.text)) for c in chunks)
+
+
+def test_a_chunk_carries_its_heading_for_citations_and_its_path_for_the_embedder():
+    section = Section("Set HTTPS_PROXY for the portal's outbound calls.", 3, "Proxies", ("Guide", "Networking", "Proxies"))
+    [chunk] = chunk_sections([section], 1200, 200, fits=lambda context, text: context == "Guide › Networking › Proxies")
+    assert (chunk.page, chunk.heading, chunk.context) == (3, "Proxies", "Guide › Networking › Proxies")
+    assert embedding_text("install.html", chunk.context, chunk.text).startswith("install — Guide › Networking › Proxies\n")
