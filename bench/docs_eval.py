@@ -1,13 +1,18 @@
-"""Retrieval quality of the documents plugin on a public document set: the Python 3.11 library
-reference as Debian ships it (package python3.11-doc), with its own index as the questions.
+"""Retrieval quality of the documents plugin on two public document sets of different kinds,
+each with its own index as the questions:
 
-The index (genindex-all.html) maps each entry ("dumps() (in module json)", "exception handling")
-to the page that documents it; the question is the entry's text, and a search finds the answer
-when one of its top hits comes from that page. Prints hit@1, hit@5, MRR@10 and the query's p50
-for each search mode (hybrid, dense, full text), with the real local embedder and the embedded
-store, on a fixed set of library pages.
+- ``python``: the Python 3.11 library reference as Debian ships it (python3.11-doc): API pages,
+  dense with names; its index (genindex-all.html) maps each entry ("dumps() (in module json)") to
+  the page that documents it;
+- ``postgresql``: the PostgreSQL 15 manual (postgresql-doc-15): settings, functions and client
+  library chapters in prose; its index (bookindex.html) maps each term ("work_mem configuration
+  parameter", "PGHOST") to its page (terms indexed on one page only).
 
-Run: .venv/bin/python bench/docs_eval.py [--docs /usr/share/doc/python3.11/html] [--questions 300]
+The question is the entry's text, and a search finds the answer when one of its top hits comes
+from that page. Prints hit@1, hit@5, MRR@10 and the query's p50 for each search mode (hybrid,
+dense, full text), with the real local embedder and the store chosen, on a fixed set of pages.
+
+Run: .venv/bin/python bench/docs_eval.py [--corpus python|postgresql] [--docs DIR] [--questions 300]
 """
 from __future__ import annotations
 
@@ -18,32 +23,78 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["json", "os", "re", "datetime", "collections", "itertools", "functools", "pathlib", "subprocess",
-         "threading", "logging", "argparse", "csv", "sqlite3", "socket", "typing", "dataclasses", "enum",
-         "math", "random", "statistics", "string", "textwrap", "shutil", "tempfile", "glob", "pickle", "copy",
-         "heapq", "bisect", "struct", "zipfile", "hashlib", "base64", "time", "unittest", "contextlib",
-         "operator", "decimal", "fractions"]
-ENTRY = re.compile(r'<a href="library/([a-z0-9_.]+)\.html#[^"]*">([^<]+)</a>')
 
 
-def questions(docs: Path, pages: set[str], count: int, seed: int) -> list[tuple[str, str]]:
-    """Return (question, answer page file name) from the docs' own index, a fixed sample."""
-    seen, pairs = set(), []
-    for page, text in ENTRY.findall((docs / "genindex-all.html").read_text(encoding="utf-8")):
-        question = html.unescape(text).strip()
-        if page in pages and question not in seen and len(question) > 3:
-            seen.add(question)
-            pairs.append((question, f"{page}.html"))
-    random.Random(seed).shuffle(pairs)
-    return pairs[:count]
+@dataclass(frozen=True)
+class Corpus:
+    """A document set: where Debian puts it, the pages read, and its index as (question, page)."""
+
+    title: str
+    docs: str
+    package: str
+    index: str  # the index page, relative to docs
+    pages: tuple  # page names, relative to docs, without .html
+    entry: re.Pattern  # one index entry: (page, text) or (text, links)
+
+    def page_path(self, docs: Path, page: str) -> Path:
+        return docs / f"{page}.html"
+
+    def questions(self, docs: Path, count: int, seed: int) -> list[tuple[str, str]]:
+        """Return (question, answer page's file name) from the index, a fixed sample."""
+        wanted, seen, pairs = set(self.pages), set(), []
+        for text, page in self._entries((docs / self.index).read_text(encoding="utf-8")):
+            question = html.unescape(text).strip()
+            if page in wanted and question not in seen and len(question) > 3:
+                seen.add(question)
+                pairs.append((question, f"{Path(page).name}.html"))
+        random.Random(seed).shuffle(pairs)
+        return pairs[:count]
+
+    def _entries(self, index: str):
+        if self.package == "python3.11-doc":
+            for page, text in self.entry.findall(index):
+                yield text, f"library/{page}"
+            return
+        link = re.compile(r'href="([a-z0-9-]+)\.html')
+        for text, links in self.entry.findall(index):
+            pages = set(link.findall(links))
+            if len(pages) == 1:  # a term indexed on several pages has no one answer
+                yield text, pages.pop()
+
+
+CORPORA = {
+    "python": Corpus(
+        "the Python 3.11 library reference", "/usr/share/doc/python3.11/html", "python3.11-doc", "genindex-all.html",
+        tuple(f"library/{p}" for p in (
+            "json", "os", "re", "datetime", "collections", "itertools", "functools", "pathlib", "subprocess",
+            "threading", "logging", "argparse", "csv", "sqlite3", "socket", "typing", "dataclasses", "enum",
+            "math", "random", "statistics", "string", "textwrap", "shutil", "tempfile", "glob", "pickle", "copy",
+            "heapq", "bisect", "struct", "zipfile", "hashlib", "base64", "time", "unittest", "contextlib",
+            "operator", "decimal", "fractions")),
+        re.compile(r'<a href="library/([a-z0-9_.]+)\.html#[^"]*">([^<]+)</a>')),
+    "postgresql": Corpus(
+        "the PostgreSQL 15 manual", "/usr/share/doc/postgresql-doc-15/html", "postgresql-doc-15", "bookindex.html",
+        ("functions-admin", "functions-json", "runtime-config-query", "runtime-config-client", "functions-math",
+         "functions-aggregate", "runtime-config-logging", "libpq-exec", "runtime-config-wal", "libpq-envars",
+         "runtime-config-resource", "runtime-config-connection", "functions-string", "runtime-config-developer",
+         "functions-datetime", "pageinspect", "libpq-connect", "libpq-status", "datatype-pseudo",
+         "runtime-config-replication", "pgcrypto", "runtime-config-preset", "hstore", "functions-array",
+         "datatype-oid", "functions-xml", "functions-geometry", "high-availability", "sql-expressions",
+         "functions-binarystring", "queries-table-expressions", "auto-explain", "functions-comparison",
+         "datatype-numeric", "runtime-config-statistics", "lo-interfaces", "libpq-misc", "libpq-async",
+         "functions-net", "functions-window"),
+        re.compile(r'<dt id="ientry-[^"]*">([^<]+?), ((?:<a class="indexterm" href="[^"]+">[^<]*</a>(?:, )?)+)</dt>')),
+}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", default="/usr/share/doc/python3.11/html")
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="python")
+    parser.add_argument("--docs", help="where the corpus's HTML is (default: where its Debian package puts it)")
     parser.add_argument("--questions", type=int, default=300)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--chunk-chars", type=int, default=1200)
@@ -58,10 +109,11 @@ def main(argv=None) -> int:
     parser.add_argument("--embedder", choices=["onnx", "local"], default="onnx",
                         help="local: sentence-transformers on torch; onnx: int8 ONNX on onnxruntime")
     args = parser.parse_args(argv)
-    docs = Path(args.docs)
-    if not (docs / "genindex-all.html").exists():
-        print(f"no Python documentation at {docs}: install Debian's python3.11-doc "
-              "(apt-get install python3.11-doc) or pass --docs", file=sys.stderr)
+    corpus = CORPORA[args.corpus]
+    docs = Path(args.docs or corpus.docs)
+    if not (docs / corpus.index).exists():
+        print(f"no {corpus.title} at {docs}: install Debian's {corpus.package} "
+              f"(apt-get install {corpus.package}) or pass --docs", file=sys.stderr)
         return 2
     from agent_portal.plugins.documents.chunking import chunk_sections, embedding_text
     from agent_portal.plugins.documents.embedders import LocalEmbedder, OnnxEmbedder
@@ -82,25 +134,25 @@ def main(argv=None) -> int:
     else:
         store = LanceStore(folder, embedder.dimensions)
     started, chunks_total = time.monotonic(), 0
-    for page in PAGES:
-        name = f"{page}.html"
-        chunks = chunk_sections(parse(name, (docs / "library" / name).read_bytes()), args.chunk_chars,
+    for page in corpus.pages:
+        name = f"{Path(page).name}.html"
+        chunks = chunk_sections(parse(name, corpus.page_path(docs, page).read_bytes()), args.chunk_chars,
                                 args.overlap_chars, fits=None if args.chunks == "chars" else
                                 lambda context, text: embedder.reads_whole(embedding_text(name, context, text)))
         vectors = embedder.embed([c.text if args.context == "none" else
                                   embedding_text(name, c.context if args.context == "path" else c.heading, c.text)
                                   for c in chunks])
-        store.add([{"vector": v, "collection_id": "python-docs", "file_id": page, "file_name": name,
+        store.add([{"vector": v, "collection_id": args.corpus, "file_id": page, "file_name": name,
                     "chunk_index": c.index, "page": None, "heading": c.heading, "text": c.text}
                    for c, v in zip(chunks, vectors)])
         chunks_total += len(chunks)
     ingest_seconds = time.monotonic() - started
-    asked = questions(docs, set(PAGES), args.questions, args.seed)
+    asked = corpus.questions(docs, args.questions, args.seed)
     vectors = embedder.embed([question for question, _page in asked], query=True)
     n = len(asked)
-    print(f"corpus: {len(PAGES)} pages of the Python 3.11 library reference (Debian python3.11-doc), "
+    print(f"corpus: {len(corpus.pages)} pages of {corpus.title} (Debian {corpus.package}), "
           f"{chunks_total} chunks of {args.chunk_chars} characters, ingested in {ingest_seconds:.1f} s")
-    print(f"questions: {n} entries of the documentation's own index (genindex-all.html), seed {args.seed}")
+    print(f"questions: {n} entries of the documentation's own index ({corpus.index}), seed {args.seed}")
     print(f"chunks: {args.chunks}, context: {args.context}")
     print(f"embedder: {args.embedder} ({type(embedder).__name__}); store: {args.store}; "
           f"process RSS {_rss_mb():.0f} MB")
@@ -110,7 +162,7 @@ def main(argv=None) -> int:
         took = []
         for (question, page), vector in zip(asked, vectors):
             begun = time.perf_counter()
-            hits = store.query(vector, question, 10, ["python-docs"], mode)
+            hits = store.query(vector, question, 10, [args.corpus], mode)
             took.append(time.perf_counter() - begun)
             rank = next((i for i, hit in enumerate(hits, 1) if hit.file_name == page), None)
             hit1 += rank == 1

@@ -24,6 +24,7 @@ class PgVectorStore(VectorStore):
     """pgvector at ``url`` (postgresql://...), one table of chunks."""
 
     full_text_index = True
+    parallel_halves = True
 
     def __init__(self, url: str, dimensions: int):
         self.engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), pool_pre_ping=True)
