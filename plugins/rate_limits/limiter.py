@@ -26,7 +26,7 @@ from agent_portal.outages import Outage
 
 from .counters import AT_LIMIT, PAST_CEILING, RESERVED, counters_for
 from .holds import BUDGETS, Hold, LimitExceeded, period
-from .runtime import SCOPES
+from .runtime import merged
 
 log = logging.getLogger("agent_portal.rate_limits")
 class Limiter:
@@ -56,22 +56,13 @@ class Limiter:
 
     # --- which limits apply --------------------------------------------------------------
     def table(self) -> dict:
-        """Return ``{scope: {id: limits}}`` for every scope of :data:`SCOPES`: the config's
-        ``rate_limits`` with what an admin set at runtime over it (an entry replaces the
-        config's limits of its scope and id whole; a lifted one removes them)."""
+        """Return ``{scope: {id: limits}}``: the config's ``rate_limits`` with what an admin set
+        at runtime over it (:func:`runtime.merged`), made again only when the rows change."""
         rows = self.runtime.rows()
         made_from, table = self._table
-        if made_from is rows:
-            return table
-        table = {scope: dict(self.settings.get(scope) or {}) for scope in SCOPES}
-        for (scope, ident), entry in rows.items():
-            if scope not in table:
-                continue
-            if entry["limits"] is None:
-                table[scope].pop(ident, None)
-            else:
-                table[scope][ident] = entry["limits"]
-        self._table = (rows, table)
+        if made_from is not rows:
+            table = merged(self.settings, rows)
+            self._table = (rows, table)
         return table
 
     def limits_for(self, actor, names: tuple = ()) -> list[tuple[str, tuple, dict]]:

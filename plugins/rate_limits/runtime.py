@@ -32,6 +32,21 @@ runtime_limits = sa.Table(
 )
 
 
+def merged(settings: dict, rows: dict) -> dict:
+    """Return ``{scope: {id: limits}}`` for every scope of :data:`SCOPES`: the config's
+    ``rate_limits`` (``settings``) with the runtime ``rows`` over it: an entry replaces the
+    config's limits of its scope and id whole; a lifted one (limits null) removes them."""
+    table = {scope: dict(settings.get(scope) or {}) for scope in SCOPES}
+    for (scope, ident), entry in rows.items():
+        if scope not in table:
+            continue
+        if entry["limits"] is None:
+            table[scope].pop(ident, None)
+        else:
+            table[scope][ident] = entry["limits"]
+    return table
+
+
 class RuntimeLimits:
     """The ``portal_limits`` table, read through a short per-worker cache."""
 
