@@ -11,7 +11,8 @@ hookimpl = pluggy.HookimplMarker("agent_portal")
 
 from .errors import AuthError, PortalError, StartupError  # noqa: E402
 from .types import (  # noqa: E402
-    Actor, AdminChange, ChatEstimate, ChatRecord, ChatTarget, Command, Embed, HealthCheck, ModelInfo, Route, UsageProvider,
+    Actor, AdminChange, ChatEstimate, ChatRecord, ChatTarget, Command, Embed, HealthCheck, ModelInfo, Route,
+    UsageProvider,
 )
 from .usage import UsageQuery  # noqa: E402
 from .app import Portal, create_app, portal_of  # noqa: E402
@@ -19,7 +20,7 @@ from .app import Portal, create_app, portal_of  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "hookimpl", "create_app", "portal_of", "Portal", "Actor", "AdminChange", "ChatEstimate", "ChatRecord", "ChatTarget",
-    "Command", "Embed", "HealthCheck", "ModelInfo", "Route", "UsageProvider", "AuthError", "PortalError",
+    "hookimpl", "create_app", "portal_of", "Portal", "Actor", "AdminChange", "ChatEstimate", "ChatRecord",
+    "ChatTarget", "Command", "Embed", "HealthCheck", "ModelInfo", "Route", "UsageProvider", "AuthError", "PortalError",
     "StartupError", "UsageQuery",
 ]

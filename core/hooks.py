@@ -17,8 +17,8 @@ log = logging.getLogger("agent_portal.hooks")
 # the hooks called one implementation at a time somewhere (here, by the core or a built-in): a
 # wrapper on one of them would never run there, so the plugin manager refuses it at startup
 ONE_AT_A_TIME = frozenset({
-    "portal_actor_from_request", "portal_admin_change", "portal_backends", "portal_chat_completed", "portal_commands",
-    "portal_health_checks", "portal_jwt_keys", "portal_models", "portal_register_routes",
+    "portal_actor_from_request", "portal_admin_change", "portal_backends", "portal_chat_completed",
+    "portal_commands", "portal_health_checks", "portal_jwt_keys", "portal_models", "portal_register_routes",
     "portal_shutdown", "portal_startup", "portal_usage_providers"})
 
 

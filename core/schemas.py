@@ -48,4 +48,3 @@ LIMITS = {
                    "items": {"type": "string", "minLength": 1, "maxLength": 200}},
     },
 }
-

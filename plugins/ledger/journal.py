@@ -155,9 +155,10 @@ class Journal:
         return True
 
     def spend(self, user: str, since: float, field: str = "actor_id") -> float:
-        """Return the cost of ``user``'s rows (the rows whose ``field`` is ``user``) waiting in every process's files that started at
-        or after ``since`` (epoch seconds), skipping what this process replayed already: spend a
-        limit counter rebuilt now must count although the database has not got it yet."""
+        """Return the cost of ``user``'s rows (those whose ``field`` is ``user``) waiting in every
+        process's files that started at or after ``since`` (epoch seconds), skipping what this
+        process replayed already: spend a limit counter rebuilt now must count although the
+        database has not got it yet."""
         with self._lock:
             if self._handle is not None:
                 self._handle.flush()
