@@ -35,8 +35,10 @@ def portal_config_schema():
 class GroupDirectory:
     """Who is in which Open WebUI group, as last read."""
 
-    def __init__(self, http, settings: dict):
-        self.http = http
+    def __init__(self, settings: dict):
+        import requests
+
+        self.http = requests.Session()  # its own: read from its own thread
         self.base = settings["url"].rstrip("/")
         self.headers = {"Authorization": f"Bearer {settings['api_key']}"}
         self.refresh_seconds = settings["refresh_seconds"]
@@ -94,6 +96,7 @@ class GroupDirectory:
 
     def stop(self) -> None:
         self._stop.set()
+        self.http.close()
 
     def health(self) -> dict:
         """Return up with how many groups were read and when, or degraded since when and why."""
@@ -119,7 +122,7 @@ def _with_ancestors(group: dict, by_id: dict) -> set:
 
 @hookimpl
 def portal_startup(portal):
-    directory = GroupDirectory(portal.http, portal.plugin_config(NAME))
+    directory = GroupDirectory(portal.plugin_config(NAME))
     portal.extensions[NAME] = directory
     directory.start()
 
