@@ -79,3 +79,11 @@ def create_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
                     conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
                     if column.default is not None and column.default.is_scalar:
                         conn.execute(table.update().values({column.name: column.default.arg}))
+
+
+def set_row(conn, table: sa.Table, key: dict, values: dict) -> None:
+    """Set the row of ``table`` whose columns hold ``key`` to ``values``: update it, or insert
+    it when there is none (portable across SQLite and PostgreSQL; run it in a transaction)."""
+    match = [table.c[name] == value for name, value in key.items()]
+    if not conn.execute(table.update().where(*match).values(**values)).rowcount:
+        conn.execute(table.insert().values(**key, **values))

@@ -6,7 +6,7 @@ import time
 
 import sqlalchemy as sa
 
-from agent_portal.database import create_tables
+from agent_portal.database import create_tables, set_row
 
 SWITCH_CACHE_SECONDS = 3.0
 
@@ -47,12 +47,9 @@ class ToolSwitches:
 
     def set(self, server: str, tool: str, enabled: bool, by: str) -> None:
         """Switch ``tool`` on or off (this worker sees it at once, the others within the cache time)."""
-        row = {"server": server, "tool": tool, "enabled": enabled, "changed_by": by, "changed_at": time.time()}
         with self.engine.begin() as conn:
-            updated = conn.execute(switches.update().where(switches.c.server == server, switches.c.tool == tool)
-                                   .values(enabled=enabled, changed_by=by, changed_at=row["changed_at"])).rowcount
-            if not updated:
-                conn.execute(switches.insert().values(**row))
+            set_row(conn, switches, {"server": server, "tool": tool},
+                    {"enabled": enabled, "changed_by": by, "changed_at": time.time()})
         self._cached = None
 
     def clear(self, server: str, tool: str) -> None:

@@ -14,7 +14,7 @@ import time
 
 import sqlalchemy as sa
 
-from agent_portal.database import create_tables
+from agent_portal.database import create_tables, set_row
 from agent_portal.outages import Outage
 
 log = logging.getLogger("agent_portal.rate_limits")
@@ -96,10 +96,8 @@ class RuntimeLimits:
         once, the others within ``refresh_seconds``."""
         values = {"limits": None if limits is None else json.dumps(limits, sort_keys=True),
                   "changed_by": by, "changed_at": time.time()}
-        match = (runtime_limits.c.scope == scope, runtime_limits.c.id == ident)
         with self.engine.begin() as conn:
-            if not conn.execute(runtime_limits.update().where(*match).values(**values)).rowcount:
-                conn.execute(runtime_limits.insert().values(scope=scope, id=ident, **values))
+            set_row(conn, runtime_limits, {"scope": scope, "id": ident}, values)
         self._read_at = None
 
     def delete(self, scope: str, ident: str) -> bool:
