@@ -27,6 +27,7 @@ from .plugin_manager import (build_plugin_manager, discover_builtins, discover_e
 from .request_body import parse_json
 from .routing import register_routes
 from .sse import end_streams
+from .upstream_client import UpstreamClients
 from .tokens import install_jwt
 
 log = logging.getLogger("agent_portal.app")
@@ -54,9 +55,11 @@ class Portal:
         self.body_checks: dict = {}  # endpoint -> the check of its declared body schema
         self.ready = False
         self.app: Flask | None = None
-        # ``requests`` off the hot path (health, usage, admin proxies); urllib3 on it.
+        # ``requests`` off the hot path (health, usage, admin proxies); urllib3 for the services
+        # behind the portal; the chat path's own client (C-parsed answers) for chat upstreams.
         self.http = requests.Session()
         self.pool = urllib3.PoolManager(num_pools=32, maxsize=256, block=False, retries=False)
+        self.upstream_clients = UpstreamClients()
         self.dispatcher = ChatRecordDispatcher(self)
         self.live_streams: set = set()  # the queues of streams being relayed (see sse.relay)
         self.token_counter = TokenCounter()  # vocabularies load on the first count
@@ -132,6 +135,7 @@ class Portal:
         call_each(self.hook.portal_shutdown, portal=self)  # one failing never stops the others' flush
         if self._engine is not None:
             self._engine.dispose()
+        self.upstream_clients.close()
 
 
 def checked_config(config: dict | str | None = None, environ=None, plugins: list | None = None,

@@ -53,8 +53,8 @@ class OpenAIUpstream:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.chat_url = self.base_url + "/chat/completions"
-        # the connection pool for this host, looked up once instead of on every call
-        self.chat_pool = portal.pool.connection_from_url(self.chat_url)
+        # the keep-alive connections to this host, looked up once instead of on every call
+        self.chat_client = portal.upstream_clients.client(self.chat_url)
         self.chat_path = urlsplit(self.chat_url).path
         self.models_url = self.base_url + "/models"
         self.headers = {"Content-Type": "application/json", **(headers or {})}
@@ -112,15 +112,16 @@ class OpenAIUpstream:
 
     # --- chat ------------------------------------------------------------------------------------
     def send_chat(self, body: bytes, headers: dict, timeout, stream: bool):
-        """Send one chat completion request; returns urllib3's response (unread when ``stream``).
+        """Send one chat completion request within ``timeout`` (urllib3's ``Timeout``: connect,
+        and read until the first byte); returns the answer (its body unread when ``stream``):
+        an :class:`~agent_portal.upstream_client.UpstreamResponse`.
 
         A backend that speaks another protocol overrides this and returns an object with the same
         surface (``status``, ``headers``, ``data``, ``read1``, ``close``, ``release_conn``,
         ``connection``) carrying OpenAI's chat format.
         """
-        return self.chat_pool.urlopen("POST", self.chat_path, body=body, headers=headers, timeout=timeout,
-                                      preload_content=not stream, retries=False, redirect=False,
-                                      assert_same_host=False)
+        return self.chat_client.request("POST", self.chat_path, body, headers, timeout.connect_timeout,
+                                        timeout.read_timeout, preload=not stream)
 
     # --- attribution --------------------------------------------------------------------------
     def attribute(self, payload: dict, actor, request_id: str, session_id: str | None) -> None:

@@ -22,11 +22,13 @@ from email.utils import parsedate_to_datetime
 
 import urllib3
 from flask import Response
+from geventhttpclient.response import HTTPParseError
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from agent_portal import PortalError
 from agent_portal.sse import close_upstream
 from agent_portal.upstream import UpstreamFailure
+from agent_portal.upstream_client import ConnectFailed
 
 RETRY_SAME = {500, 502, 503, 504}
 NEXT_TARGET_CODES = {"context_length_exceeded", "model_not_found", "prefill_not_supported"}
@@ -177,7 +179,7 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
                 return response, target, first, time.monotonic()
             except UpstreamFailure:
                 raise
-            except NewConnectionError as exc:  # a subclass of ConnectTimeoutError: refused is not slow
+            except (NewConnectionError, ConnectFailed) as exc:  # (urllib3's is a ConnectTimeoutError)
                 last = UpstreamFailure(502, f"The upstream refused the connection ({exc.__class__.__name__}).",
                                        "upstream_unreachable")
                 _failed(breaker, target)
@@ -189,7 +191,7 @@ def open_upstream(settings, targets: list, build_payload, stream: bool, request_
                 _failed(breaker, target)
                 _close(response)
                 break  # a timeout is not a reason to ask the same target again
-            except (HTTPError, OSError) as exc:
+            except (HTTPError, HTTPParseError, OSError) as exc:
                 last = UpstreamFailure(502, f"The upstream refused or reset the connection ({exc.__class__.__name__}).",
                                        "upstream_unreachable")
                 _failed(breaker, target)
