@@ -33,7 +33,7 @@ STAGES = [
     ("      auth: who is calling", "agent_portal.app", "Portal", "actor_from_request"),
     ("    chat view: body read and filtered", "agent_portal.plugins.chat", None, "read_chat_body"),
     ("    chat view: admission, attribution, upstream call", "agent_portal.plugins.chat.call", "ChatCall", "open"),
-    ("      of which the upstream's round trip (urllib3)", "agent_portal.upstream", "OpenAIUpstream", "send_chat"),
+    ("      of which the upstream's round trip (the chat client)", "agent_portal.upstream", "OpenAIUpstream", "send_chat"),
     ("    chat view: answer read, counted, record queued", "agent_portal.plugins.chat.call", "ChatCall",
      "plain_answer"),
     ("    after the view (plugins' after_request)", "flask.app", "Flask", "process_response"),

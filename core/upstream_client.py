@@ -16,17 +16,19 @@ another thread than the one that sent the call.
 from __future__ import annotations
 
 import re
-import select
 import socket
 import ssl
 import threading
 from collections import deque
 from urllib.parse import urlsplit
 
+from gevent.monkey import get_original
 from geventhttpclient.header import Headers
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
 
 BLOCK = 65536
+# the plain select call, never gevent's: asking with no wait needs no trip through the event loop
+poll_now = get_original("select", "select")
 FORBIDDEN_IN_HEADERS = re.compile(r"[\r\n\x00]")
 
 
@@ -278,7 +280,7 @@ def alive(sock) -> bool:
     try:
         if sock.fileno() < 0:
             return False
-        readable, _, _ = select.select([sock], [], [], 0.0)
+        readable, _, _ = poll_now([sock.fileno()], [], [], 0.0)
         return not readable
     except (OSError, ValueError):
         return False
