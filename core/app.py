@@ -182,7 +182,7 @@ def create_app(config: dict | str | None = None, environ=None, plugins: list | N
     merged, pm, sources = checked_config(config, environ, plugins, load_entry_points)
     configure_logging(merged["portal"]["log_level"])
     portal = Portal(merged, pm, sources)
-    app = Flask("agent_portal", static_folder=None)
+    app = PortalFlask("agent_portal", static_folder=None)
     app.url_map.merge_slashes = False  # "//host" must reach the proxies' checks, not be redirected
     app.config["MAX_CONTENT_LENGTH"] = merged["portal"]["max_body_bytes"]
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": merged["portal"]["max_body_bytes"],
@@ -249,6 +249,14 @@ def collect_jwt_keys(portal: Portal) -> dict:
                                    f"of issuer {issuer!r}")
             keys[issuer], owners[issuer] = secret, impl.plugin_name
     return keys
+
+
+class PortalFlask(Flask):
+    """Flask, minus the check on every request whether each hook and view is a coroutine
+    (four ``inspect`` calls a request): the portal's views and hooks are plain functions."""
+
+    def ensure_sync(self, func):
+        return func
 
 
 def _install_request_hooks(portal: Portal, app: Flask) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import orjson
+
 if TYPE_CHECKING:  # the state is the relay's; this module needs only its attributes
     from .sse import StreamState
 
@@ -20,26 +22,42 @@ def sse_error(message: str, code: str, type_: str = "upstream_error") -> bytes:
 MAX_SKIPPED = 3  # malformed events a stream may send before it counts as broken
 
 
+class MalformedStream(ValueError):
+    """Too many malformed events: the stream is broken. ``forward`` holds the events of the same
+    block that came before and are whole (already counted in the state): the client gets them."""
+
+    def __init__(self, message: str, forward: bytes):
+        super().__init__(message)
+        self.forward = forward
+
+
 def filter_events(block: bytes, state: StreamState) -> bytes:
     """Return the complete SSE events of ``block`` to forward, updating ``state``.
 
     Parses each ``data:`` line: records usage and cost, drops the usage-only chunk when the
     client did not ask for it, notes ``[DONE]`` and finish reasons. A malformed event is left
-    out and counted; raises ValueError when more than ``MAX_SKIPPED`` were.
+    out and counted; raises :class:`MalformedStream` when more than ``MAX_SKIPPED`` were.
     """
     out = []
-    for event in block.split(b"\n\n"):
+    events = block.split(b"\n\n")
+    unchanged = not events[-1]  # the block ends where an event does
+    for event in events:
         if not event.strip():
+            unchanged = unchanged and event is events[-1]
             continue
         try:
             forward = _filter_event(event, state)
-        except ValueError:
+        except ValueError as exc:
             state.skipped += 1
             if state.skipped > MAX_SKIPPED:
-                raise
+                raise MalformedStream(str(exc), b"".join(e + b"\n\n" for e in out)) from exc
+            unchanged = False
             continue
+        unchanged = unchanged and forward is event
         if forward is not None:
             out.append(forward)
+    if unchanged:  # every event forwarded as it came (the usual case): the block itself, no copy
+        return block
     return b"".join(e + b"\n\n" for e in out)
 
 
@@ -56,7 +74,7 @@ def _filter_event(event: bytes, state: StreamState) -> bytes | None:
     if data == DONE:
         state.done = True
         return event
-    chunk = json.loads(data)
+    chunk = orjson.loads(data)  # a JSONDecodeError is a ValueError
     if not isinstance(chunk, dict):
         raise ValueError("an SSE data line that is not a JSON object")
     if "error" in chunk and chunk["error"]:

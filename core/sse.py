@@ -135,8 +135,8 @@ def relay(response, first_block: bytes, state: StreamState, heartbeat_seconds: f
                     complete, buffer = buffer[:cut], buffer[cut:]
                     try:
                         forward = events.filter(complete, state)
-                    except ValueError as exc:
-                        forward = None
+                    except ValueError as exc:  # the whole events before the malformed ones still go out
+                        forward = getattr(exc, "forward", None)
                         failure = ("upstream_malformed", f"malformed chunk from upstream: {exc}",
                                    "The upstream sent a malformed chunk; the answer is incomplete.",
                                    "upstream_malformed", "upstream_error")

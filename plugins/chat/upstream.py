@@ -20,6 +20,7 @@ import socket
 import time
 from email.utils import parsedate_to_datetime
 
+import orjson
 import urllib3
 from flask import Response
 from geventhttpclient.response import HTTPParseError
@@ -232,7 +233,7 @@ def _has_first_token(block: bytes) -> bool:
             if data == b"[DONE]":
                 return True
             try:
-                chunk = json.loads(data)
+                chunk = orjson.loads(data)
             except ValueError:
                 return True  # malformed: the relay's to judge
             if not isinstance(chunk, dict) or chunk.get("error") or chunk.get("usage"):
