@@ -2,12 +2,19 @@
 
     python bench/stages.py             # 2,000 calls, 2 ms apart, through the shipped config
     python bench/stages.py --calls 500
+    python bench/stages.py --floor     # also the floor: apps that answer at once, served alike
 
 Serves the shipped config (config/portal.example.yaml, the litellm backend pointed at the fast
 fake upstream, INFO logs) under gunicorn with one gevent worker, as ``bench/run.py`` does, with
 timers wrapped around each stage inside the worker (see :data:`STAGES`). Prints each stage's
 mean and p50 per call, and the client's added latency over the direct upstream in the same run.
 The timers themselves cost about a microsecond per stage.
+
+With ``--floor``, also what any Python gateway served this way pays before doing anything: the
+apps of ``bench/floor_apps.py`` (a bare WSGI callable, a minimal Flask app) under gunicorn with
+one gevent worker, and the bare callable under gevent's own WSGI server (``gevent_pywsgi``),
+each answering a chat call at once with a fixed body, called in turn with the upstream directly
+and the portal (calls to each at least ``--think-ms`` apart).
 """
 from gevent import monkey
 
@@ -16,13 +23,21 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import (Target, free_port, ms, pct, sequential, start_portal, start_upstream,  # noqa: E402
+from procs import wait_http  # noqa: E402
+from run import (Target, free_port, ms, pct, rotating, sequential, start_portal, start_upstream,  # noqa: E402
                  stop)
+
+FLOOR_SERVERS = [  # (label, gunicorn worker class, app in bench/floor_apps.py)
+    ("a bare WSGI app, gunicorn gevent worker", "gevent", "floor_apps:raw_app"),
+    ("a bare WSGI app, gunicorn gevent_pywsgi worker", "gevent_pywsgi", "floor_apps:raw_app"),
+    ("a minimal Flask app, gunicorn gevent worker", "gevent", "floor_apps:flask_app"),
+]
 
 # (label, module, owner, attribute): each is timed where the worker looks it up at call time.
 STAGES = [
@@ -76,6 +91,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--think-ms", type=float, default=2.0)
+    parser.add_argument("--floor", action="store_true", help="also measure the floor apps beside the portal")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="agent-portal-stages-")
     out = Path(workdir) / "stages.json"
@@ -95,6 +111,7 @@ def main():
         think = args.think_ms / 1000
         direct_lat, _ = sequential(direct, args.calls, think=think)
         portal_lat, _ = sequential(through, args.calls, think=think)
+        floor = measure_floor(direct, through, args.calls, think) if args.floor else None
         stop([portal])
         processes.remove(portal)
     finally:
@@ -112,6 +129,35 @@ def main():
     added = ms(pct(portal_lat, 0.5) - pct(direct_lat, 0.5))
     print(f"\nclient: direct p50 {ms(pct(direct_lat, 0.5))} ms, portal p50 {ms(pct(portal_lat, 0.5))} ms, "
           f"added {added} ms")
+    if floor:
+        print(f"\nthe floor: each called in turn, {args.calls} calls each, as an outside caller sees it\n")
+        print(f"{'server':60} {'p50 ms':>8} {'p99 ms':>8} {'over direct p50':>16}")
+        base = pct(floor["the upstream, directly"], 0.5)
+        for label, latencies in floor.items():
+            print(f"{label:60} {ms(pct(latencies, 0.5)):8.3f} {ms(pct(latencies, 0.99)):8.3f} "
+                  f"{ms(pct(latencies, 0.5) - base):16.3f}")
+
+
+def measure_floor(direct, portal, calls, think) -> dict:
+    """Return ``{label: latencies}`` of the upstream, each floor app and the portal, called in turn."""
+    here = str(Path(__file__).resolve().parent)
+    processes, targets = [], [direct]
+    try:
+        for label, worker, app in FLOOR_SERVERS:
+            port = free_port()
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-k", worker, "-w", "1", "-b", f"127.0.0.1:{port}", "--chdir",
+                 here, "--log-level", "warning", app], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_http(f"http://127.0.0.1:{port}/", 20, processes[-1])
+            targets.append(Target(label, port, "/v1/chat/completions", {}, "echo"))
+        targets.append(portal)
+        for target in targets:
+            sequential(target, 200)
+        found = rotating(targets, calls, think=think)
+    finally:
+        stop(processes)
+    labels = {direct.name: "the upstream, directly", portal.name: "the portal (shipped config)"}
+    return {labels.get(t.name, t.name): found[t.name][0] for t in targets}
 
 
 if __name__ == "__main__":
