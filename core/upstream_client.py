@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from gevent.monkey import get_original
 from geventhttpclient.header import Headers
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketPoolResponse
+from geventhttpclient.response import HTTPConnectionClosed, HTTPSocketPoolResponse
 
 BLOCK = 65536
 # the plain select call, never gevent's: asking with no wait needs no trip through the event loop
@@ -82,11 +82,9 @@ class HostPool:
         """Return a new connection to the upstream (TLS for https), Nagle off."""
         try:
             sock = socket.create_connection((self.host, self.port), timeout=connect_timeout)
-        except socket.timeout:
+        except TimeoutError:  # socket.timeout: slow, not refused
             raise
-        except (ConnectionRefusedError, socket.gaierror, OSError) as exc:
-            if isinstance(exc, TimeoutError):
-                raise
+        except OSError as exc:  # refused, unreachable, a name that does not resolve
             raise ConnectFailed(f"{self.host}:{self.port}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
