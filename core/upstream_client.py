@@ -120,8 +120,9 @@ class UpstreamClients:
     """One :class:`HostPool` per upstream (scheme, host, port), shared by every backend of one
     portal (``portal.upstream_clients``)."""
 
-    def __init__(self, keep_idle: int = 256):
+    def __init__(self, keep_idle: int = 256, ssl_context: ssl.SSLContext | None = None):
         self.keep_idle = keep_idle
+        self.ssl_context = ssl_context  # None: the system's trusted authorities
         self.pools: dict[tuple, HostPool] = {}
         self.lock = threading.Lock()
 
@@ -135,7 +136,8 @@ class UpstreamClients:
         with self.lock:
             pool = self.pools.get(key)
             if pool is None:
-                pool = self.pools[key] = HostPool(parts.scheme, parts.hostname, port, self.keep_idle)
+                pool = self.pools[key] = HostPool(parts.scheme, parts.hostname, port, self.keep_idle,
+                                                  self.ssl_context)
         default_port = 443 if parts.scheme == "https" else 80
         host_header = parts.hostname if port == default_port else f"{parts.hostname}:{port}"
         if ":" in parts.hostname:  # an IPv6 literal

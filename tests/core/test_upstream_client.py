@@ -3,6 +3,8 @@ closed as they should be, every timeout per attempt, nothing leaked when a call 
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -13,10 +15,11 @@ from agent_portal.upstream_client import ConnectFailed, UpstreamClients
 
 class ScriptedServer:
     """A loopback TCP server that reads each request's head and body, then lets ``answer(conn,
-    request_number)`` write whatever it likes. Counts connections and requests."""
+    request_number)`` write whatever it likes. Counts connections and requests. With ``tls`` (an
+    ``ssl.SSLContext``), each connection is TLS."""
 
-    def __init__(self, answer):
-        self.answer = answer
+    def __init__(self, answer, tls=None):
+        self.answer, self.tls = answer, tls
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
@@ -35,6 +38,12 @@ class ScriptedServer:
             except OSError:
                 return
             self.connections += 1
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except OSError:
+                    conn.close()
+                    continue
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     def serve(self, conn):
@@ -208,4 +217,28 @@ def test_idle_connections_beyond_the_cap_are_closed():
     assert results == [200] * 5 and server.connections == 5
     assert len(pools.pools[("http", "127.0.0.1", server.port)].idle) == 2
     pools.close()
+    server.close()
+
+
+def test_an_https_upstream_is_reached_over_tls_checked_against_its_certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert, key)
+    server = ScriptedServer(lambda conn, n: conn.sendall(plain(b'{"tls": true}')), tls=serving)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    pools = UpstreamClients(ssl_context=trusting)
+    client = pools.client(f"https://localhost:{server.port}/v1")
+    assert [client.request("POST", "/v1/x", b"{}", {}, 2, 2).data for _ in range(2)] == [b'{"tls": true}'] * 2
+    assert server.connections == 1  # kept alive across calls
+    assert server.requests[0].startswith(b"POST /v1/x HTTP/1.1\r\nHost: localhost:")
+    # an upstream whose certificate nobody vouches for is refused before anything is sent
+    strict = UpstreamClients()
+    with pytest.raises(ssl.SSLError):
+        strict.client(f"https://localhost:{server.port}").request("POST", "/v1/x", b"{}", {}, 2, 2)
+    assert len(server.requests) == 2
+    pools.close()
+    strict.close()
     server.close()
