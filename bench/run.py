@@ -10,7 +10,9 @@ variant beside it, and a LiteLLM proxy (one worker). Two regimes, each figure na
 back-to-back (one target's calls in a row, ``--think-ms`` between calls) and sparse (the targets
 called in turn, each at most once every ``--sparse-gap-ms``, so whatever goes cold between one
 caller's calls is paid as a real deployment pays it). Prints the figures, the goals met or not
-in both regimes, and writes ``bench/results/report.json`` and ``report.md``.
+in both regimes (and, for a latency goal not met, ``bench/stages.py --floor``: where the time goes
+inside the portal and what a server alone costs here), and writes ``bench/results/report.json``
+and ``report.md``. ``--baseline REVISION`` also serves the code of an earlier commit beside it.
 """
 from gevent import monkey
 
@@ -197,13 +199,16 @@ def slim_config(upstream_port, workdir) -> dict:
     }
 
 
-def start_portal(port, upstream_port, workdir, variant="shipped", workers=1, gunicorn_conf=None):
+def start_portal(port, upstream_port, workdir, variant="shipped", workers=1, gunicorn_conf=None, code=None):
     """Start the portal as ``variant`` (shipped: config/portal.example.yaml as the README's run
     command serves it, through the ``litellm`` backend, INFO logs; slim: :func:`slim_config`).
-    ``gunicorn_conf`` replaces the portal's gunicorn settings file (``bench/stages.py``).
+    ``gunicorn_conf`` replaces the portal's gunicorn settings file (``bench/stages.py``); ``code``
+    is a folder holding another version of the package (``agent_portal``) to serve instead.
     Returns ``(process, token, seconds to /ready, worker pid)``."""
     env = {**os.environ, "PORTAL_WORKERS": str(workers), "PORTAL_GRACEFUL_SECONDS": "3",
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp()}
+    if code:
+        env["PYTHONPATH"] = code
     if variant == "shipped":
         path = ROOT / "config" / "portal.example.yaml"
         # the upstream plays the LiteLLM proxy the run command starts: same backend, same path
@@ -307,6 +312,13 @@ def run(args):
         idle_pss = pss_kb(worker)
         targets.append(Target("portal", portal_port, "/v1/chat/completions",
                               {"Authorization": f"Bearer {token}"}, "echo"))
+        if args.baseline:
+            base_port = free_port()
+            base, base_token, _, _ = start_portal(base_port, upstream_port, workdir, "shipped",
+                                                  code=baseline_code(args.baseline, workdir))
+            processes.append(base)
+            targets.append(Target(f"portal@{args.baseline}", base_port, "/v1/chat/completions",
+                                  {"Authorization": f"Bearer {base_token}"}, "echo"))
         if not smoke and not args.no_slim:
             slim_port = free_port()
             slim, slim_token, _, _ = start_portal(slim_port, upstream_port, workdir, "slim")
@@ -357,6 +369,30 @@ def run(args):
     finally:
         stop(processes)
     return report
+
+
+def baseline_code(revision: str, workdir: str) -> str:
+    """Return a folder holding the package as it was at git ``revision`` (its core and plugins),
+    for :func:`start_portal` to serve beside the checkout's own."""
+    folder = Path(workdir) / f"baseline-{revision}"
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "core", "plugins"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    (folder / "core").rename(folder / "agent_portal")
+    (folder / "plugins").rename(folder / "agent_portal" / "plugins")
+    return str(folder)
+
+
+def stage_profile(think_ms: float) -> str:
+    """Return, for the report, where a call's time goes inside the portal and what a server alone
+    costs here (``bench/stages.py --floor``, run now): what remains of a latency goal not met."""
+    print("a latency goal is not met: where the time goes (bench/stages.py --floor) ...", flush=True)
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "stages.py"), "--calls", "1000", "--floor",
+                           "--think-ms", str(think_ms)], capture_output=True, text=True)
+    found = "\n".join(line for line in done.stdout.splitlines() if not line.startswith("{"))
+    return ("\n## Where the time goes (a latency goal is not met)\n\n```\n" + found.strip() + "\n```\n"
+            if done.returncode == 0 else f"\n(the stage profile failed: {done.stderr[-500:]})\n")
 
 
 def machine() -> dict:
@@ -494,6 +530,11 @@ def main():
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--no-slim", action="store_true", help="leave out the slim variant")
     parser.add_argument("--no-scaling", action="store_true", help="leave out the 1/2/4-worker runs")
+    parser.add_argument("--baseline", metavar="REVISION",
+                        help="also serve the portal's code as it was at this git revision (same config), "
+                             "measured beside the checkout's in the same run")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="leave out the stage profile printed when a latency goal is not met")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     report = run(args)
@@ -501,6 +542,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     text = markdown(report)
+    unmet = [g["goal"] for g in report["goals"] if not g["met"] and "added" in g["goal"]]
+    if unmet and not args.smoke and not args.no_profile:
+        text += stage_profile(args.think_ms)
     (out / "report.md").write_text(text)
     print(text)
     lost = sum(s["chunks_lost"] + s["failed"] for s in report["targets"]["portal"]["many_streams"])

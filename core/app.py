@@ -252,11 +252,18 @@ def collect_jwt_keys(portal: Portal) -> dict:
 
 
 class PortalFlask(Flask):
-    """Flask, minus the check on every request whether each hook and view is a coroutine
-    (four ``inspect`` calls a request): the portal's views and hooks are plain functions."""
+    """Flask, asking once per hook and view (not on every request: four ``inspect`` calls a
+    request) whether it is a coroutine that needs wrapping."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._callables: dict = {}
 
     def ensure_sync(self, func):
-        return func
+        known = self._callables.get(func)
+        if known is None:
+            known = self._callables[func] = super().ensure_sync(func)
+        return known
 
 
 def _install_request_hooks(portal: Portal, app: Flask) -> None:
