@@ -178,14 +178,8 @@ class UpstreamClient:
                 if len(body) >= BLOCK:
                     sock.sendall(body)
                 response = UpstreamResponse(sock, self.pool, method)
-            except HTTPConnectionClosed:
-                # the response released (closed) the socket already
-                if not reused:
-                    raise
-                sock, reused = self.pool.connect(connect_timeout), False
-                continue
-            except ConnectionResetError:
-                _close_quietly(sock)
+            except (HTTPConnectionClosed, ConnectionResetError, BrokenPipeError):
+                _close_quietly(sock)  # (a response that saw the close has closed it already)
                 if not reused:
                     raise
                 sock, reused = self.pool.connect(connect_timeout), False
