@@ -258,15 +258,26 @@ def start_litellm(port, upstream_port, workdir):
 # --- the run -----------------------------------------------------------------------------------
 
 
-def measure(target, n_seq, n_stream, seconds, callers_list, think, smoke):
-    """The figures of one target: sequential and streamed calls with think time, throughput."""
+def back_to_back(targets, n_seq, n_stream, think, rounds=10) -> dict:
+    """The back-to-back regime's figures per target: each target's calls in a row (``think``
+    seconds apart), in ``rounds`` blocks taken in turn, so that a slow minute of the machine
+    falls on every target alike. Returns ``{name: {"sequential": ..., "streamed": ...}}``."""
+    print("measuring each target's calls back to back ...", flush=True)
+    found = {t.name: ([], []) for t in targets}
+    for _ in range(rounds):
+        for target in targets:
+            found[target.name][0].extend(sequential(target, max(1, n_seq // rounds), think=think)[0])
+            found[target.name][1].extend(sequential(target, max(1, n_stream // rounds), stream=True,
+                                                    think=think)[1])
+    return {name: {"sequential": {"n": len(lat), "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99))},
+                   "streamed": {"n": len(first), "ttft_p50_ms": ms(pct(first, 0.5)),
+                                "ttft_p99_ms": ms(pct(first, 0.99))}}
+            for name, (lat, first) in found.items()}
+
+
+def measure(target, figures, seconds, callers_list, smoke):
+    """Add to ``figures`` (its back-to-back ones) a target's long stream and its throughput."""
     print(f"measuring {target.name} ...", flush=True)
-    figures = {}
-    lat, _ = sequential(target, n_seq, think=think)
-    figures["sequential"] = {"n": n_seq, "p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99))}
-    _, first = sequential(target, n_stream, stream=True, think=think)
-    figures["streamed"] = {"n": n_stream, "ttft_p50_ms": ms(pct(first, 0.5)),
-                           "ttft_p99_ms": ms(pct(first, 0.99))}
     long_total, _ = sequential(target, 3 if smoke else 20, stream=True, max_tokens=200)
     figures["streamed"]["total_200_chunks_p50_ms"] = ms(pct(long_total, 0.5))
     figures["throughput"] = [throughput(target, c, seconds) for c in callers_list]
@@ -338,9 +349,9 @@ def run(args):
         for target in targets:  # warm-up
             sequential(target, 10 if smoke else 200)
             sequential(target, 5 if smoke else 50, stream=True)
+        report["targets"] = back_to_back(targets, n_seq, n_stream, think, rounds=2 if smoke else 10)
         for target in targets:
-            report["targets"][target.name] = measure(target, n_seq, n_stream, seconds, callers_list,
-                                                     think, smoke)
+            measure(target, report["targets"][target.name], seconds, callers_list, smoke)
         report["sparse_gap_ms"] = args.sparse_gap_ms
         for name, figures in sparse(targets, n_seq, n_stream, think, args.sparse_gap_ms / 1000).items():
             report["targets"][name]["sparse"] = figures
@@ -474,7 +485,7 @@ def markdown(report) -> str:
              f"backend, INFO logs, default plugins), `portal-slim` an openai_compat upstream with WARNING logs "
              f"and chat's plugins only. One gevent worker each. The load generator is one gevent process on the "
              f"same machine. Two regimes: **back-to-back**, one target's calls in a row with {report['think_ms']} ms "
-             f"between them; **sparse**, every target called in turn, so that each sees a call every "
+             f"between them (in blocks taken in turn, so that no target gets a quieter minute); **sparse**, every target called in turn, so that each sees a call every "
              f"{report['sparse_gap_ms']:g} ms or more (as a gateway sees one user among others).", "",
              "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
 
