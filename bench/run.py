@@ -144,10 +144,14 @@ def throughput(target, callers, seconds):
 
 
 def many_streams(target, count, worker_pid, expected_frames):
-    timers, failures = [], [0]
+    timers, failures, reasons = [], [0], {}
     baseline = rss_kb(worker_pid) if worker_pid else 0
     peak = [baseline]
     body = chat_body("long", True)
+
+    def failed(reason: str) -> None:
+        failures[0] += 1
+        reasons[reason] = reasons.get(reason, 0) + 1
 
     def one():
         conn = Connection("127.0.0.1", target.port, timeout=120)
@@ -155,9 +159,9 @@ def many_streams(target, count, worker_pid, expected_frames):
         try:
             status, _ = conn.post(target.path, body, target.headers, timer)
             if status != 200:
-                failures[0] += 1
-        except (OSError, ConnectionError):
-            failures[0] += 1
+                failed(f"HTTP {status}")
+        except (OSError, ConnectionError) as exc:
+            failed(type(exc).__name__)
         finally:
             conn.close()
         timers.append(timer)
@@ -177,7 +181,7 @@ def many_streams(target, count, worker_pid, expected_frames):
     sampler.kill()
     frames = sum(t.frames for t in timers)
     gaps = [g for t in timers for g in t.gaps]
-    return {"streams": count, "failed": failures[0], "chunks_expected": count * expected_frames,
+    return {"streams": count, "failed": failures[0], "why": reasons, "chunks_expected": count * expected_frames,
             "chunks_lost": count * expected_frames - frames, "p99_gap_ms": ms(pct(gaps, 0.99)),
             "memory_per_stream_kb": round((peak[0] - baseline) / count, 1) if worker_pid else None}
 
@@ -515,7 +519,9 @@ def markdown(report) -> str:
     lines += ["", "## Many streams through the portal (one gevent worker)", "",
               "| streams | failed | chunks lost | p99 gap ms | memory per stream KB |", "|---|---|---|---|---|"]
     for s in t["portal"]["many_streams"]:
-        lines.append(f"| {s['streams']} | {s['failed']} | {s['chunks_lost']} | {s['p99_gap_ms']} | {s['memory_per_stream_kb']} |")
+        why = ", ".join(f"{n} {reason}" for reason, n in s.get("why", {}).items())
+        lines.append(f"| {s['streams']} | {s['failed']}{f' ({why})' if why else ''} | {s['chunks_lost']} | "
+                     f"{s['p99_gap_ms']} | {s['memory_per_stream_kb']} |")
     if report.get("scaling"):
         lines += ["", "## Workers (shipped config, 64 callers)", "", "| workers | req/s | p50 ms | p99 ms | errors |",
                   "|---|---|---|---|---|"]
