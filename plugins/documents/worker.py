@@ -11,6 +11,7 @@ lease runs out and a worker takes it up again.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -76,7 +77,10 @@ class JobWorker:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Serve query embeddings, load the model, sweep, and take jobs (each in threads)."""
+        """Serve query embeddings, load the model, sweep, and take jobs (each in threads), at
+        the CPU priority ``worker.nice`` below the serving workers' (every thread and parsing
+        process started from here inherits it)."""
+        lower_priority(self.state.settings.worker["nice"])
         if self.service is not None and self.service.start():
             self._threads.append(threading.Thread(target=self._load_model, name="embedder-load", daemon=True))
         self._threads.append(threading.Thread(target=self.reaper.run, name="documents-reaper", daemon=True))
@@ -147,3 +151,13 @@ def run(args, load_portal) -> int:
         portal.shutdown()
     log.info("documents: worker stopped")
     return 0
+
+
+def lower_priority(steps: int) -> None:
+    """Lower this process's CPU priority by ``steps`` (``os.nice``), so that on a machine shared
+    with serving workers, embedding and parsing never take the CPU a caller is waiting for."""
+    if steps > 0:
+        try:
+            os.nice(steps)
+        except OSError as exc:  # not allowed here: run at the priority given
+            log.warning("documents: could not lower the job worker's priority: %s", exc)

@@ -4,6 +4,7 @@ time, a large PDF and a page-bomb PDF are ingested, and a 100,000-character word
 counted. Meanwhile /ready, a chat and an open stream are watched from outside."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -126,6 +127,8 @@ def test_uploads_bombs_and_long_words_never_stall_a_serving_worker(tmp_path, fak
         assert not watch.errors, watch.errors[:5]
         assert all(seconds < LIMIT for seconds in watch.longest.values()), watch.longest
         assert gunicorn_workers(portal.pid) == before  # no serving worker was killed and replaced
+        # ingestion ran below the serving worker's CPU priority (documents.worker.nice, 10)
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
         print("longest waits while ingesting:", {k: round(v, 3) for k, v in watch.longest.items()})
     finally:
         for process in (worker, portal):
