@@ -77,10 +77,7 @@ class JobWorker:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Serve query embeddings, load the model, sweep, and take jobs (each in threads), at
-        the CPU priority ``worker.nice`` below the serving workers' (every thread and parsing
-        process started from here inherits it)."""
-        lower_priority(self.state.settings.worker["nice"])
+        """Serve query embeddings, load the model, sweep, and take jobs (each in threads)."""
         if self.service is not None and self.service.start():
             self._threads.append(threading.Thread(target=self._load_model, name="embedder-load", daemon=True))
         self._threads.append(threading.Thread(target=self.reaper.run, name="documents-reaper", daemon=True))
@@ -135,6 +132,8 @@ def run(args, load_portal) -> int:
         print("agent-portal worker: the documents plugin is off in this config; nothing to do")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # once, for the process: every thread and parsing process started from here inherits it
+    lower_priority(portal.extensions[NAME].settings.worker["nice"])
     worker = JobWorker(portal)
     worker.start()
     log.info("documents: worker started (%s queue, %d thread(s))", worker.state.settings.queue["kind"],
