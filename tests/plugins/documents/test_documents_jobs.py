@@ -3,6 +3,7 @@ stopped with Ctrl-C and restarted, two on one shared queue; files that fail and 
 from __future__ import annotations
 
 import io
+import os
 import signal
 import time
 import uuid
@@ -237,3 +238,14 @@ def test_a_file_an_older_portal_left_processing_forever_is_found_and_ends_failed
         assert ended["status"] == "failed" and "upload it again" in ended["error"]
     finally:
         stop_worker(worker)
+
+
+def test_a_job_worker_started_inside_a_process_leaves_that_process_priority_alone(make_app, tmp_path, fake_upstream):
+    app = make_app(**chat_plugins(fake_upstream), documents=worker_sections(tmp_path))
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    workers = [start_worker(app) for _ in range(2)]
+    try:  # only the worker command lowers its own process's priority (documents.worker.nice)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == before
+    finally:
+        for worker in workers:
+            stop_worker(worker)
