@@ -16,6 +16,7 @@ another thread than the one that sent the call.
 from __future__ import annotations
 
 import re
+import select
 import socket
 import ssl
 import threading
@@ -27,8 +28,9 @@ from geventhttpclient.header import Headers
 from geventhttpclient.response import HTTPConnectionClosed, HTTPSocketPoolResponse
 
 BLOCK = 65536
-# the plain select call, never gevent's: asking with no wait needs no trip through the event loop
-poll_now = get_original("select", "select")
+# the plain poll, never gevent's: asking with no wait needs no trip through the event loop (and
+# select() refuses descriptors past 1,024, which a worker holding many streams opens)
+new_poll = get_original("select", "poll")
 FORBIDDEN_IN_HEADERS = re.compile(r"[\r\n\x00]")
 
 
@@ -61,7 +63,7 @@ class HostPool:
         self.keep_idle = keep_idle
         self.idle: deque = deque()
         self.lock = threading.Lock()  # deque's append and pop are atomic; the lock is for the cap
-        self.ssl_context = ssl_context if scheme != "https" or ssl_context else ssl.create_default_context()
+        self.ssl_context = ssl_context or (ssl.create_default_context() if scheme == "https" else None)
         self.closed = False
 
     def get_socket(self, connect_timeout: float) -> tuple[socket.socket, bool]:
@@ -131,18 +133,16 @@ class UpstreamClients:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        default_port = 443 if parts.scheme == "https" else 80
+        port = parts.port or default_port
         key = (parts.scheme, parts.hostname, port)
         with self.lock:
             pool = self.pools.get(key)
             if pool is None:
                 pool = self.pools[key] = HostPool(parts.scheme, parts.hostname, port, self.keep_idle,
                                                   self.ssl_context)
-        default_port = 443 if parts.scheme == "https" else 80
-        host_header = parts.hostname if port == default_port else f"{parts.hostname}:{port}"
-        if ":" in parts.hostname:  # an IPv6 literal
-            host_header = f"[{parts.hostname}]" + ("" if port == default_port else f":{port}")
-        return UpstreamClient(pool, host_header)
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal in brackets
+        return UpstreamClient(pool, host if port == default_port else f"{host}:{port}")
 
     def close(self) -> None:
         """Close every pool's idle connections."""
@@ -272,10 +272,12 @@ def alive(sock) -> bool:
     """Return True when an idle keep-alive socket is still open: nothing to read on it (a closed
     one reads its end)."""
     try:
-        if sock.fileno() < 0:
+        descriptor = sock.fileno()
+        if descriptor < 0:
             return False
-        readable, _, _ = poll_now([sock.fileno()], [], [], 0.0)
-        return not readable
+        poll = new_poll()
+        poll.register(descriptor, select.POLLIN)
+        return not poll.poll(0)  # readable, hung up or in error: not reusable
     except (OSError, ValueError):
         return False
 

@@ -242,3 +242,22 @@ def test_an_https_upstream_is_reached_over_tls_checked_against_its_certificate(t
     pools.close()
     strict.close()
     server.close()
+
+
+def test_a_kept_connection_is_reused_whatever_its_descriptor_number(clients):
+    """A worker holding thousands of streams has sockets past descriptor 1,024 (select's limit)."""
+    import os
+
+    from agent_portal.upstream_client import alive
+
+    server = ScriptedServer(lambda conn, n: conn.sendall(plain(b"{}")))
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    high = socket.socket(fileno=os.dup2(sock.fileno(), 1500))
+    sock.close()
+    assert alive(high)  # open and quiet: reusable
+    high.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    time.sleep(0.2)
+    assert not alive(high)  # an answer (or the end) waiting on it: not reusable
+    assert high.recv(65536).startswith(b"HTTP/1.1 200")  # read, so that closing resets nothing
+    high.close()
+    server.close()
