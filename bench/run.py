@@ -489,8 +489,9 @@ def markdown(report) -> str:
              f"backend, INFO logs, default plugins), `portal-slim` an openai_compat upstream with WARNING logs "
              f"and chat's plugins only. One gevent worker each. The load generator is one gevent process on the "
              f"same machine. Two regimes: **back-to-back**, one target's calls in a row with {report['think_ms']} ms "
-             f"between them (in blocks taken in turn, so that no target gets a quieter minute); **sparse**, every target called in turn, so that each sees a call every "
-             f"{report['sparse_gap_ms']:g} ms or more (as a gateway sees one user among others).", "",
+             f"between them (in blocks taken in turn, so that no target gets a quieter minute); **sparse**, every "
+             f"target called in turn, so that each sees a call every {report['sparse_gap_ms']:g} ms or more (as a "
+             f"gateway sees one user among others).", "",
              "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
 
     def row(label, getter):
@@ -559,8 +560,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     text = markdown(report)
-    unmet = [g["goal"] for g in report["goals"] if not g["met"] and "added" in g["goal"]]
-    if unmet and not args.smoke and not args.no_profile:
+    latency_unmet = any(not g["met"] and "added" in g["goal"] for g in report["goals"])
+    if latency_unmet and not args.smoke and not args.no_profile:
         text += stage_profile(args.think_ms)
     (out / "report.md").write_text(text)
     print(text)

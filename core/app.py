@@ -27,8 +27,8 @@ from .plugin_manager import (build_plugin_manager, discover_builtins, discover_e
 from .request_body import parse_json
 from .routing import register_routes
 from .sse import end_streams
-from .upstream_client import UpstreamClients
 from .tokens import install_jwt
+from .upstream_client import UpstreamClients
 
 log = logging.getLogger("agent_portal.app")
 

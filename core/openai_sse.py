@@ -42,8 +42,8 @@ def filter_events(block: bytes, state: StreamState) -> bytes:
     events = block.split(b"\n\n")
     unchanged = not events[-1]  # the block ends where an event does
     for event in events:
-        if not event.strip():
-            unchanged = unchanged and event is events[-1]
+        if not event.strip():  # an empty event passes as it is; one of spaces is left out
+            unchanged = unchanged and not event
             continue
         try:
             forward = _filter_event(event, state)

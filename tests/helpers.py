@@ -1,5 +1,6 @@
 """Helpers the tests share: the portal and its job worker started as processes, the workers a
-gunicorn master runs, and a config section for every built-in plugin."""
+gunicorn master runs, a config section for every built-in plugin, and an upstream body that
+hands out given pieces (for the stream relay)."""
 from __future__ import annotations
 
 import os
@@ -69,3 +70,22 @@ def every_builtin_plugin(fake_upstream, webui) -> dict:
         "openwebui_groups": {"url": "http://127.0.0.1:9", "api_key": "sk-audit-groups-7e3c9a1b5f"},
     }
     return sections
+
+
+class PiecesBody:
+    """An upstream response body that hands out the given pieces, one a read, then ends; says
+    whether the relay gave its connection back (``released``) or closed it."""
+
+    def __init__(self, *pieces: bytes):
+        self.pieces = list(pieces)
+        self.released = self.closed = False
+        self.connection = None
+
+    def read1(self, _size=65536):
+        return self.pieces.pop(0) if self.pieces else b""
+
+    def release_conn(self):
+        self.released = True
+
+    def close(self):
+        self.closed = True

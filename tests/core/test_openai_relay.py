@@ -6,23 +6,7 @@ import json
 
 from agent_portal.sse import StreamState, relay
 
-
-class Body:
-    """An upstream body that hands out the given blocks, then ends."""
-
-    def __init__(self, *blocks: bytes):
-        self.blocks = list(blocks)
-        self.connection = None
-        self.released = self.closed = False
-
-    def read1(self, _size=65536):
-        return self.blocks.pop(0) if self.blocks else b""
-
-    def release_conn(self):
-        self.released = True
-
-    def close(self):
-        self.closed = True
+from helpers import PiecesBody
 
 
 def chunk(text: str) -> bytes:
@@ -32,7 +16,7 @@ def chunk(text: str) -> bytes:
 def test_whole_events_before_a_burst_of_malformed_ones_in_the_same_block_reach_the_client():
     block = chunk("tok0 ") + chunk("tok1 ") + b"data: {not json\n\n" * 5
     ended = []
-    out = b"".join(relay(Body(), block, fresh_state(), 5, 5, ended.append))
+    out = b"".join(relay(PiecesBody(), block, fresh_state(), 5, 5, ended.append))
     assert out.startswith(chunk("tok0 ") + chunk("tok1 "))  # what was counted was also relayed
     assert b'"code": "upstream_malformed"' in out
     assert ended[0].outcome == "upstream_malformed" and "".join(ended[0].text) == "tok0 tok1 "
@@ -41,7 +25,7 @@ def test_whole_events_before_a_burst_of_malformed_ones_in_the_same_block_reach_t
 def test_a_block_of_well_formed_events_is_relayed_as_it_came():
     block = chunk("a") + chunk("b") + b'data: {"id": "c1", "choices": [{"index": 0, "delta": {}, ' \
         b'"finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
-    out = b"".join(relay(Body(), block, fresh_state(), 5, 5, lambda state: None))
+    out = b"".join(relay(PiecesBody(), block, fresh_state(), 5, 5, lambda state: None))
     assert out == block
 
 

@@ -18,6 +18,7 @@ import requests
 
 from conftest import ROOT, bearer, free_port, settled_rows
 from fake_http import JSONHandler, serve
+from helpers import PiecesBody
 from langgraph_calls import CHATTY_ANSWER, HELLO, agent_sections
 
 pytestmark = pytest.mark.integration
@@ -140,29 +141,11 @@ def test_made_up_agent_names_do_not_make_the_portal_ask_the_server_each_time(mak
     assert PlatformStandIn.searches <= 2
 
 
-class _Body:
-    """A response body that hands out the given pieces, then ends."""
-
-    def __init__(self, *pieces: bytes):
-        self.pieces = list(pieces)
-        self.released = self.closed = False
-        self.connection = None
-
-    def read1(self, _size=65536):
-        return self.pieces.pop(0) if self.pieces else b""
-
-    def release_conn(self):
-        self.released = True
-
-    def close(self):
-        self.closed = True
-
-
 def test_a_last_event_without_its_blank_line_is_still_relayed_and_the_run_ends_cleanly():
     from agent_portal.plugins.langgraph.events import LangGraphEvents, RunStreamState
     from agent_portal.sse import relay
 
-    body = _Body(b'event: metadata\r\ndata: {"run_id": "r1"}\r\n\r\nevent: values\r\n',
+    body = PiecesBody(b'event: metadata\r\ndata: {"run_id": "r1"}\r\n\r\nevent: values\r\n',
                  b'data: {"messages": []}\r\n')
     ended = []
     out = b"".join(relay(body, b"", RunStreamState(), 5, 5, ended.append, events=LangGraphEvents))
