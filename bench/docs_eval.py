@@ -126,8 +126,9 @@ def main(argv=None) -> int:
         return 2
     from agent_portal.plugins.documents.chunking import chunk_sections, embedding_text
     from agent_portal.plugins.documents.embedders import LocalEmbedder, OnnxEmbedder
+    from agent_portal.plugins.documents.lance_store import LanceStore
     from agent_portal.plugins.documents.parsing import parse
-    from agent_portal.plugins.documents.stores import MODES, LanceStore, QdrantStore
+    from agent_portal.plugins.documents.stores import MODES, QdrantStore
 
     embedder = (OnnxEmbedder if args.embedder == "onnx" else LocalEmbedder)("all-MiniLM-L6-v2", 64)
     folder = tempfile.mkdtemp(prefix="docs-eval-")

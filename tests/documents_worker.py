@@ -58,8 +58,10 @@ def stored_chunks(app, timeout: float = 0.0, expect=None) -> list[tuple[str, int
     deadline = time.monotonic() + timeout
     while True:
         try:
-            rows = lancedb.connect(path).open_table("chunks").to_arrow()
-            found = list(zip(rows["file_id"].to_pylist(), rows["chunk_index"].to_pylist()))
+            db, found = lancedb.connect(path), []
+            for name in db.list_tables(limit=1000).tables:  # a table per collection
+                rows = db.open_table(name).to_arrow()
+                found += zip(rows["file_id"].to_pylist(), rows["chunk_index"].to_pylist())
         except (FileNotFoundError, ValueError):  # no chunk stored yet
             found = []
         if expect is None or expect(found) or time.monotonic() >= deadline:

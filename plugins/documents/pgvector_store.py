@@ -16,6 +16,15 @@ TABLE = "portal_doc_chunks"
 _WORDS = "regexp_replace({}, '[^[:alnum:][:space:]]+', ' ', 'g')"
 
 
+INDEXES = {"embedding": "hnsw (embedding vector_cosine_ops)", "words": "gin (words)",
+           "collection": "btree (collection_id)", "file": "btree (file_id)"}
+
+
+def index_ddl(name: str) -> str:
+    """Return the statement that makes the index ``name`` (of :data:`INDEXES`) if it is not there."""
+    return f"CREATE INDEX IF NOT EXISTS {TABLE}_{name} ON {TABLE} USING {INDEXES[name]}"
+
+
 def _vector(values) -> str:
     return "[" + ",".join(repr(float(v)) for v in values) + "]"
 
@@ -36,9 +45,8 @@ class PgVectorStore(VectorStore):
                 "file_id text NOT NULL, file_name text NOT NULL, chunk_index integer NOT NULL, page integer, "
                 f"heading text, text text NOT NULL, embedding vector({int(dimensions)}) NOT NULL, "
                 f"words tsvector GENERATED ALWAYS AS (to_tsvector('english', {_WORDS.format('text')})) STORED)"))
-            for name, using in (("embedding", "hnsw (embedding vector_cosine_ops)"), ("words", "gin (words)"),
-                                ("collection", "btree (collection_id)"), ("file", "btree (file_id)")):
-                conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {TABLE}_{name} ON {TABLE} USING {using}"))
+            for name in INDEXES:
+                conn.execute(sa.text(index_ddl(name)))
 
     def add(self, rows):
         if rows:
@@ -75,7 +83,7 @@ class PgVectorStore(VectorStore):
                 {"text": text, "ids": list(collection_ids), "k": k}).mappings().all()
         return [_hit(dict(row), row["score"]) for row in rows]
 
-    def delete_file(self, file_id):
+    def delete_file(self, file_id, collection_id=None):
         with self.engine.begin() as conn:
             conn.execute(sa.text(f"DELETE FROM {TABLE} WHERE file_id = :f"), {"f": file_id})
 

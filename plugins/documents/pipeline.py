@@ -98,14 +98,14 @@ def ingest_file(portal, file_id: str, stopping: threading.Event, requeue) -> str
         if row.attempts < attempts:
             delay = settings.worker["retry_delay_seconds"] * 2 ** (row.attempts - 1)
             if catalog.finish(file_id, holder, "queued", reason):  # still ours: clear what it may have written
-                _forget_chunks(state, file_id)
+                _forget_chunks(state, file_id, row.collection_id)
                 requeue(file_id, delay)
             log.warning("documents: %s failed, retrying in %.0f s: %s", file_id, delay, reason)
             return "retrying"
         return _failed(catalog, call, file_id, holder, reason, "ingest_failed", 502, state)
     if not catalog.finish(file_id, holder, "ready"):
         if catalog.file(file_id) is None:  # deleted while it was embedded
-            _forget_chunks(state, file_id)
+            _forget_chunks(state, file_id, row.collection_id)
         return "skipped"
     if call is not None:
         call.prompt_text = "\n".join(texts)
@@ -132,7 +132,7 @@ def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: thr
     pages = max((s.page for s in sections if s.page is not None), default=row.pages)
     keeper.progress = {"chunks": len(chunks), "pages": pages, "done_chunks": 0}
     keeper.renew()
-    _forget_chunks(state, row.id)  # what an earlier attempt may have left
+    _forget_chunks(state, row.id, row.collection_id)  # what an earlier attempt may have left
     rows: list[dict] = []
     for start in range(0, len(chunks), BATCH):
         if stopping.is_set():
@@ -152,9 +152,9 @@ def _embed_and_store(state, row, data: bytes, keeper: LeaseKeeper, stopping: thr
     return [c.text for c in chunks]
 
 
-def _forget_chunks(state, file_id: str) -> None:
+def _forget_chunks(state, file_id: str, collection_id: str | None = None) -> None:
     try:
-        state.store().delete_file(file_id)
+        state.store().delete_file(file_id, collection_id)
     except Exception as exc:
         log.warning("documents: could not remove the chunks of %s: %s", file_id, exc)
 

@@ -1,7 +1,7 @@
-"""Vector stores behind one interface: LanceDB (embedded, the default: files on local disk, no
-server, safe for several worker processes) and Qdrant (its local mode, or a server or cluster
-for deployments that outgrow one machine). Every search filters by collection inside the
-store's own query, never after its top-k.
+"""Vector stores behind one interface: LanceDB (embedded, the default: lance_store, a table per
+collection), pgvector (pgvector_store: the PostgreSQL a deployment already shares) and Qdrant
+(its local mode, or a server or cluster). Every search filters by collection inside the store's
+own query, never after its top-k.
 
 A query is dense (the embedding's nearest chunks), full text (BM25 over the chunks' words: LanceDB's
 index, Qdrant's sparse vectors with IDF, PostgreSQL's tsvector in pgvector_store) or hybrid: both halves, each filtered, fused by
@@ -9,15 +9,12 @@ reciprocal rank fusion (:func:`fused`), so an exact name a question shares with 
 beside what the embedding finds near it."""
 from __future__ import annotations
 
-import logging
 import threading
 import uuid
 from dataclasses import dataclass, replace
-from datetime import timedelta
 
 from .words import document_terms, query_terms
 
-log = logging.getLogger("agent_portal.documents")
 PAYLOAD = ("collection_id", "file_id", "file_name", "chunk_index", "page", "heading", "text")
 MODES = ("hybrid", "dense", "full_text")
 RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al.): a rank r counts 1 / (RRF_K + r)
@@ -78,7 +75,8 @@ class VectorStore:
                 self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="full-text-half")
             return self._executor
 
-    def delete_file(self, file_id: str) -> None:
+    def delete_file(self, file_id: str, collection_id: str | None = None) -> None:
+        """Remove the chunks of ``file_id`` (in ``collection_id``, when the caller knows it)."""
         raise NotImplementedError
 
     def count(self) -> int:
@@ -104,76 +102,6 @@ def fused(rankings: list[list[Hit]], k: int) -> list[Hit]:
             hits.setdefault(key, hit)
     best = sorted(scores, key=lambda key: (-scores[key], key))[:k]
     return [replace(hits[key], score=scores[key]) for key in best]
-
-
-def _quoted(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-
-
-class LanceStore(VectorStore):
-    """LanceDB in the directory ``path``: one table of chunks."""
-
-    def __init__(self, path: str, dimensions: int):
-        import lancedb
-        import pyarrow as pa
-
-        # the job worker writes, serving workers read: every read looks for the newest version
-        self.db = lancedb.connect(path, read_consistency_interval=timedelta(0))
-        self.schema = pa.schema([
-            pa.field("vector", pa.list_(pa.float32(), dimensions)), pa.field("collection_id", pa.string()),
-            pa.field("file_id", pa.string()), pa.field("file_name", pa.string()),
-            pa.field("chunk_index", pa.int32()), pa.field("page", pa.int32()), pa.field("heading", pa.string()),
-            pa.field("text", pa.string())])
-        self.table = self.db.create_table("chunks", schema=self.schema, exist_ok=True)
-        self._lock = threading.Lock()
-        self._added_since_optimize = 0
-        if not any(index.index_type == "FTS" for index in self.table.list_indices()):
-            from lancedb.index import FTS
-
-            try:  # the chunks' words, BM25 (stemmed, stop words out); new rows are searched unindexed
-                self.table.create_index("text", config=FTS(), replace=False)
-            except (ValueError, RuntimeError):
-                pass  # another worker process made it first
-
-    full_text_index = True
-    parallel_halves = True
-    # rows added before the full-text index takes them in: until then they are scanned flat, which
-    # at 2,000 rows made a BM25 query 95 ms instead of 9; taking in a file's rows costs ~0.1 s
-    OPTIMIZE_EVERY_ROWS = 200
-
-    def add(self, rows: list[dict]) -> None:
-        if rows:
-            with self._lock:
-                self.table.add([{**r, "page": -1 if r.get("page") is None else r["page"],
-                                 "heading": r.get("heading") or ""} for r in rows])
-                self._added_since_optimize += len(rows)
-                if self._added_since_optimize >= self.OPTIMIZE_EVERY_ROWS:
-                    try:
-                        self.table.optimize()
-                        self._added_since_optimize = 0
-                    except (OSError, RuntimeError, ValueError) as exc:  # another writer's commit won: next time
-                        log.warning("documents: the store's indexes could not take in new rows yet: %s", exc)
-
-    def full_text(self, text, k, collection_ids):
-        if not collection_ids:
-            return []
-        found = (self.table.search(text, query_type="fts", fts_columns="text")
-                 .where(f"collection_id IN ({_quoted(collection_ids)})", prefilter=True).limit(k).to_list())
-        return [_hit(row, row["_score"]) for row in found]
-
-    def search(self, vector, k, collection_ids):
-        if not collection_ids:
-            return []
-        found = (self.table.search(vector).metric("cosine")
-                 .where(f"collection_id IN ({_quoted(collection_ids)})", prefilter=True).limit(k).to_list())
-        return [_hit(row, 1.0 - row["_distance"]) for row in found]
-
-    def delete_file(self, file_id: str) -> None:
-        with self._lock:
-            self.table.delete(f"file_id = '{file_id.replace(chr(39), chr(39) * 2)}'")
-
-    def count(self) -> int:
-        return self.table.count_rows()
 
 
 class QdrantStore(VectorStore):
@@ -240,7 +168,7 @@ class QdrantStore(VectorStore):
                                          limit=k, with_payload=True).points
         return [_hit(point.payload, point.score) for point in found]
 
-    def delete_file(self, file_id):
+    def delete_file(self, file_id, collection_id=None):
         flt = self.models.Filter(must=[self.models.FieldCondition(key="file_id",
                                                                   match=self.models.MatchValue(value=file_id))])
         self.client.delete(self.COLLECTION, points_selector=self.models.FilterSelector(filter=flt), wait=True)
@@ -257,4 +185,6 @@ def make_store(spec: dict, dimensions: int) -> VectorStore:
         return PgVectorStore(spec["url"], dimensions)
     if spec["kind"] == "qdrant":
         return QdrantStore(dimensions, url=spec.get("url"), api_key=spec.get("api_key"), path=spec.get("path"))
+    from .lance_store import LanceStore
+
     return LanceStore(spec["path"], dimensions)

@@ -10,7 +10,8 @@ import random
 import pytest
 
 from agent_portal.plugins.documents.pgvector_store import PgVectorStore
-from agent_portal.plugins.documents.stores import LanceStore, QdrantStore
+from agent_portal.plugins.documents.lance_store import LanceStore
+from agent_portal.plugins.documents.stores import QdrantStore
 
 DIMENSIONS = 8
 
@@ -122,3 +123,65 @@ def test_a_qdrant_collection_made_before_the_full_text_half_answers_every_mode_d
     assert not store.full_text_index
     store.add([row([1, 0, 0, 0, 0, 0, 0, 0], index=0, text="alpha"), row([0, 1, 0, 0, 0, 0, 0, 0], index=1, text="beta")])
     assert [h.chunk_index for h in store.query(unit([0, 1, 0, 0, 0, 0, 0, 0]), "alpha", 2, ["c1"], "hybrid")] == [1, 0]
+
+
+def test_deleting_a_file_in_a_named_collection_leaves_other_collections_alone(store):
+    store.add([row([1, 0, 0, 0, 0, 0, 0, 0], collection="c1", file_id="same"),
+               row([1, 0, 0, 0, 0, 0, 0, 0], collection="c2", file_id="other", index=1)])
+    store.delete_file("same", "c1")
+    assert store.count() == 1
+    assert [h.file_id for h in store.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 5, ["c1", "c2"])] == ["other"]
+
+
+def test_a_lancedb_collection_has_a_table_of_its_own_whatever_its_id(tmp_path):
+    import lancedb
+
+    from agent_portal.plugins.documents.lance_store import table_name
+
+    store = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
+    odd = ["o'brien", "../../etc", "a.b", "x" * 200, "é"]
+    store.add([row([1, 0, 0, 0, 0, 0, 0, 0], collection=c, file_id=f"f{i}", index=i) for i, c in enumerate(odd)]
+              + [row([1, 0, 0, 0, 0, 0, 0, 0], collection="2f4e9c", file_id="plain")])
+    names = set(lancedb.connect(str(tmp_path / "lance")).list_tables().tables)
+    assert names == {table_name(c) for c in odd + ["2f4e9c"]} and "chunks.2f4e9c" in names and len(names) == 6
+    assert sorted(p.name for p in (tmp_path / "lance").iterdir() if not p.name.startswith(".")) == sorted(
+        n + ".lance" for n in names)  # every table inside the store's folder
+    for i, collection in enumerate(odd):
+        assert [h.file_id for h in store.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), "t", 5, [collection], "hybrid")] \
+            == [f"f{i}"]
+
+
+def _single_table_store(path, rows):
+    """Write ``rows`` the way the LanceDB store kept every collection before, in one table."""
+    import lancedb
+
+    schema = LanceStore(str(path / "probe"), DIMENSIONS).schema
+    db = lancedb.connect(str(path / "lance"))
+    db.create_table("chunks", data=[{**r, "page": r["page"] if r["page"] is not None else -1,
+                                     "heading": r["heading"] or ""} for r in rows], schema=schema)
+    return db
+
+
+def test_a_lancedb_store_written_as_one_table_is_split_by_collection_when_opened(tmp_path):
+    rows = [row([1, 0, 0, 0, 0, 0, 0, 0], collection="c1", file_id="a", index=0, page=2, heading="Intro",
+                text="the budget for the cooling towers"),
+            row([0, 1, 0, 0, 0, 0, 0, 0], collection="c1", file_id="a", index=1, text="night shift staffing"),
+            row([1, 0, 0, 0, 0, 0, 0, 0], collection="o'brien", file_id="b", index=0, text="cooling budget")]
+    db = _single_table_store(tmp_path, rows)
+    store = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
+    assert "chunks" not in db.list_tables().tables and store.count() == 3
+    mine = store.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), "cooling budget", 5, ["c1"], "hybrid")
+    assert [(h.file_id, h.chunk_index) for h in mine][0] == ("a", 0) and {h.file_id for h in mine} == {"a"}
+    assert (mine[0].page, mine[0].heading) == (2, "Intro")
+    assert [h.file_id for h in store.full_text("cooling", 5, ["o'brien"])] == ["b"]
+    assert LanceStore(str(tmp_path / "lance"), DIMENSIONS).count() == 3  # opened again: nothing moved twice
+
+
+def test_a_split_cut_short_by_a_killed_process_is_done_whole_by_the_next_open(tmp_path):
+    rows = [row([1, 0, 0, 0, 0, 0, 0, 0], collection="c1", file_id="a", index=i) for i in range(3)]
+    db = _single_table_store(tmp_path, rows)
+    # what a process killed midway leaves: the collection's table begun, the old one still there
+    db.create_table("chunks.c1", data=db.open_table("chunks").to_arrow().slice(0, 1))
+    store = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
+    assert store.count() == 3 and "chunks" not in db.list_tables().tables
+    assert sorted(h.chunk_index for h in store.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 5, ["c1"])) == [0, 1, 2]
