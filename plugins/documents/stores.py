@@ -56,7 +56,7 @@ class VectorStore:
             return self.search(vector, k, collection_ids)
         if mode == "full_text":
             return self.full_text(text, k, collection_ids)
-        depth = max(4 * k, 40)  # each half ranks deeper than k, so a chunk second in both can win
+        depth = hybrid_depth(k)
         if not self.parallel_halves:
             return fused([self.search(vector, depth, collection_ids), self.full_text(text, depth, collection_ids)], k)
         words = self._halves().submit(self.full_text, text, depth, collection_ids)  # beside the dense half
@@ -88,6 +88,12 @@ def _hit(payload: dict, score: float) -> Hit:
                file_id=payload["file_id"], file_name=payload["file_name"],
                page=payload.get("page") if payload.get("page") not in (None, -1) else None,
                heading=payload.get("heading") or None, chunk_index=int(payload["chunk_index"]))
+
+
+def hybrid_depth(k: int) -> int:
+    """Return how deep each half of a hybrid query ranks for the best ``k``: deeper than ``k``, so
+    a chunk second in both halves can win."""
+    return max(4 * k, 40)
 
 
 def fused(rankings: list[list[Hit]], k: int) -> list[Hit]:

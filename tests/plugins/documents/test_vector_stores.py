@@ -178,10 +178,10 @@ def test_a_lancedb_store_written_as_one_table_is_split_by_collection_when_opened
 
 
 def test_a_split_cut_short_by_a_killed_process_is_done_whole_by_the_next_open(tmp_path):
-    rows = [row([1, 0, 0, 0, 0, 0, 0, 0], collection="c1", file_id="a", index=i) for i in range(3)]
+    rows = [row([1, 0, 0, 0, 0, 0, 0, 0], collection="c1", file_id="a", index=i) for i in range(25)]
     db = _single_table_store(tmp_path, rows)
     # what a process killed midway leaves: the collection's table begun, the old one still there
     db.create_table("chunks.c1", data=db.open_table("chunks").to_arrow().slice(0, 1))
     store = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
-    assert store.count() == 3 and "chunks" not in db.list_tables().tables
-    assert sorted(h.chunk_index for h in store.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 5, ["c1"])) == [0, 1, 2]
+    assert store.count() == 25 and "chunks" not in db.list_tables().tables
+    assert sorted(h.chunk_index for h in store.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 30, ["c1"])) == list(range(25))
