@@ -61,11 +61,15 @@ class PgVectorStore(VectorStore):
         if not collection_ids:
             return []
         with self.engine.begin() as conn:
-            # keep scanning the graph until k rows pass the filter (pgvector 0.8's iterative scan)
-            conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = strict_order"))
+            # keep scanning the graph until k rows pass the filter (pgvector 0.8's iterative scan);
+            # in relaxed order, sorted again here: at 100,000 chunks and a filter passing 15 % of
+            # them, 40 rows in strict order took 50-65 ms, relaxed 25-30
+            conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
             rows = conn.execute(sa.text(
-                f"SELECT {', '.join(PAYLOAD)}, 1 - (embedding <=> CAST(:v AS vector)) AS score FROM {TABLE} "
-                "WHERE collection_id = ANY(:ids) ORDER BY embedding <=> CAST(:v AS vector) LIMIT :k"),
+                f"WITH nearest AS MATERIALIZED (SELECT {', '.join(PAYLOAD)}, embedding <=> CAST(:v AS vector) "
+                f"AS distance FROM {TABLE} WHERE collection_id = ANY(:ids) "
+                "ORDER BY embedding <=> CAST(:v AS vector) LIMIT :k) "
+                f"SELECT {', '.join(PAYLOAD)}, 1 - distance AS score FROM nearest ORDER BY distance"),
                 {"v": _vector(vector), "ids": list(collection_ids), "k": k}).mappings().all()
         return [_hit(dict(row), row["score"]) for row in rows]
 
