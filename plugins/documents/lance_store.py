@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import threading
+from collections import OrderedDict
 from datetime import timedelta
 
 from .stores import PAYLOAD, VectorStore, _hit, fused, hybrid_depth
@@ -47,6 +48,9 @@ class LanceStore(VectorStore):
     # rows added before the full-text index takes them in: until then they are scanned flat, which
     # at 2,000 rows made a BM25 query 95 ms instead of 9; taking in a file's rows costs ~0.1 s
     OPTIMIZE_EVERY_ROWS = 200
+    OPEN_TABLES = 512  # kept open (each holds its index caches); the least recently used closes
+    QUERIES_AT_ONCE = 8  # per store: a query over hundreds of collections waits its turn per table
+    SPLIT_BATCH_ROWS = 10_000  # rows read at a time from a store written as one table
 
     def __init__(self, path: str, dimensions: int):
         import lancedb
@@ -63,7 +67,9 @@ class LanceStore(VectorStore):
         threading.Thread(target=self._loop.run_forever, name="lance-store", daemon=True).start()
         # the job worker writes, serving workers read: every read looks for the newest version
         self.db = self._run(lancedb.connect_async(path, read_consistency_interval=timedelta(0)))
-        self._open: dict[str, object] = {}  # table name -> its open table (touched on the loop only)
+        # table name -> its open table, the most recently used last (touched on the loop only)
+        self._open: OrderedDict[str, object] = OrderedDict()
+        self._queries_at_once = asyncio.Semaphore(self.QUERIES_AT_ONCE)  # made here, used on the loop
         self._lock = threading.Lock()  # one writer at a time in this process
         self._added_since_optimize: dict[str, int] = {}
         if LEGACY_TABLE in self._run(self._table_names()):
@@ -85,18 +91,30 @@ class LanceStore(VectorStore):
     async def _chunk_tables(self) -> list[str]:
         return [n for n in await self._table_names() if n.startswith((PREFIX, "chunks-sha256."))]
 
+    async def _with_table(self, name: str, use, create: bool = False):
+        """Return what ``use(table)`` returns for the table ``name`` (``None`` when it is not there
+        and ``create`` is false). Every use goes through here: with at most QUERIES_AT_ONCE in use
+        and at least as many kept open, a table is never closed under a query."""
+        async with self._queries_at_once:
+            table = await self._table(name, create)
+            return None if table is None else await use(table)
+
     async def _table(self, name: str, create: bool = False):
         """Return the open table ``name``; ``None`` when it is not there and ``create`` is false."""
         table = self._open.get(name)
-        if table is None:
-            try:
-                table = await self.db.open_table(name)
-            except (ValueError, FileNotFoundError):  # no chunk of that collection yet
-                if not create:
-                    return None
-                table = await self.db.create_table(name, schema=self.schema, exist_ok=True)
-                await self._index_words(table)
-            self._open[name] = table
+        if table is not None:
+            self._open.move_to_end(name)
+            return table
+        try:
+            table = await self.db.open_table(name)
+        except (ValueError, FileNotFoundError):  # no chunk of that collection yet
+            if not create:
+                return None
+            table = await self.db.create_table(name, schema=self.schema, exist_ok=True)
+            await self._index_words(table)
+        self._open[name] = table
+        while len(self._open) > self.OPEN_TABLES:
+            self._open.popitem(last=False)[1].close()
         return table
 
     @staticmethod
@@ -119,7 +137,9 @@ class LanceStore(VectorStore):
                 self._run(self._add(table_name(collection_id), part))
 
     async def _add(self, name: str, rows: list[dict]) -> None:
-        table = await self._table(name, create=True)
+        await self._with_table(name, lambda table: self._add_to(table, name, rows), create=True)
+
+    async def _add_to(self, table, name: str, rows: list[dict]) -> None:
         await table.add(rows)
         added = self._added_since_optimize.get(name, 0) + len(rows)
         if added >= self.OPTIMIZE_EVERY_ROWS:
@@ -132,9 +152,8 @@ class LanceStore(VectorStore):
 
     async def _each_collection(self, collection_ids: list[str], ask) -> list[dict]:
         """Return the rows ``ask(table)`` finds in each of ``collection_ids``' tables, together."""
-        tables = [await self._table(table_name(c)) for c in dict.fromkeys(collection_ids)]
-        found = await asyncio.gather(*(ask(t) for t in tables if t is not None))
-        return [row for rows in found for row in rows]
+        found = await asyncio.gather(*(self._with_table(table_name(c), ask) for c in dict.fromkeys(collection_ids)))
+        return [row for rows in found if rows for row in rows]
 
     async def _nearest(self, vector, k, collection_ids) -> list:
         async def ask(table):
@@ -178,16 +197,20 @@ class LanceStore(VectorStore):
     async def _delete_file(self, file_id, collection_id) -> None:
         names = [table_name(collection_id)] if collection_id is not None else await self._chunk_tables()
         where = f"file_id = {_literal(file_id)}"
-        for name in names:
-            table = await self._table(name)
+
+        async def delete(table):
             # a delete that removes nothing still writes a version: look first
-            if table is not None and (collection_id is not None or await table.count_rows(where)):
+            if await table.count_rows(where):
                 await table.delete(where)
+
+        for name in names:
+            await self._with_table(name, delete)
 
     def count(self) -> int:
         async def total():
-            tables = [await self._table(name) for name in await self._chunk_tables()]
-            return sum(await asyncio.gather(*(table.count_rows() for table in tables if table is not None)))
+            counts = await asyncio.gather(*(self._with_table(name, lambda table: table.count_rows())
+                                            for name in await self._chunk_tables()))
+            return sum(c for c in counts if c)
 
         return self._run(total())
 
@@ -200,18 +223,26 @@ class LanceStore(VectorStore):
             self._run(self._split())
 
     async def _split(self) -> None:
+        import pyarrow as pa
+
         if LEGACY_TABLE not in await self._table_names():
             return  # another process moved them while this one waited
         old = await self.db.open_table(LEGACY_TABLE)
         collections = sorted(set((await old.query().select(["collection_id"]).to_arrow())["collection_id"].to_pylist()))
         for collection_id in collections:
+            name, table = table_name(collection_id), None
+            # a batch at a time, so a large collection is never in memory whole
             rows = await old.query().where(f"collection_id = {_literal(collection_id)}").select(
-                self.schema.names).to_arrow()
-            table = await self.db.create_table(table_name(collection_id), data=rows.select(self.schema.names).cast(
-                self.schema), schema=self.schema, mode="overwrite")
+                self.schema.names).to_batches(max_batch_length=self.SPLIT_BATCH_ROWS)
+            async for batch in rows:
+                part = pa.Table.from_batches([batch]).select(self.schema.names).cast(self.schema)
+                if table is None:  # written whole again if a process died midway
+                    table = await self.db.create_table(name, data=part, schema=self.schema, mode="overwrite")
+                else:
+                    await table.add(part)
             await self._index_words(table)
             await table.optimize()
-            self._open.pop(table_name(collection_id), None)
+            self._open.pop(name, None)
         total = await old.count_rows()
         await self.db.drop_table(LEGACY_TABLE)
         log.info("documents: %d chunks moved into %d collection tables", total, len(collections))

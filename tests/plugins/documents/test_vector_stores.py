@@ -177,11 +177,25 @@ def test_a_lancedb_store_written_as_one_table_is_split_by_collection_when_opened
     assert LanceStore(str(tmp_path / "lance"), DIMENSIONS).count() == 3  # opened again: nothing moved twice
 
 
-def test_a_split_cut_short_by_a_killed_process_is_done_whole_by_the_next_open(tmp_path):
+def test_a_split_cut_short_by_a_killed_process_is_done_whole_by_the_next_open(tmp_path, monkeypatch):
     rows = [row([1, 0, 0, 0, 0, 0, 0, 0], collection="c1", file_id="a", index=i) for i in range(25)]
     db = _single_table_store(tmp_path, rows)
     # what a process killed midway leaves: the collection's table begun, the old one still there
     db.create_table("chunks.c1", data=db.open_table("chunks").to_arrow().slice(0, 1))
+    monkeypatch.setattr(LanceStore, "SPLIT_BATCH_ROWS", 10)  # read back in three batches
     store = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
     assert store.count() == 25 and "chunks" not in db.list_tables().tables
     assert sorted(h.chunk_index for h in store.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 30, ["c1"])) == list(range(25))
+
+
+def test_a_lancedb_query_over_more_collections_than_it_keeps_open_finds_each_ones_chunks(tmp_path):
+    store = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
+    store.OPEN_TABLES, store.QUERIES_AT_ONCE = 2, 1
+    store.add([row([1, 0.1 * i, 0, 0, 0, 0, 0, 0], collection=f"c{i}", file_id=f"f{i}", text=f"word{i} shared")
+               for i in range(6)])
+    collections = [f"c{i}" for i in range(6)]
+    for _ in range(2):  # the second time, every table is opened again
+        assert [h.file_id for h in store.search(unit([1, 0, 0, 0, 0, 0, 0, 0]), 6, collections)] == [
+            f"f{i}" for i in range(6)]
+        assert {h.file_id for h in store.full_text("shared", 6, collections)} == {f"f{i}" for i in range(6)}
+    assert store.count() == 6 and len(store._open) <= 2
