@@ -7,7 +7,7 @@ the deployment's. (With one table for all, a filtered query read every chunk's v
 
 It speaks LanceDB's asynchronous API on an event loop of its own: a hybrid query's halves over
 every collection go out together and come back in one wait (LanceDB's engine leaves the GIL),
-and each costs one call into the engine, where the synchronous API made six.)"""
+and each costs one call into the engine, where the synchronous API made six."""
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +23,8 @@ from datetime import timedelta
 from .stores import PAYLOAD, VectorStore, _hit, fused, hybrid_depth
 
 log = logging.getLogger("agent_portal.documents")
-PREFIX = "chunks."  # a collection's table; "chunks-sha256." when its id is not plain
+PREFIX = "chunks."  # a collection's table
+HASHED_PREFIX = "chunks-sha256."  # ... when its id is not plain
 LEGACY_TABLE = "chunks"  # every collection in one table, before tables per collection
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -34,7 +35,7 @@ def table_name(collection_id: str) -> str:
     file name."""
     if _PLAIN_ID.fullmatch(collection_id):
         return PREFIX + collection_id
-    return "chunks-sha256." + hashlib.sha256(collection_id.encode()).hexdigest()
+    return HASHED_PREFIX + hashlib.sha256(collection_id.encode()).hexdigest()
 
 
 def _literal(value: str) -> str:
@@ -89,7 +90,7 @@ class LanceStore(VectorStore):
                 return names
 
     async def _chunk_tables(self) -> list[str]:
-        return [n for n in await self._table_names() if n.startswith((PREFIX, "chunks-sha256."))]
+        return [n for n in await self._table_names() if n.startswith((PREFIX, HASHED_PREFIX))]
 
     async def _with_table(self, name: str, use, create: bool = False):
         """Return what ``use(table)`` returns for the table ``name`` (``None`` when it is not there

@@ -199,3 +199,14 @@ def test_a_lancedb_query_over_more_collections_than_it_keeps_open_finds_each_one
             f"f{i}" for i in range(6)]
         assert {h.file_id for h in store.full_text("shared", 6, collections)} == {f"f{i}" for i in range(6)}
     assert store.count() == 6 and len(store._open) <= 2
+
+
+def test_a_lancedb_query_opens_only_the_tables_of_the_collections_it_names(tmp_path):
+    from agent_portal.plugins.documents.lance_store import table_name
+
+    writer = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
+    writer.add([row([1, 0, 0, 0, 0, 0, 0, 0], collection=c, file_id=c, text="shared words") for c in ("mine", "a", "b")])
+    reader = LanceStore(str(tmp_path / "lance"), DIMENSIONS)  # a serving worker's, nothing open yet
+    for mode in ("dense", "full_text", "hybrid"):
+        assert [h.file_id for h in reader.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), "shared", 5, ["mine"], mode)] == ["mine"]
+    assert list(reader._open) == [table_name("mine")]
