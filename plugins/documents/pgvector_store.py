@@ -20,9 +20,14 @@ INDEXES = {"embedding": "hnsw (embedding vector_cosine_ops)", "words": "gin (wor
            "collection": "btree (collection_id)", "file": "btree (file_id)"}
 
 
+def index_name(name: str) -> str:
+    """Return the database's name of the index ``name`` (of :data:`INDEXES`)."""
+    return f"{TABLE}_{name}"
+
+
 def index_ddl(name: str) -> str:
     """Return the statement that makes the index ``name`` (of :data:`INDEXES`) if it is not there."""
-    return f"CREATE INDEX IF NOT EXISTS {TABLE}_{name} ON {TABLE} USING {INDEXES[name]}"
+    return f"CREATE INDEX IF NOT EXISTS {index_name(name)} ON {TABLE} USING {INDEXES[name]}"
 
 
 def _vector(values) -> str:
