@@ -46,9 +46,6 @@ class LanceStore(VectorStore):
     """LanceDB in the directory ``path``: a table of chunks per collection."""
 
     full_text_index = True
-    # rows added before the full-text index takes them in: until then they are scanned flat, which
-    # at 2,000 rows made a BM25 query 95 ms instead of 9; taking in a file's rows costs ~0.1 s
-    OPTIMIZE_EVERY_ROWS = 200
     OPEN_TABLES = 512  # kept open (each holds its index caches); the least recently used closes
     QUERIES_AT_ONCE = 8  # per store: a query over hundreds of collections waits its turn per table
     SPLIT_BATCH_ROWS = 10_000  # rows read at a time from a store written as one table
@@ -72,7 +69,6 @@ class LanceStore(VectorStore):
         self._open: OrderedDict[str, object] = OrderedDict()
         self._queries_at_once = asyncio.Semaphore(self.QUERIES_AT_ONCE)  # made here, used on the loop
         self._lock = threading.Lock()  # one writer at a time in this process
-        self._added_since_optimize: dict[str, int] = {}
         if LEGACY_TABLE in self._run(self._table_names()):
             self._split_the_single_table()
 
@@ -135,21 +131,19 @@ class LanceStore(VectorStore):
                 {**r, "page": -1 if r.get("page") is None else r["page"], "heading": r.get("heading") or ""})
         with self._lock:
             for collection_id, part in by_collection.items():
-                self._run(self._add(table_name(collection_id), part))
+                self._run(self._with_table(table_name(collection_id), lambda table: self._add_to(table, part),
+                                           create=True))
 
-    async def _add(self, name: str, rows: list[dict]) -> None:
-        await self._with_table(name, lambda table: self._add_to(table, name, rows), create=True)
-
-    async def _add_to(self, table, name: str, rows: list[dict]) -> None:
+    @staticmethod
+    async def _add_to(table, rows: list[dict]) -> None:
         await table.add(rows)
-        added = self._added_since_optimize.get(name, 0) + len(rows)
-        if added >= self.OPTIMIZE_EVERY_ROWS:
-            try:
-                await table.optimize()
-                added = 0
-            except (OSError, RuntimeError, ValueError) as exc:  # another writer's commit won: next time
-                log.warning("documents: the store's indexes could not take in new rows yet: %s", exc)
-        self._added_since_optimize[name] = added
+        # the full-text index takes the rows in at once (a file's, the pipeline adds them in one
+        # write): rows it has not taken in are scanned flat, which at 2,000 rows made a BM25 query
+        # 95 ms instead of 9, and a collection's table may never grow past a threshold; ~0.1 s a file
+        try:
+            await table.optimize()
+        except (OSError, RuntimeError, ValueError) as exc:  # another writer's commit won: next time
+            log.warning("documents: the store's indexes could not take in new rows yet: %s", exc)
 
     async def _each_collection(self, collection_ids: list[str], ask) -> list[dict]:
         """Return the rows ``ask(table)`` finds in each of ``collection_ids``' tables, together."""
@@ -158,7 +152,7 @@ class LanceStore(VectorStore):
 
     async def _nearest(self, vector, k, collection_ids) -> list:
         async def ask(table):
-            found = await table.vector_search(vector).distance_type("cosine").select(list(PAYLOAD)).limit(k).to_arrow()
+            found = await table.vector_search(vector).distance_type("cosine").select([*PAYLOAD, "_distance"]).limit(k).to_arrow()
             return found.to_pylist()
 
         found = await self._each_collection(collection_ids, ask)
@@ -167,7 +161,7 @@ class LanceStore(VectorStore):
 
     async def _words(self, text, k, collection_ids) -> list:
         async def ask(table):  # BM25 within each collection (its own word statistics)
-            found = await table.query().nearest_to_text(text, columns="text").select(list(PAYLOAD)).limit(k).to_arrow()
+            found = await table.query().nearest_to_text(text, columns="text").select([*PAYLOAD, "_score"]).limit(k).to_arrow()
             return found.to_pylist()
 
         found = await self._each_collection(collection_ids, ask)
@@ -243,7 +237,6 @@ class LanceStore(VectorStore):
                     await table.add(part)
             await self._index_words(table)
             await table.optimize()
-            self._open.pop(name, None)
         total = await old.count_rows()
         await self.db.drop_table(LEGACY_TABLE)
         log.info("documents: %d chunks moved into %d collection tables", total, len(collections))

@@ -210,3 +210,13 @@ def test_a_lancedb_query_opens_only_the_tables_of_the_collections_it_names(tmp_p
     for mode in ("dense", "full_text", "hybrid"):
         assert [h.file_id for h in reader.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), "shared", 5, ["mine"], mode)] == ["mine"]
     assert list(reader._open) == [table_name("mine")]
+
+
+def test_a_small_lancedb_collection_has_every_chunk_in_its_full_text_index(tmp_path):
+    import lancedb
+
+    store = LanceStore(str(tmp_path / "lance"), DIMENSIONS)
+    store.add([row([1, 0, 0, 0, 0, 0, 0, 0], collection="small", index=i, text=f"word{i}") for i in range(5)])
+    table = lancedb.connect(str(tmp_path / "lance")).open_table("chunks.small")
+    (words,) = [index for index in table.list_indices() if index.index_type == "FTS"]
+    assert table.index_stats(words.name).num_unindexed_rows == 0  # none left to a flat scan
